@@ -1,0 +1,1 @@
+//! agcam: Attention-Guided CAM for Vision Transformers on wgpu.
