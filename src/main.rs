@@ -1,1 +1,5 @@
-fn main() {}
+fn main() {
+    for a in agcam::gpu::list_adapters(None) {
+        println!("{a}");
+    }
+}

@@ -1,0 +1,231 @@
+use std::fmt;
+
+use crate::error::{Error, Result};
+
+/// A graphics API that wgpu can drive, as the user names it on the command line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Backend {
+    /// Vulkan (Linux, Windows, Android; lavapipe on CPU-only machines).
+    Vulkan,
+    /// Metal (macOS, iOS).
+    Metal,
+    /// Direct3D 12 (Windows).
+    Dx12,
+    /// OpenGL / OpenGL ES (llvmpipe on CPU-only machines).
+    Gl,
+}
+
+impl Backend {
+    fn to_wgpu(self) -> wgpu::Backends {
+        match self {
+            Backend::Vulkan => wgpu::Backends::VULKAN,
+            Backend::Metal => wgpu::Backends::METAL,
+            Backend::Dx12 => wgpu::Backends::DX12,
+            Backend::Gl => wgpu::Backends::GL,
+        }
+    }
+}
+
+/// How to pick the adapter. The default picks the best one available.
+#[derive(Debug, Clone, Default)]
+pub struct GpuOptions {
+    /// Restrict the search to one backend.
+    pub backend: Option<Backend>,
+    /// Index into the list that [`list_adapters`] returns (after the backend filter).
+    pub adapter: Option<usize>,
+}
+
+/// What `agcam devices` shows about one adapter.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct AdapterSummary {
+    /// Index to pass as `--adapter`.
+    pub index: usize,
+    /// Adapter name as the driver reports it.
+    pub name: String,
+    /// Vulkan, Metal, Dx12 or Gl.
+    pub backend: String,
+    /// Discrete, integrated, virtual or CPU.
+    pub device_type: String,
+    /// Driver name and version.
+    pub driver: String,
+    /// Whether f16 arithmetic in shaders is available.
+    pub shader_f16: bool,
+    /// Whether GPU timestamps can be taken (for profiling).
+    pub timestamp_query: bool,
+    /// Whether subgroup operations are available.
+    pub subgroup: bool,
+    /// Largest storage buffer binding in bytes.
+    pub max_storage_buffer_binding_size: u64,
+}
+
+impl fmt::Display for AdapterSummary {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let yes_no = |b: bool| if b { "yes" } else { "no" };
+        write!(
+            f,
+            "[{}] {} ({}, {}, driver: {}) f16: {}, timestamps: {}, subgroups: {}, max binding: {} MiB",
+            self.index,
+            self.name,
+            self.backend,
+            self.device_type,
+            if self.driver.is_empty() { "?" } else { &self.driver },
+            yes_no(self.shader_f16),
+            yes_no(self.timestamp_query),
+            yes_no(self.subgroup),
+            self.max_storage_buffer_binding_size >> 20
+        )
+    }
+}
+
+/// An open device with everything the kernels need to know about it.
+pub struct Gpu {
+    /// The logical device.
+    pub device: wgpu::Device,
+    /// Its queue.
+    pub queue: wgpu::Queue,
+    /// Name, backend and type of the adapter.
+    pub info: wgpu::AdapterInfo,
+    /// The optional features that were granted (a subset of SHADER_F16, TIMESTAMP_QUERY, ...).
+    pub features: wgpu::Features,
+    /// The adapter's real limits, as granted.
+    pub limits: wgpu::Limits,
+}
+
+impl fmt::Debug for Gpu {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Gpu({})", self.describe())
+    }
+}
+
+/// Features the kernels use when present; none of them is required.
+fn wanted_features() -> wgpu::Features {
+    wgpu::Features::SHADER_F16
+        | wgpu::Features::TIMESTAMP_QUERY
+        | wgpu::Features::TIMESTAMP_QUERY_INSIDE_ENCODERS
+        | wgpu::Features::TIMESTAMP_QUERY_INSIDE_PASSES
+}
+
+fn instance(backends: wgpu::Backends) -> wgpu::Instance {
+    let mut desc = wgpu::InstanceDescriptor::new_without_display_handle();
+    desc.backends = backends;
+    wgpu::Instance::new(desc)
+}
+
+/// Adapters in the order `--adapter` indexes them: best first (discrete, integrated, virtual,
+/// CPU; native APIs before GL within a class), so index 0 is what the default picks.
+fn ranked_adapters(backend: Option<Backend>) -> Vec<wgpu::Adapter> {
+    let backends = backend.map_or(wgpu::Backends::all(), Backend::to_wgpu);
+    let mut adapters = pollster::block_on(instance(backends).enumerate_adapters(backends));
+    adapters.retain(|a| a.get_downlevel_capabilities().flags.contains(wgpu::DownlevelFlags::COMPUTE_SHADERS));
+    adapters.sort_by_key(|a| {
+        let info = a.get_info();
+        let class = match info.device_type {
+            wgpu::DeviceType::DiscreteGpu => 0,
+            wgpu::DeviceType::IntegratedGpu => 1,
+            wgpu::DeviceType::VirtualGpu => 2,
+            wgpu::DeviceType::Cpu => 3,
+            wgpu::DeviceType::Other => 4,
+        };
+        (class, info.backend == wgpu::Backend::Gl)
+    });
+    adapters
+}
+
+fn summarize(index: usize, adapter: &wgpu::Adapter) -> AdapterSummary {
+    let info = adapter.get_info();
+    let features = adapter.features();
+    AdapterSummary {
+        index,
+        name: info.name.clone(),
+        backend: format!("{:?}", info.backend),
+        device_type: format!("{:?}", info.device_type),
+        driver: format!("{} {}", info.driver, info.driver_info).trim().to_string(),
+        shader_f16: features.contains(wgpu::Features::SHADER_F16),
+        timestamp_query: features.contains(wgpu::Features::TIMESTAMP_QUERY),
+        subgroup: features.contains(wgpu::Features::SUBGROUP),
+        max_storage_buffer_binding_size: adapter.limits().max_storage_buffer_binding_size,
+    }
+}
+
+/// Every adapter that can run compute shaders, best first.
+pub fn list_adapters(backend: Option<Backend>) -> Vec<AdapterSummary> {
+    ranked_adapters(backend)
+        .iter()
+        .enumerate()
+        .map(|(i, a)| summarize(i, a))
+        .collect()
+}
+
+impl Gpu {
+    /// Opens the adapter the options select, with its real limits and the optional features
+    /// the kernels can use.
+    pub fn new(options: &GpuOptions) -> Result<Gpu> {
+        let adapters = ranked_adapters(options.backend);
+        let scope = options
+            .backend
+            .map_or(String::new(), |b| format!(" for backend {b:?}"));
+        if adapters.is_empty() {
+            return Err(Error::Gpu(format!(
+                "no adapter with compute shaders found{scope}; on a machine without a GPU install \
+                 Mesa (e.g. `apt-get install mesa-vulkan-drivers`)"
+            )));
+        }
+        let index = options.adapter.unwrap_or(0);
+        let adapter = adapters.get(index).ok_or_else(|| {
+            Error::Gpu(format!(
+                "adapter {index} does not exist{scope}: there are {} (see `agcam devices`)",
+                adapters.len()
+            ))
+        })?;
+        Self::open(adapter)
+    }
+
+    fn open(adapter: &wgpu::Adapter) -> Result<Gpu> {
+        let info = adapter.get_info();
+        let features = adapter.features() & wanted_features();
+        let limits = adapter.limits();
+        let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
+            label: Some("agcam"),
+            required_features: features,
+            required_limits: limits.clone(),
+            experimental_features: wgpu::ExperimentalFeatures::disabled(),
+            memory_hints: wgpu::MemoryHints::Performance,
+            trace: wgpu::Trace::Off,
+        }))
+        .map_err(|e| Error::Gpu(format!("cannot open {}: {e}", info.name)))?;
+        Ok(Gpu {
+            device,
+            queue,
+            info,
+            features,
+            limits,
+        })
+    }
+
+    /// "name (Backend, DeviceType)", for logs and JSON output.
+    pub fn describe(&self) -> String {
+        format!(
+            "{} ({:?}, {:?})",
+            self.info.name, self.info.backend, self.info.device_type
+        )
+    }
+
+    /// Whether shaders may use f16 arithmetic on this device.
+    pub fn has_f16(&self) -> bool {
+        self.features.contains(wgpu::Features::SHADER_F16)
+    }
+
+    /// Whether this is a CPU rasterizer (llvmpipe, lavapipe, WARP), which wants different
+    /// kernel shapes than a real GPU.
+    pub fn is_cpu(&self) -> bool {
+        self.info.device_type == wgpu::DeviceType::Cpu
+    }
+
+    /// Blocks until all submitted work is done.
+    pub fn wait(&self) -> Result<()> {
+        self.device
+            .poll(wgpu::PollType::wait_indefinitely())
+            .map(|_| ())
+            .map_err(|e| Error::Gpu(format!("device lost while waiting: {e}")))
+    }
+}

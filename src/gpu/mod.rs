@@ -1,0 +1,5 @@
+//! Device and adapter choice, and the small buffer helpers every kernel launcher uses.
+
+mod context;
+
+pub use context::{list_adapters, AdapterSummary, Backend, Gpu, GpuOptions};
