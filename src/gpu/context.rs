@@ -78,6 +78,7 @@ impl fmt::Display for AdapterSummary {
 }
 
 /// An open device with everything the kernels need to know about it.
+#[derive(Clone)]
 pub struct Gpu {
     /// The logical device.
     pub device: wgpu::Device,

@@ -5,6 +5,7 @@
 
 mod config;
 mod loader;
+mod random;
 
 pub use config::{ConfigOverrides, ModelConfig, Pooling};
 pub use loader::{load_model, Model};

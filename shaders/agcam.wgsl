@@ -1,0 +1,151 @@
+// The AGCAM backward of docs method.md §2 and its fused map kernel. Gradient rows are indexed
+// r = image · K + slot, K explained classes per image.
+
+const WG: u32 = 64u;
+
+struct AgcamParams {
+    // Gradient rows R = B·K.
+    rows: u32,
+    // Explained classes per image K.
+    per_image: u32,
+    // vecmat: input and output widths. topk: classes C. accumulate: tokens N.
+    in_dim: u32,
+    out_dim: u32,
+    // vecmat: 1 multiplies by gelu'(z). accumulate: 1 adds to the map, 0 overwrites it.
+    flag: u32,
+    // accumulate: heads H and head width d.
+    heads: u32,
+    head_dim: u32,
+    _pad: u32,
+}
+
+@group(0) @binding(0) var<storage, read> input: array<f32>;
+@group(0) @binding(1) var<storage, read> scale: array<f32>;
+@group(0) @binding(2) var<storage, read> weight: array<f32>;
+@group(0) @binding(3) var<storage, read> aux: array<f32>;
+@group(0) @binding(4) var<storage, read_write> out: array<f32>;
+@group(0) @binding(5) var<uniform> p: AgcamParams;
+@group(0) @binding(6) var<storage, read_write> classes: array<u32>;
+
+var<workgroup> best_value: array<f32, WG>;
+var<workgroup> best_index: array<u32, WG>;
+
+// input: logits [B, C] -> classes [B·K]: the K largest logits of each image, in descending
+// order, the lowest index first among equal values (as torch.topk and argmax on CPU).
+// One workgroup per image, dispatched along x.
+@compute @workgroup_size(WG)
+fn topk(
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(local_invocation_index) lid: u32,
+) {
+    let img = wid.x;
+    let c = p.in_dim;
+    let k = p.per_image;
+    let logits0 = img * c;
+    var prev_value = 3.4e38;
+    var prev_index = 0xffffffffu;
+    for (var slot = 0u; slot < k; slot++) {
+        // The next class in (value descending, index ascending) order after the previous one.
+        var v = -3.4e38;
+        var vi = 0xffffffffu;
+        for (var j = lid; j < c; j += WG) {
+            let x = input[logits0 + j];
+            let after_prev = x < prev_value || (x == prev_value && j > prev_index);
+            let better = x > v || (x == v && j < vi);
+            if (after_prev && better) {
+                v = x;
+                vi = j;
+            }
+        }
+        best_value[lid] = v;
+        best_index[lid] = vi;
+        workgroupBarrier();
+        for (var s = WG / 2u; s > 0u; s >>= 1u) {
+            if (lid < s) {
+                let ov = best_value[lid + s];
+                let oi = best_index[lid + s];
+                if (ov > best_value[lid] || (ov == best_value[lid] && oi < best_index[lid])) {
+                    best_value[lid] = ov;
+                    best_index[lid] = oi;
+                }
+            }
+            workgroupBarrier();
+        }
+        prev_value = best_value[0];
+        prev_index = best_index[0];
+        if (lid == 0u) {
+            classes[img * k + slot] = prev_index;
+        }
+        workgroupBarrier();
+    }
+}
+
+const VM_ROWS: u32 = 4u;
+
+// out[r, j] = Σ_i scale[i]·input[r, i]·weight[i, j]  (× gelu'(aux[r / K, j]) when flag = 1).
+// This is the transpose of an nn.Linear applied to gradient rows: weight is the Linear's
+// [out, in] matrix read as [in_dim, out_dim]. Each invocation serves VM_ROWS rows of one
+// column, so one weight read feeds several rows.
+@compute @workgroup_size(WG)
+fn vecmat(
+    @builtin(global_invocation_id) gid: vec3<u32>,
+) {
+    let j = gid.x;
+    let r0 = gid.y * VM_ROWS;
+    if (j >= p.out_dim || r0 >= p.rows) {
+        return;
+    }
+    var acc: array<f32, VM_ROWS>;
+    var rows: array<u32, VM_ROWS>;
+    for (var t = 0u; t < VM_ROWS; t++) {
+        rows[t] = min(r0 + t, p.rows - 1u) * p.in_dim;
+    }
+    for (var i = 0u; i < p.in_dim; i++) {
+        let w = weight[i * p.out_dim + j] * scale[i];
+        for (var t = 0u; t < VM_ROWS; t++) {
+            acc[t] += input[rows[t] + i] * w;
+        }
+    }
+    for (var t = 0u; t < VM_ROWS; t++) {
+        let r = r0 + t;
+        if (r < p.rows) {
+            var v = acc[t];
+            if (p.flag != 0u) {
+                v *= gelu_grad(aux[(r / p.per_image) * p.out_dim + j]);
+            }
+            out[r * p.out_dim + j] = v;
+        }
+    }
+}
+
+// The fused AGCAM kernel for one layer:
+// out[r, j-1] (+)= Σ_h ReLU(⟨dO[r, h], V[r / K, j, h]⟩) · sigmoid(S[r / K, h, j]), j = 1..N-1.
+// input: dO [R, D] (gradient of the merged attention output), weight: V [B·N, D],
+// aux: class-token scores S [B, H, N], out: maps [R, N-1].
+@compute @workgroup_size(WG)
+fn accumulate(
+    @builtin(global_invocation_id) gid: vec3<u32>,
+) {
+    let n = p.in_dim;
+    let j = gid.x + 1u;
+    let r = gid.y;
+    if (j >= n || r >= p.rows) {
+        return;
+    }
+    let img = r / p.per_image;
+    let d = p.head_dim;
+    let dim = p.heads * d;
+    var total = 0.0;
+    for (var h = 0u; h < p.heads; h++) {
+        var g = 0.0;
+        let go = r * dim + h * d;
+        let vo = (img * n + j) * dim + h * d;
+        for (var e = 0u; e < d; e++) {
+            g += input[go + e] * weight[vo + e];
+        }
+        let s = aux[(img * p.heads + h) * n + j];
+        total += max(g, 0.0) / (1.0 + exp(-s));
+    }
+    let o = r * (n - 1u) + j - 1u;
+    out[o] = select(total, out[o] + total, p.flag != 0u);
+}

@@ -1,0 +1,108 @@
+// C = epilogue(A · Wᵀ + bias): A is [M, K] row-major activations, W is [N, K] row-major, the
+// PyTorch nn.Linear layout, so both operands are read along K. Each invocation computes a 4×4
+// block of C from registers, without workgroup memory or barriers: the shape that CPU
+// rasterizers (llvmpipe, lavapipe) run fastest.
+//
+// EPILOGUE 0: C = acc + bias
+// EPILOGUE 1: C = gelu(acc + bias)
+// EPILOGUE 2: C = C + scale ⊙ (acc + bias)      (residual add with layer scale, in place)
+
+struct GemmParams {
+    m: u32,
+    n: u32,
+    k: u32,
+    _pad: u32,
+}
+
+override EPILOGUE: u32 = 0u;
+
+@group(0) @binding(0) var<storage, read> a4: array<vec4<f32>>;
+@group(0) @binding(1) var<storage, read> w4: array<vec4<f32>>;
+@group(0) @binding(2) var<storage, read> bias: array<f32>;
+@group(0) @binding(3) var<storage, read> scale: array<f32>;
+@group(0) @binding(4) var<storage, read_write> c: array<f32>;
+@group(0) @binding(5) var<uniform> p: GemmParams;
+// The scalar entry point reads A and W through these when K is not a multiple of 4.
+@group(0) @binding(6) var<storage, read> a1: array<f32>;
+@group(0) @binding(7) var<storage, read> w1: array<f32>;
+
+fn store(row: u32, col: u32, acc: f32) {
+    if (row >= p.m || col >= p.n) {
+        return;
+    }
+    let i = row * p.n + col;
+    let v = acc + bias[col];
+    if (EPILOGUE == 0u) {
+        c[i] = v;
+    } else if (EPILOGUE == 1u) {
+        c[i] = gelu(v);
+    } else {
+        c[i] = c[i] + scale[col] * v;
+    }
+}
+
+fn store_block(m0: u32, n0: u32, acc: array<vec4<f32>, 4>) {
+    for (var i = 0u; i < 4u; i++) {
+        for (var j = 0u; j < 4u; j++) {
+            store(m0 + i, n0 + j, acc[i][j]);
+        }
+    }
+}
+
+@compute @workgroup_size(8, 8)
+fn gemm_vec4(@builtin(global_invocation_id) gid: vec3<u32>) {
+    let n0 = gid.x * 4u;
+    let m0 = gid.y * 4u;
+    if (n0 >= p.n || m0 >= p.m) {
+        return;
+    }
+    let k4 = p.k / 4u;
+    // Rows and columns past the edge are clamped so loads stay in bounds; `store` drops them.
+    let ra0 = min(m0, p.m - 1u) * k4;
+    let ra1 = min(m0 + 1u, p.m - 1u) * k4;
+    let ra2 = min(m0 + 2u, p.m - 1u) * k4;
+    let ra3 = min(m0 + 3u, p.m - 1u) * k4;
+    let rw0 = min(n0, p.n - 1u) * k4;
+    let rw1 = min(n0 + 1u, p.n - 1u) * k4;
+    let rw2 = min(n0 + 2u, p.n - 1u) * k4;
+    let rw3 = min(n0 + 3u, p.n - 1u) * k4;
+    var acc: array<vec4<f32>, 4>;
+    for (var kk = 0u; kk < k4; kk++) {
+        let b0 = w4[rw0 + kk];
+        let b1 = w4[rw1 + kk];
+        let b2 = w4[rw2 + kk];
+        let b3 = w4[rw3 + kk];
+        let x0 = a4[ra0 + kk];
+        acc[0] += vec4<f32>(dot(x0, b0), dot(x0, b1), dot(x0, b2), dot(x0, b3));
+        let x1 = a4[ra1 + kk];
+        acc[1] += vec4<f32>(dot(x1, b0), dot(x1, b1), dot(x1, b2), dot(x1, b3));
+        let x2 = a4[ra2 + kk];
+        acc[2] += vec4<f32>(dot(x2, b0), dot(x2, b1), dot(x2, b2), dot(x2, b3));
+        let x3 = a4[ra3 + kk];
+        acc[3] += vec4<f32>(dot(x3, b0), dot(x3, b1), dot(x3, b2), dot(x3, b3));
+    }
+    store_block(m0, n0, acc);
+}
+
+@compute @workgroup_size(8, 8)
+fn gemm_scalar(@builtin(global_invocation_id) gid: vec3<u32>) {
+    let n0 = gid.x * 4u;
+    let m0 = gid.y * 4u;
+    if (n0 >= p.n || m0 >= p.m) {
+        return;
+    }
+    var rows: array<u32, 4>;
+    var cols: array<u32, 4>;
+    for (var i = 0u; i < 4u; i++) {
+        rows[i] = min(m0 + i, p.m - 1u) * p.k;
+        cols[i] = min(n0 + i, p.n - 1u) * p.k;
+    }
+    var acc: array<vec4<f32>, 4>;
+    for (var kk = 0u; kk < p.k; kk++) {
+        let b = vec4<f32>(w1[cols[0] + kk], w1[cols[1] + kk], w1[cols[2] + kk], w1[cols[3] + kk]);
+        for (var i = 0u; i < 4u; i++) {
+            acc[i] += a1[rows[i] + kk] * b;
+        }
+    }
+    store_block(m0, n0, acc);
+}

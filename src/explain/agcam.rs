@@ -1,0 +1,200 @@
+//! The AGCAM backward (method.md §2) on the GPU: a chain over the class token only, K classes
+//! per image as rows of a [B·K, D] matrix, and the fused map kernel per layer.
+//!
+//! With class-token pooling and the attention inputs detached, the residual-stream gradient is
+//! non-zero only at the class token, so per layer k (last to first):
+//!
+//! ```text
+//! g_y  = g + LN2ᵀ( fc1ᵀ( gelu'(fc1(LN2(y_k))) ⊙ fc2ᵀ(ls2 ⊙ g) ) )
+//! dO   = (ls1 ⊙ g_y) · W_proj
+//! map += Σ_h ReLU(⟨dO_h, V_k,h[j]⟩) · sigmoid(S_k,h[CLS, j])      j = patch keys
+//! g    = g_y
+//! ```
+//!
+//! starting from g = LN_finalᵀ(W_head[c]) at the class token of x_L.
+
+use crate::gpu::Gpu;
+use crate::kernels::{Dispatch, Epilogue, Kernels, RowMap};
+use crate::model::ModelConfig;
+use crate::vit::{Activations, GpuWeights};
+
+/// Buffers of the backward chain for up to `rows` = images × classes gradient rows.
+pub(crate) struct Backward {
+    pub rows: usize,
+    /// Explained class of each row [B·K] (u32).
+    pub classes: wgpu::Buffer,
+    /// Residual-stream gradient at the class token [B·K, D].
+    g: wgpu::Buffer,
+    /// Scratch [B·K, D]: output-side gradients of LayerNorms.
+    upstream: wgpu::Buffer,
+    /// [B·K, F]: gradient at the MLP's pre-activation.
+    hidden: wgpu::Buffer,
+    /// [B·K, D]: gradient of the merged attention output.
+    d_out: wgpu::Buffer,
+    /// [B, D] and [B, F]: LN2 output and fc1 pre-activation of the class token, recomputed.
+    ln2: wgpu::Buffer,
+    pre_act: wgpu::Buffer,
+    /// [B·K, N-1]: the maps.
+    pub maps: wgpu::Buffer,
+}
+
+impl Backward {
+    pub fn new(gpu: &Gpu, cfg: &ModelConfig, images: usize, rows: usize) -> Backward {
+        let (d, f, n) = (cfg.embed_dim as u64, cfg.mlp_hidden as u64, cfg.tokens() as u64);
+        let (b, r) = (images as u64, rows as u64);
+        Backward {
+            rows,
+            classes: gpu.storage("classes", 4 * r),
+            g: gpu.storage("grad", 4 * r * d),
+            upstream: gpu.storage("grad upstream", 4 * r * d),
+            hidden: gpu.storage("grad hidden", 4 * r * f),
+            d_out: gpu.storage("grad attention output", 4 * r * d),
+            ln2: gpu.storage("class token ln2", 4 * b * d),
+            pre_act: gpu.storage("class token fc1", 4 * b * f),
+            maps: gpu.storage("maps", 4 * r * (n - 1)),
+        }
+    }
+}
+
+/// How the explained classes are chosen.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(crate) enum ClassChoice {
+    /// The top K logits of each image, chosen on the GPU.
+    TopK,
+    /// Classes the host already wrote to `Backward::classes`.
+    Given,
+}
+
+/// Bytes per gradient row (one image × one class).
+pub(crate) fn backward_bytes_per_row(cfg: &ModelConfig) -> usize {
+    4 * (3 * cfg.embed_dim + cfg.mlp_hidden + cfg.tokens() + 1)
+}
+
+/// Records the backward of `batch` images with `per_image` classes each, after the forward.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn record_backward(
+    gpu: &Gpu,
+    k: &Kernels,
+    cfg: &ModelConfig,
+    w: &GpuWeights,
+    acts: &Activations,
+    back: &Backward,
+    batch: usize,
+    per_image: usize,
+    choice: ClassChoice,
+) -> Vec<Dispatch> {
+    let n = cfg.tokens();
+    let (d, f) = (cfg.embed_dim, cfg.mlp_hidden);
+    let rows = batch * per_image;
+    let eps = cfg.layer_norm_eps;
+    let mut out = Vec::with_capacity(3 + 7 * cfg.depth);
+
+    if choice == ClassChoice::TopK {
+        out.push(k.agcam.topk(
+            gpu,
+            &acts.logits,
+            &back.classes,
+            batch,
+            cfg.num_classes,
+            per_image,
+        ));
+    }
+    // g = LN_finalᵀ(W_head[c]) at the class token of x_L.
+    out.push(k.tokens.gather_indexed(gpu, &w.head_w, &back.classes, &back.upstream, rows, d));
+    out.push(k.layernorm.dispatch_backward(
+        gpu,
+        &acts.x,
+        &w.norm_w,
+        &back.upstream,
+        &back.g,
+        (rows, d),
+        RowMap {
+            rows_per_input: per_image,
+            input_row_stride: n,
+        },
+        eps,
+        false,
+    ));
+
+    let per_image_rows = RowMap {
+        rows_per_input: per_image,
+        input_row_stride: 1,
+    };
+    for (layer, (blk, keep)) in w.blocks.iter().zip(&acts.layers).enumerate().rev() {
+        // The class token's MLP pre-activation, recomputed from the kept MLP input.
+        out.push(k.layernorm.dispatch(
+            gpu,
+            &keep.y_cls,
+            &blk.norm2_w,
+            &blk.norm2_b,
+            &back.ln2,
+            (batch, d),
+            RowMap::IDENTITY,
+            eps,
+        ));
+        out.push(k.gemm.dispatch(
+            gpu,
+            &back.ln2,
+            &blk.fc1_w,
+            &blk.fc1_b,
+            &blk.fc1_b,
+            &back.pre_act,
+            (batch, f, d),
+            Epilogue::Bias,
+        ));
+        // g_y = g + LN2ᵀ(fc1ᵀ(gelu' ⊙ fc2ᵀ(ls2 ⊙ g)))
+        out.push(k.agcam.vecmat(
+            gpu,
+            &back.g,
+            &blk.ls2,
+            &blk.fc2_w,
+            Some(&back.pre_act),
+            &back.hidden,
+            (rows, per_image),
+            (d, f),
+        ));
+        out.push(k.agcam.vecmat(
+            gpu,
+            &back.hidden,
+            &w.ones,
+            &blk.fc1_w,
+            None,
+            &back.upstream,
+            (rows, per_image),
+            (f, d),
+        ));
+        out.push(k.layernorm.dispatch_backward(
+            gpu,
+            &keep.y_cls,
+            &blk.norm2_w,
+            &back.upstream,
+            &back.g,
+            (rows, d),
+            per_image_rows,
+            eps,
+            true,
+        ));
+        // dO = (ls1 ⊙ g_y) · W_proj, then the fused map of this layer.
+        out.push(k.agcam.vecmat(
+            gpu,
+            &back.g,
+            &blk.ls1,
+            &blk.proj_w,
+            None,
+            &back.d_out,
+            (rows, per_image),
+            (d, d),
+        ));
+        out.push(k.agcam.accumulate(
+            gpu,
+            &back.d_out,
+            &keep.v,
+            &keep.cls_scores,
+            &back.maps,
+            (rows, per_image),
+            (n, cfg.num_heads, cfg.head_dim()),
+            layer + 1 != cfg.depth,
+        ));
+    }
+    out
+}

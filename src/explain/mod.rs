@@ -1,0 +1,429 @@
+//! The public engine: a model on a GPU that turns batches of normalised images into logits and
+//! AGCAM maps, in one compute pass and one readback per chunk of images.
+
+pub(crate) mod agcam;
+
+use std::collections::HashMap;
+
+use agcam::{backward_bytes_per_row, record_backward, Backward, ClassChoice};
+
+use crate::error::{Error, Result};
+use crate::gpu::Gpu;
+use crate::kernels::{encode, Dispatch, Kernels, MAX_HEAD_DIM, MAX_TOKENS};
+use crate::model::{Model, ModelConfig, Pooling};
+use crate::vit::{
+    activation_bytes_per_image, largest_binding_per_image, record_forward, Activations,
+    GpuWeights,
+};
+
+/// Which classes to explain for each image.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Target {
+    /// The predicted class (argmax of the logits), as the paper's localization protocol does.
+    Predicted,
+    /// The K highest-scoring classes, best first; `TopK(1)` is `Predicted`.
+    TopK(usize),
+    /// The same class for every image.
+    Class(usize),
+    /// One class per image, e.g. the ground truth in the perturbation protocol.
+    PerImage(Vec<usize>),
+}
+
+/// One explained class of one image.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ClassMap {
+    /// Class index.
+    pub class: usize,
+    /// The raw AGCAM map over the patch grid, row-major `[gh, gw]`: exactly `grid` of
+    /// method.md §2, before any upsampling or normalisation.
+    pub map: Vec<f32>,
+}
+
+/// Logits and maps of one image.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Explanation {
+    /// Raw logits, one per class.
+    pub logits: Vec<f32>,
+    /// The explained classes, in the order the target asked for (best first for top-k).
+    pub maps: Vec<ClassMap>,
+}
+
+/// One class's score.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ClassScore {
+    /// Class index.
+    pub class: usize,
+    /// Raw logit.
+    pub logit: f32,
+    /// Softmax probability.
+    pub probability: f32,
+}
+
+/// Softmax probabilities of `logits`, computed in f64.
+pub fn softmax(logits: &[f32]) -> Vec<f32> {
+    let max = logits.iter().fold(f32::NEG_INFINITY, |m, &x| m.max(x)) as f64;
+    let exps: Vec<f64> = logits.iter().map(|&x| (x as f64 - max).exp()).collect();
+    let sum: f64 = exps.iter().sum();
+    exps.iter().map(|e| (e / sum) as f32).collect()
+}
+
+/// The `k` best classes of `logits`, highest first, lower index first among ties.
+pub fn top_classes(logits: &[f32], k: usize) -> Vec<ClassScore> {
+    let probs = softmax(logits);
+    let mut order: Vec<usize> = (0..logits.len()).collect();
+    order.sort_by(|&a, &b| logits[b].total_cmp(&logits[a]).then(a.cmp(&b)));
+    order
+        .into_iter()
+        .take(k)
+        .map(|c| ClassScore {
+            class: c,
+            logit: logits[c],
+            probability: probs[c],
+        })
+        .collect()
+}
+
+impl Explanation {
+    /// The predicted class: argmax of the logits (lowest index among ties).
+    pub fn predicted(&self) -> usize {
+        top_classes(&self.logits, 1)[0].class
+    }
+
+    /// The `k` best classes with logits and probabilities.
+    pub fn top(&self, k: usize) -> Vec<ClassScore> {
+        top_classes(&self.logits, k)
+    }
+}
+
+/// Limits on how many images go to the GPU at once.
+#[derive(Debug, Clone)]
+pub struct EngineOptions {
+    /// Most images per chunk (the batch is split into chunks of at most this many).
+    pub max_batch: usize,
+    /// Most bytes of activations to allocate on the GPU (weights not included).
+    pub max_gpu_mem: u64,
+}
+
+impl Default for EngineOptions {
+    fn default() -> Self {
+        EngineOptions {
+            max_batch: 32,
+            max_gpu_mem: 2 << 30,
+        }
+    }
+}
+
+/// Key of a recorded command sequence: images in the chunk, classes per image, class choice.
+type RecordingKey = (usize, usize, Option<ClassChoice>);
+
+/// Buffers sized for the engine's capacity, and the dispatches recorded over them.
+struct Workspace {
+    acts: Activations,
+    back: Option<Backward>,
+    recordings: HashMap<RecordingKey, Vec<Dispatch>>,
+    logits_readback: wgpu::Buffer,
+    classes_readback: Option<wgpu::Buffer>,
+    maps_readback: Option<wgpu::Buffer>,
+}
+
+/// A model loaded on a GPU, ready to explain batches of images.
+pub struct Engine {
+    gpu: Gpu,
+    config: ModelConfig,
+    kernels: Kernels,
+    weights: GpuWeights,
+    capacity: usize,
+    max_gpu_mem: u64,
+    workspace: Option<Workspace>,
+}
+
+impl std::fmt::Debug for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Engine")
+            .field("gpu", &self.gpu)
+            .field("model", &self.config.name)
+            .field("capacity", &self.capacity)
+            .finish()
+    }
+}
+
+impl Engine {
+    /// Uploads `model` to `gpu` with default options.
+    pub fn new(gpu: Gpu, model: &Model) -> Result<Engine> {
+        Self::with_options(gpu, model, &EngineOptions::default())
+    }
+
+    /// Uploads `model` to `gpu`; chunks are sized by `options` and the adapter's limits.
+    pub fn with_options(gpu: Gpu, model: &Model, options: &EngineOptions) -> Result<Engine> {
+        let cfg = &model.config;
+        if cfg.pooling == Pooling::Avg {
+            return Err(Error::Invalid(format!(
+                "{}: average-pooled models (global_pool=\"avg\") are not supported yet",
+                cfg.name
+            )));
+        }
+        if cfg.tokens() > MAX_TOKENS {
+            return Err(Error::Invalid(format!(
+                "{}: {} tokens per image; at most {MAX_TOKENS} are supported",
+                cfg.name,
+                cfg.tokens()
+            )));
+        }
+        if cfg.head_dim() > MAX_HEAD_DIM {
+            return Err(Error::Invalid(format!(
+                "{}: head width {} exceeds the supported {MAX_HEAD_DIM}",
+                cfg.name,
+                cfg.head_dim()
+            )));
+        }
+        let max_binding = gpu.limits.max_storage_buffer_binding_size;
+        let by_binding = max_binding as usize / largest_binding_per_image(cfg);
+        let by_memory = options.max_gpu_mem as usize / activation_bytes_per_image(cfg);
+        let capacity = options.max_batch.min(by_binding).min(by_memory);
+        if capacity == 0 {
+            return Err(Error::Invalid(format!(
+                "{}: one image does not fit the GPU budget ({} MiB of activations per image, \
+                 max binding {} MiB, --max-gpu-mem {} MiB)",
+                cfg.name,
+                activation_bytes_per_image(cfg) >> 20,
+                max_binding >> 20,
+                options.max_gpu_mem >> 20
+            )));
+        }
+        let kernels = Kernels::new(&gpu);
+        let weights = GpuWeights::upload(&gpu, cfg, &model.weights);
+        Ok(Engine {
+            gpu,
+            config: cfg.clone(),
+            kernels,
+            weights,
+            capacity,
+            max_gpu_mem: options.max_gpu_mem,
+            workspace: None,
+        })
+    }
+
+    /// The model's configuration.
+    pub fn config(&self) -> &ModelConfig {
+        &self.config
+    }
+
+    /// The device the engine runs on.
+    pub fn gpu(&self) -> &Gpu {
+        &self.gpu
+    }
+
+    /// Most images per GPU chunk.
+    pub fn capacity(&self) -> usize {
+        self.capacity
+    }
+
+    /// Values per normalised input image: 3·H·W.
+    pub fn image_len(&self) -> usize {
+        3 * self.config.image_size.0 * self.config.image_size.1
+    }
+
+    /// Logits of a batch of normalised images `[B, 3, H, W]` (forward pass only).
+    pub fn predict(&mut self, images: &[f32]) -> Result<Vec<Vec<f32>>> {
+        let count = self.check_images(images)?;
+        let mut out = Vec::with_capacity(count);
+        for chunk in images.chunks(self.capacity * self.image_len()) {
+            let (logits, _, _) = self.run_chunk(chunk, 0, None, &[])?;
+            out.extend(logits);
+        }
+        Ok(out)
+    }
+
+    /// Logits and AGCAM maps of a batch of normalised images `[B, 3, H, W]`.
+    pub fn explain(&mut self, images: &[f32], target: &Target) -> Result<Vec<Explanation>> {
+        let count = self.check_images(images)?;
+        let c = self.config.num_classes;
+        let check_class = |class: usize| {
+            if class >= c {
+                Err(Error::Invalid(format!(
+                    "class {class} is out of range: the model has {c} classes (0..={})",
+                    c - 1
+                )))
+            } else {
+                Ok(())
+            }
+        };
+        let (per_image, choice) = match target {
+            Target::Predicted => (1, ClassChoice::TopK),
+            Target::TopK(k) => {
+                if *k == 0 || *k > c {
+                    return Err(Error::Invalid(format!(
+                        "top-k must be between 1 and the number of classes ({c}), not {k}"
+                    )));
+                }
+                (*k, ClassChoice::TopK)
+            }
+            Target::Class(class) => {
+                check_class(*class)?;
+                (1, ClassChoice::Given)
+            }
+            Target::PerImage(classes) => {
+                if classes.len() != count {
+                    return Err(Error::Invalid(format!(
+                        "{} target classes given for {count} images",
+                        classes.len()
+                    )));
+                }
+                classes.iter().try_for_each(|&class| check_class(class))?;
+                (1, ClassChoice::Given)
+            }
+        };
+        let mut out = Vec::with_capacity(count);
+        for (i, chunk) in images.chunks(self.capacity * self.image_len()).enumerate() {
+            let n = chunk.len() / self.image_len();
+            let given: Vec<u32> = match target {
+                Target::Class(class) => vec![*class as u32; n],
+                Target::PerImage(classes) => classes[i * self.capacity..][..n]
+                    .iter()
+                    .map(|&c| c as u32)
+                    .collect(),
+                _ => Vec::new(),
+            };
+            let (logits, classes, maps) = self.run_chunk(chunk, per_image, Some(choice), &given)?;
+            let grid = self.config.tokens() - 1;
+            for (b, logits) in logits.into_iter().enumerate() {
+                let maps = (0..per_image)
+                    .map(|s| {
+                        let r = b * per_image + s;
+                        ClassMap {
+                            class: classes[r] as usize,
+                            map: maps[r * grid..(r + 1) * grid].to_vec(),
+                        }
+                    })
+                    .collect();
+                out.push(Explanation { logits, maps });
+            }
+        }
+        Ok(out)
+    }
+
+    fn check_images(&self, images: &[f32]) -> Result<usize> {
+        let len = self.image_len();
+        if images.is_empty() {
+            return Err(Error::Invalid("no images to process".into()));
+        }
+        if images.len() % len != 0 {
+            return Err(Error::Invalid(format!(
+                "input holds {} values, not a whole number of {}×{} RGB images ({len} values each)",
+                images.len(),
+                self.config.image_size.0,
+                self.config.image_size.1
+            )));
+        }
+        Ok(images.len() / len)
+    }
+
+    /// Makes sure the workspace exists and its backward buffers hold `rows` gradient rows.
+    fn prepare(&mut self, rows: usize) -> Result<&mut Workspace> {
+        let cfg = &self.config;
+        let gpu = &self.gpu;
+        let ws = self.workspace.get_or_insert_with(|| Workspace {
+            acts: Activations::new(gpu, cfg, self.capacity),
+            back: None,
+            recordings: HashMap::new(),
+            logits_readback: gpu.readback("logits", 4 * (self.capacity * cfg.num_classes) as u64),
+            classes_readback: None,
+            maps_readback: None,
+        });
+        let have = ws.back.as_ref().map_or(0, |b| b.rows);
+        if rows > have {
+            let bytes = (rows * backward_bytes_per_row(cfg)) as u64;
+            if bytes > self.max_gpu_mem {
+                return Err(Error::Invalid(format!(
+                    "{rows} explained maps per chunk need {} MiB for the backward, over the \
+                     GPU memory budget of {} MiB: explain fewer classes or raise --max-gpu-mem",
+                    bytes >> 20,
+                    self.max_gpu_mem >> 20
+                )));
+            }
+            ws.back = Some(Backward::new(gpu, cfg, self.capacity, rows));
+            ws.classes_readback = Some(gpu.readback("classes", 4 * rows as u64));
+            ws.maps_readback =
+                Some(gpu.readback("maps", 4 * (rows * (cfg.tokens() - 1)) as u64));
+            // Recordings bind the old buffers.
+            ws.recordings.clear();
+        }
+        Ok(ws)
+    }
+
+    /// Runs one chunk: upload, one compute pass, copies, one submit, readback.
+    fn run_chunk(
+        &mut self,
+        images: &[f32],
+        per_image: usize,
+        choice: Option<ClassChoice>,
+        given: &[u32],
+    ) -> Result<(Vec<Vec<f32>>, Vec<u32>, Vec<f32>)> {
+        let batch = images.len() / self.image_len();
+        let rows = batch * per_image;
+        let c = self.config.num_classes;
+        let grid = self.config.tokens() - 1;
+        let rows_capacity = self.capacity * per_image;
+        self.prepare(if choice.is_some() { rows_capacity } else { 0 })?;
+        let ws = self.workspace.as_mut().expect("prepared");
+        let key = (batch, per_image, choice);
+        if !ws.recordings.contains_key(&key) {
+            let mut dispatches = record_forward(
+                &self.gpu,
+                &self.kernels,
+                &self.config,
+                &self.weights,
+                &ws.acts,
+                batch,
+            );
+            if let (Some(choice), Some(back)) = (choice, &ws.back) {
+                dispatches.extend(record_backward(
+                    &self.gpu,
+                    &self.kernels,
+                    &self.config,
+                    &self.weights,
+                    &ws.acts,
+                    back,
+                    batch,
+                    per_image,
+                    choice,
+                ));
+            }
+            ws.recordings.insert(key, dispatches);
+        }
+        let dispatches = &ws.recordings[&key];
+        let queue = &self.gpu.queue;
+        queue.write_buffer(&ws.acts.images, 0, bytemuck::cast_slice(images));
+        if choice == Some(ClassChoice::Given) {
+            let back = ws.back.as_ref().expect("prepared");
+            queue.write_buffer(&back.classes, 0, bytemuck::cast_slice(given));
+        }
+        let mut enc = self.gpu.device.create_command_encoder(&Default::default());
+        {
+            let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor {
+                label: Some("agcam"),
+                timestamp_writes: None,
+            });
+            encode(&mut pass, dispatches);
+        }
+        let logits_bytes = 4 * (batch * c) as u64;
+        enc.copy_buffer_to_buffer(&ws.acts.logits, 0, &ws.logits_readback, 0, logits_bytes);
+        if let (Some(back), Some(cr), Some(mr)) =
+            (&ws.back, &ws.classes_readback, &ws.maps_readback)
+        {
+            if choice.is_some() {
+                enc.copy_buffer_to_buffer(&back.classes, 0, cr, 0, 4 * rows as u64);
+                enc.copy_buffer_to_buffer(&back.maps, 0, mr, 0, 4 * (rows * grid) as u64);
+            }
+        }
+        self.gpu.queue.submit([enc.finish()]);
+        let flat: Vec<f32> = self.gpu.read(&ws.logits_readback, batch * c)?;
+        let logits = flat.chunks(c).map(<[f32]>::to_vec).collect();
+        if choice.is_none() {
+            return Ok((logits, Vec::new(), Vec::new()));
+        }
+        let classes = self.gpu.read(ws.classes_readback.as_ref().expect("prepared"), rows)?;
+        let maps = self.gpu.read(ws.maps_readback.as_ref().expect("prepared"), rows * grid)?;
+        Ok((logits, classes, maps))
+    }
+}

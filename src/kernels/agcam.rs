@@ -1,0 +1,153 @@
+//! Launcher of shaders/agcam.wgsl: top-k class choice, the transposed-Linear products of the
+//! backward chain, and the fused ReLU(gradient) × sigmoid(score) map accumulation.
+
+use super::{module, Access, Dispatch, Kernel};
+use crate::gpu::Gpu;
+
+const WG: u32 = 64;
+/// Must match VM_ROWS in agcam.wgsl.
+const VM_ROWS: u32 = 4;
+
+#[repr(C)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable, Default)]
+struct AgcamParams {
+    rows: u32,
+    per_image: u32,
+    in_dim: u32,
+    out_dim: u32,
+    flag: u32,
+    heads: u32,
+    head_dim: u32,
+    _pad: u32,
+}
+
+pub(crate) struct AgcamKernels {
+    topk: Kernel,
+    vecmat: Kernel,
+    accumulate: Kernel,
+}
+
+impl AgcamKernels {
+    pub fn new(gpu: &Gpu) -> AgcamKernels {
+        let m = module(gpu, "agcam");
+        AgcamKernels {
+            topk: Kernel::new(
+                gpu,
+                &m,
+                "topk",
+                &[(0, Access::Read), (5, Access::Uniform), (6, Access::ReadWrite)],
+                &[],
+            ),
+            vecmat: Kernel::new(
+                gpu,
+                &m,
+                "vecmat",
+                &[
+                    (0, Access::Read),
+                    (1, Access::Read),
+                    (2, Access::Read),
+                    (3, Access::Read),
+                    (4, Access::ReadWrite),
+                    (5, Access::Uniform),
+                ],
+                &[],
+            ),
+            accumulate: Kernel::new(
+                gpu,
+                &m,
+                "accumulate",
+                &[
+                    (0, Access::Read),
+                    (2, Access::Read),
+                    (3, Access::Read),
+                    (4, Access::ReadWrite),
+                    (5, Access::Uniform),
+                ],
+                &[],
+            ),
+        }
+    }
+
+    /// `classes[b·K + s]` = the s-th largest logit of image b.
+    pub fn topk(
+        &self,
+        gpu: &Gpu,
+        logits: &wgpu::Buffer,
+        classes: &wgpu::Buffer,
+        batch: usize,
+        num_classes: usize,
+        k: usize,
+    ) -> Dispatch {
+        let params = AgcamParams {
+            per_image: k as u32,
+            in_dim: num_classes as u32,
+            ..Default::default()
+        };
+        let u = gpu.uniform("topk params", &params);
+        self.topk
+            .dispatch(gpu, &[logits, &u, classes], [batch as u32, 1, 1])
+    }
+
+    /// `out[r] = (scale ⊙ input[r]) · weight` with `weight` [in_dim, out_dim], times
+    /// `gelu'(gate[r / per_image])` when a gate is given.
+    #[allow(clippy::too_many_arguments)]
+    pub fn vecmat(
+        &self,
+        gpu: &Gpu,
+        input: &wgpu::Buffer,
+        scale: &wgpu::Buffer,
+        weight: &wgpu::Buffer,
+        gate: Option<&wgpu::Buffer>,
+        out: &wgpu::Buffer,
+        (rows, per_image): (usize, usize),
+        (in_dim, out_dim): (usize, usize),
+    ) -> Dispatch {
+        let params = AgcamParams {
+            rows: rows as u32,
+            per_image: per_image as u32,
+            in_dim: in_dim as u32,
+            out_dim: out_dim as u32,
+            flag: gate.is_some() as u32,
+            ..Default::default()
+        };
+        let u = gpu.uniform("vecmat params", &params);
+        let groups = [
+            (out_dim as u32).div_ceil(WG),
+            (rows as u32).div_ceil(VM_ROWS),
+            1,
+        ];
+        self.vecmat.dispatch(
+            gpu,
+            &[input, scale, weight, gate.unwrap_or(input), out, &u],
+            groups,
+        )
+    }
+
+    /// `maps[r] (+)= Σ_h ReLU(dO[r, h] · V[b, j, h]) · sigmoid(S[b, h, j])` over patch keys j.
+    #[allow(clippy::too_many_arguments)]
+    pub fn accumulate(
+        &self,
+        gpu: &Gpu,
+        d_out: &wgpu::Buffer,
+        v: &wgpu::Buffer,
+        cls_scores: &wgpu::Buffer,
+        maps: &wgpu::Buffer,
+        (rows, per_image): (usize, usize),
+        (tokens, heads, head_dim): (usize, usize, usize),
+        add: bool,
+    ) -> Dispatch {
+        let params = AgcamParams {
+            rows: rows as u32,
+            per_image: per_image as u32,
+            in_dim: tokens as u32,
+            flag: add as u32,
+            heads: heads as u32,
+            head_dim: head_dim as u32,
+            ..Default::default()
+        };
+        let u = gpu.uniform("accumulate params", &params);
+        let groups = [((tokens - 1) as u32).div_ceil(WG), rows as u32, 1];
+        self.accumulate
+            .dispatch(gpu, &[d_out, v, cls_scores, maps, &u], groups)
+    }
+}

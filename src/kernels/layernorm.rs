@@ -1,0 +1,129 @@
+//! Launcher of shaders/layernorm.wgsl: LayerNorm forward and backward.
+
+use super::{linear_grid, module, Access, Dispatch, Kernel};
+use crate::gpu::Gpu;
+
+#[repr(C)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+struct LnParams {
+    rows: u32,
+    dim: u32,
+    rows_per_input: u32,
+    input_row_stride: u32,
+    eps: f32,
+    accumulate: u32,
+    _pad: [u32; 2],
+}
+
+/// Which input row each output row reads: row `r / rows_per_input * input_row_stride`.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct RowMap {
+    pub rows_per_input: usize,
+    pub input_row_stride: usize,
+}
+
+impl RowMap {
+    /// Output row r reads input row r.
+    pub const IDENTITY: RowMap = RowMap {
+        rows_per_input: 1,
+        input_row_stride: 1,
+    };
+}
+
+pub(crate) struct LayerNorm {
+    forward: Kernel,
+    backward: Kernel,
+}
+
+impl LayerNorm {
+    pub fn new(gpu: &Gpu) -> LayerNorm {
+        let m = module(gpu, "layernorm");
+        LayerNorm {
+            forward: Kernel::new(
+                gpu,
+                &m,
+                "layernorm",
+                &[
+                    (0, Access::Read),
+                    (1, Access::Read),
+                    (2, Access::Read),
+                    (3, Access::ReadWrite),
+                    (4, Access::Uniform),
+                ],
+                &[],
+            ),
+            backward: Kernel::new(
+                gpu,
+                &m,
+                "layernorm_backward",
+                &[
+                    (0, Access::Read),
+                    (1, Access::Read),
+                    (3, Access::ReadWrite),
+                    (4, Access::Uniform),
+                    (5, Access::Read),
+                ],
+                &[],
+            ),
+        }
+    }
+
+    fn params(rows: usize, dim: usize, map: RowMap, eps: f32, accumulate: bool) -> LnParams {
+        LnParams {
+            rows: rows as u32,
+            dim: dim as u32,
+            rows_per_input: map.rows_per_input as u32,
+            input_row_stride: map.input_row_stride as u32,
+            eps,
+            accumulate: accumulate as u32,
+            _pad: [0; 2],
+        }
+    }
+
+    /// `out[r] = LayerNorm(x[map(r)]) · gamma + beta` for `rows` rows of width `dim`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn dispatch(
+        &self,
+        gpu: &Gpu,
+        x: &wgpu::Buffer,
+        gamma: &wgpu::Buffer,
+        beta: &wgpu::Buffer,
+        out: &wgpu::Buffer,
+        (rows, dim): (usize, usize),
+        map: RowMap,
+        eps: f32,
+    ) -> Dispatch {
+        let uniform = gpu.uniform("layernorm params", &Self::params(rows, dim, map, eps, false));
+        self.forward.dispatch(
+            gpu,
+            &[x, gamma, beta, out, &uniform],
+            linear_grid(rows as u32),
+        )
+    }
+
+    /// `out[r] (+)= d LayerNorm(x[map(r)]) / dx ᵀ · upstream[r]`, the input gradient of a
+    /// LayerNorm whose output gradient is `upstream`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn dispatch_backward(
+        &self,
+        gpu: &Gpu,
+        x: &wgpu::Buffer,
+        gamma: &wgpu::Buffer,
+        upstream: &wgpu::Buffer,
+        out: &wgpu::Buffer,
+        (rows, dim): (usize, usize),
+        map: RowMap,
+        eps: f32,
+        accumulate: bool,
+    ) -> Dispatch {
+        let uniform = gpu.uniform(
+            "layernorm backward params",
+            &Self::params(rows, dim, map, eps, accumulate),
+        );
+        self.backward.dispatch(
+            gpu,
+            &[x, gamma, out, &uniform, upstream],
+            linear_grid(rows as u32),
+        )
+    }
+}

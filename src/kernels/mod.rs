@@ -1,0 +1,240 @@
+//! One launcher per shader family. A launcher owns its pipelines, knows its bindings and its
+//! dispatch size, and turns buffers into [`Dispatch`]es that are recorded once and replayed.
+
+mod agcam;
+mod attention;
+mod gemm;
+mod layernorm;
+mod tokens;
+
+pub(crate) use agcam::AgcamKernels;
+pub(crate) use attention::{AttnShape, Attention, MAX_HEAD_DIM, MAX_TOKENS};
+pub(crate) use gemm::{Epilogue, Gemm};
+pub(crate) use layernorm::{LayerNorm, RowMap};
+pub(crate) use tokens::Tokens;
+
+use crate::gpu::Gpu;
+
+/// Helpers every shader may call; prepended to each file.
+const COMMON: &str = include_str!("../../shaders/common.wgsl");
+
+/// Every shader file, by name, without the common prefix.
+pub(crate) const SHADERS: &[(&str, &str)] = &[
+    ("agcam", include_str!("../../shaders/agcam.wgsl")),
+    ("attention", include_str!("../../shaders/attention.wgsl")),
+    ("gemm", include_str!("../../shaders/gemm.wgsl")),
+    ("layernorm", include_str!("../../shaders/layernorm.wgsl")),
+    ("tokens", include_str!("../../shaders/tokens.wgsl")),
+];
+
+/// The complete WGSL of shader `name`: common helpers plus the file.
+pub(crate) fn shader_source(name: &str) -> String {
+    let body = SHADERS
+        .iter()
+        .find(|(n, _)| *n == name)
+        .map(|(_, s)| *s)
+        .unwrap_or_else(|| panic!("no shader named {name}"));
+    format!("{COMMON}\n{body}")
+}
+
+/// How a kernel accesses one binding.
+#[derive(Clone, Copy)]
+pub(crate) enum Access {
+    Read,
+    ReadWrite,
+    Uniform,
+}
+
+/// One compiled entry point with its explicit bind group layout.
+pub(crate) struct Kernel {
+    label: String,
+    pipeline: wgpu::ComputePipeline,
+    layout: wgpu::BindGroupLayout,
+    bindings: &'static [(u32, Access)],
+}
+
+/// A recorded dispatch: everything needed to replay it inside a compute pass.
+pub(crate) struct Dispatch {
+    pub label: String,
+    pipeline: wgpu::ComputePipeline,
+    bind_group: wgpu::BindGroup,
+    workgroups: [u32; 3],
+}
+
+impl Kernel {
+    /// Compiles `entry` of `module` with the given override constants.
+    pub fn new(
+        gpu: &Gpu,
+        module: &wgpu::ShaderModule,
+        entry: &str,
+        bindings: &'static [(u32, Access)],
+        constants: &[(&str, f64)],
+    ) -> Kernel {
+        let entries: Vec<wgpu::BindGroupLayoutEntry> = bindings
+            .iter()
+            .map(|&(binding, access)| wgpu::BindGroupLayoutEntry {
+                binding,
+                visibility: wgpu::ShaderStages::COMPUTE,
+                ty: match access {
+                    Access::Uniform => wgpu::BindingType::Buffer {
+                        ty: wgpu::BufferBindingType::Uniform,
+                        has_dynamic_offset: false,
+                        min_binding_size: None,
+                    },
+                    Access::Read | Access::ReadWrite => wgpu::BindingType::Buffer {
+                        ty: wgpu::BufferBindingType::Storage {
+                            read_only: matches!(access, Access::Read),
+                        },
+                        has_dynamic_offset: false,
+                        min_binding_size: None,
+                    },
+                },
+                count: None,
+            })
+            .collect();
+        let label = format!("{entry}{constants:?}");
+        let layout = gpu
+            .device
+            .create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
+                label: Some(&label),
+                entries: &entries,
+            });
+        let pipeline_layout = gpu
+            .device
+            .create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
+                label: Some(&label),
+                bind_group_layouts: &[Some(&layout)],
+                immediate_size: 0,
+            });
+        let pipeline = gpu
+            .device
+            .create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+                label: Some(&label),
+                layout: Some(&pipeline_layout),
+                module,
+                entry_point: Some(entry),
+                compilation_options: wgpu::PipelineCompilationOptions {
+                    constants,
+                    zero_initialize_workgroup_memory: false,
+                },
+                cache: None,
+            });
+        Kernel {
+            label: entry.to_string(),
+            pipeline,
+            layout,
+            bindings,
+        }
+    }
+
+    /// Binds `buffers` (in the order of the kernel's binding list) and records a dispatch.
+    pub fn dispatch(&self, gpu: &Gpu, buffers: &[&wgpu::Buffer], workgroups: [u32; 3]) -> Dispatch {
+        assert_eq!(
+            buffers.len(),
+            self.bindings.len(),
+            "{}: wrong number of buffers",
+            self.label
+        );
+        let entries: Vec<wgpu::BindGroupEntry> = self
+            .bindings
+            .iter()
+            .zip(buffers)
+            .map(|(&(binding, _), buffer)| wgpu::BindGroupEntry {
+                binding,
+                resource: buffer.as_entire_binding(),
+            })
+            .collect();
+        let bind_group = gpu.device.create_bind_group(&wgpu::BindGroupDescriptor {
+            label: Some(&self.label),
+            layout: &self.layout,
+            entries: &entries,
+        });
+        Dispatch {
+            label: self.label.clone(),
+            pipeline: self.pipeline.clone(),
+            bind_group,
+            workgroups,
+        }
+    }
+}
+
+/// Compiles one shader file.
+pub(crate) fn module(gpu: &Gpu, name: &str) -> wgpu::ShaderModule {
+    gpu.device
+        .create_shader_module(wgpu::ShaderModuleDescriptor {
+            label: Some(name),
+            source: wgpu::ShaderSource::Wgsl(shader_source(name).into()),
+        })
+}
+
+/// Workgroup counts for `count` workgroups laid out as `linear_workgroup` in common.wgsl
+/// expects: x up to the 65535 limit, the rest in y.
+pub(crate) fn linear_grid(count: u32) -> [u32; 3] {
+    const MAX: u32 = 65535;
+    if count <= MAX {
+        [count.max(1), 1, 1]
+    } else {
+        [MAX, count.div_ceil(MAX), 1]
+    }
+}
+
+/// Records `dispatches` into one compute pass.
+pub(crate) fn encode(pass: &mut wgpu::ComputePass<'_>, dispatches: &[Dispatch]) {
+    for d in dispatches {
+        pass.set_pipeline(&d.pipeline);
+        pass.set_bind_group(0, &d.bind_group, &[]);
+        let [x, y, z] = d.workgroups;
+        pass.dispatch_workgroups(x, y, z);
+    }
+}
+
+/// Every compiled kernel of the engine, created once per device.
+pub(crate) struct Kernels {
+    pub gemm: Gemm,
+    pub layernorm: LayerNorm,
+    pub attention: Attention,
+    pub tokens: Tokens,
+    pub agcam: AgcamKernels,
+}
+
+impl Kernels {
+    pub fn new(gpu: &Gpu) -> Kernels {
+        Kernels {
+            gemm: Gemm::new(gpu),
+            layernorm: LayerNorm::new(gpu),
+            attention: Attention::new(gpu),
+            tokens: Tokens::new(gpu),
+            agcam: AgcamKernels::new(gpu),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every shader parses and validates with naga, with no device at all.
+    #[test]
+    fn shaders_validate_with_naga() {
+        for (name, _) in SHADERS {
+            let source = shader_source(name);
+            let module = naga::front::wgsl::parse_str(&source)
+                .unwrap_or_else(|e| panic!("{name}.wgsl: {}", e.emit_to_string(&source)));
+            naga::valid::Validator::new(
+                naga::valid::ValidationFlags::all(),
+                naga::valid::Capabilities::all(),
+            )
+            .validate(&module)
+            .unwrap_or_else(|e| panic!("{name}.wgsl: {e:?}"));
+        }
+    }
+
+    #[test]
+    fn linear_grid_stays_within_limits() {
+        assert_eq!(linear_grid(0), [1, 1, 1]);
+        assert_eq!(linear_grid(65535), [65535, 1, 1]);
+        assert_eq!(linear_grid(65536), [65535, 2, 1]);
+        let [x, y, _] = linear_grid(1_000_000);
+        assert!(x * y >= 1_000_000 && y <= 65535);
+    }
+}

@@ -1,0 +1,134 @@
+//! Launcher of shaders/tokens.wgsl: im2col, token assembly and row gathers.
+
+use super::{linear_grid, module, Access, Dispatch, Kernel};
+use crate::gpu::Gpu;
+
+const WG: u32 = 256;
+
+#[repr(C)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+struct TokenParams {
+    count: u32,
+    dim: u32,
+    a: u32,
+    b: u32,
+}
+
+pub(crate) struct Tokens {
+    im2col: Kernel,
+    assemble: Kernel,
+    gather_strided: Kernel,
+    gather_indexed: Kernel,
+}
+
+impl Tokens {
+    pub fn new(gpu: &Gpu) -> Tokens {
+        let m = module(gpu, "tokens");
+        let src_dst: &'static [(u32, Access)] = &[
+            (0, Access::Read),
+            (3, Access::ReadWrite),
+            (4, Access::Uniform),
+        ];
+        Tokens {
+            im2col: Kernel::new(gpu, &m, "im2col", src_dst, &[]),
+            assemble: Kernel::new(
+                gpu,
+                &m,
+                "assemble",
+                &[
+                    (0, Access::Read),
+                    (1, Access::Read),
+                    (2, Access::Read),
+                    (3, Access::ReadWrite),
+                    (4, Access::Uniform),
+                ],
+                &[],
+            ),
+            gather_strided: Kernel::new(gpu, &m, "gather_strided", src_dst, &[]),
+            gather_indexed: Kernel::new(
+                gpu,
+                &m,
+                "gather_indexed",
+                &[
+                    (0, Access::Read),
+                    (3, Access::ReadWrite),
+                    (4, Access::Uniform),
+                    (5, Access::Read),
+                ],
+                &[],
+            ),
+        }
+    }
+
+    fn uniform(gpu: &Gpu, count: usize, dim: usize, a: usize, b: usize) -> (wgpu::Buffer, [u32; 3]) {
+        let params = TokenParams {
+            count: count as u32,
+            dim: dim as u32,
+            a: a as u32,
+            b: b as u32,
+        };
+        let groups = linear_grid((count as u32).div_ceil(WG));
+        (gpu.uniform("tokens params", &params), groups)
+    }
+
+    /// `images` [B, 3, H, W] → `patches` [B·gh·gw, 3·P·P].
+    pub fn im2col(
+        &self,
+        gpu: &Gpu,
+        images: &wgpu::Buffer,
+        patches: &wgpu::Buffer,
+        batch: usize,
+        (height, width): (usize, usize),
+        patch: usize,
+    ) -> Dispatch {
+        let count = batch * 3 * height * width;
+        let (u, groups) = Self::uniform(gpu, count, patch, height, width);
+        self.im2col.dispatch(gpu, &[images, patches, &u], groups)
+    }
+
+    /// Tokens [B·N, D] = [class token; patch embeddings] + position embedding.
+    #[allow(clippy::too_many_arguments)]
+    pub fn assemble(
+        &self,
+        gpu: &Gpu,
+        patch_embeddings: &wgpu::Buffer,
+        cls_token: &wgpu::Buffer,
+        pos_embed: &wgpu::Buffer,
+        tokens: &wgpu::Buffer,
+        batch: usize,
+        n_tokens: usize,
+        dim: usize,
+    ) -> Dispatch {
+        let (u, groups) = Self::uniform(gpu, batch * n_tokens * dim, dim, n_tokens, 0);
+        self.assemble
+            .dispatch(gpu, &[patch_embeddings, cls_token, pos_embed, tokens, &u], groups)
+    }
+
+    /// `dst[r] = src[r · stride]` for `rows` rows of width `dim`.
+    pub fn gather_strided(
+        &self,
+        gpu: &Gpu,
+        src: &wgpu::Buffer,
+        dst: &wgpu::Buffer,
+        rows: usize,
+        dim: usize,
+        stride: usize,
+    ) -> Dispatch {
+        let (u, groups) = Self::uniform(gpu, rows * dim, dim, stride, 0);
+        self.gather_strided.dispatch(gpu, &[src, dst, &u], groups)
+    }
+
+    /// `dst[r] = src[index[r]]` for `rows` rows of width `dim`.
+    pub fn gather_indexed(
+        &self,
+        gpu: &Gpu,
+        src: &wgpu::Buffer,
+        index: &wgpu::Buffer,
+        dst: &wgpu::Buffer,
+        rows: usize,
+        dim: usize,
+    ) -> Dispatch {
+        let (u, groups) = Self::uniform(gpu, rows * dim, dim, 0, 0);
+        self.gather_indexed.dispatch(gpu, &[src, dst, &u, index], groups)
+    }
+}

@@ -1,0 +1,308 @@
+//! The ViT forward pass on the GPU, in the order of the model diagram (method.md §1), keeping
+//! per layer what the AGCAM backward needs: V for every token, the class token's pre-softmax
+//! score row, and the class token's residual stream before the MLP.
+
+use crate::gpu::Gpu;
+use crate::kernels::{AttnShape, Dispatch, Epilogue, Kernels, RowMap};
+use crate::model::{HostTensor, ModelConfig, VitWeights};
+
+/// One block's weights on the GPU.
+pub(crate) struct GpuBlock {
+    pub norm1_w: wgpu::Buffer,
+    pub norm1_b: wgpu::Buffer,
+    pub qkv_w: wgpu::Buffer,
+    pub qkv_b: wgpu::Buffer,
+    pub proj_w: wgpu::Buffer,
+    pub proj_b: wgpu::Buffer,
+    /// Layer scale, or ones.
+    pub ls1: wgpu::Buffer,
+    pub norm2_w: wgpu::Buffer,
+    pub norm2_b: wgpu::Buffer,
+    pub fc1_w: wgpu::Buffer,
+    pub fc1_b: wgpu::Buffer,
+    pub fc2_w: wgpu::Buffer,
+    pub fc2_b: wgpu::Buffer,
+    /// Layer scale, or ones.
+    pub ls2: wgpu::Buffer,
+}
+
+/// The model's weights on the GPU, each tensor in its own buffer, in checkpoint layout.
+pub(crate) struct GpuWeights {
+    pub patch_w: wgpu::Buffer,
+    pub patch_b: wgpu::Buffer,
+    pub cls_token: wgpu::Buffer,
+    pub pos_embed: wgpu::Buffer,
+    pub blocks: Vec<GpuBlock>,
+    pub norm_w: wgpu::Buffer,
+    pub norm_b: wgpu::Buffer,
+    pub head_w: wgpu::Buffer,
+    pub head_b: wgpu::Buffer,
+    /// max(D, F) ones: the scale of branches without layer scale.
+    pub ones: wgpu::Buffer,
+}
+
+impl GpuWeights {
+    /// Uploads every tensor once.
+    pub fn upload(gpu: &Gpu, cfg: &ModelConfig, w: &VitWeights) -> GpuWeights {
+        let up = |name: &str, t: &HostTensor| gpu.storage_from(name, &t.data);
+        let ones = vec![1.0f32; cfg.embed_dim.max(cfg.mlp_hidden)];
+        let ones_buffer = gpu.storage_from("ones", &ones);
+        let scale = |name: &str, t: &Option<HostTensor>| match t {
+            Some(t) => up(name, t),
+            None => ones_buffer.clone(),
+        };
+        GpuWeights {
+            patch_w: up("patch_embed.proj.weight", &w.patch_w),
+            patch_b: up("patch_embed.proj.bias", &w.patch_b),
+            cls_token: up("cls_token", &w.cls_token),
+            pos_embed: up("pos_embed", &w.pos_embed),
+            blocks: w
+                .blocks
+                .iter()
+                .map(|b| GpuBlock {
+                    norm1_w: up("norm1.weight", &b.norm1_w),
+                    norm1_b: up("norm1.bias", &b.norm1_b),
+                    qkv_w: up("attn.qkv.weight", &b.qkv_w),
+                    qkv_b: up("attn.qkv.bias", &b.qkv_b),
+                    proj_w: up("attn.proj.weight", &b.proj_w),
+                    proj_b: up("attn.proj.bias", &b.proj_b),
+                    ls1: scale("ls1.gamma", &b.ls1),
+                    norm2_w: up("norm2.weight", &b.norm2_w),
+                    norm2_b: up("norm2.bias", &b.norm2_b),
+                    fc1_w: up("mlp.fc1.weight", &b.fc1_w),
+                    fc1_b: up("mlp.fc1.bias", &b.fc1_b),
+                    fc2_w: up("mlp.fc2.weight", &b.fc2_w),
+                    fc2_b: up("mlp.fc2.bias", &b.fc2_b),
+                    ls2: scale("ls2.gamma", &b.ls2),
+                })
+                .collect(),
+            norm_w: up("norm.weight", &w.norm_w),
+            norm_b: up("norm.bias", &w.norm_b),
+            head_w: up("head.weight", &w.head_w),
+            head_b: up("head.bias", &w.head_b),
+            ones: ones_buffer,
+        }
+    }
+}
+
+/// What the forward keeps of one layer for the backward.
+pub(crate) struct LayerKeep {
+    /// V of every token, merged heads: [B·N, D].
+    pub v: wgpu::Buffer,
+    /// The class token's pre-softmax scores: [B, H, N].
+    pub cls_scores: wgpu::Buffer,
+    /// The class token's residual stream after attention (the MLP's input): [B, D].
+    pub y_cls: wgpu::Buffer,
+}
+
+/// Activation buffers for up to `capacity` images.
+pub(crate) struct Activations {
+    pub capacity: usize,
+    /// Normalised input images [B, 3, H, W].
+    pub images: wgpu::Buffer,
+    patches: wgpu::Buffer,
+    patch_out: wgpu::Buffer,
+    /// The residual stream [B·N, D]; after the forward, x_L.
+    pub x: wgpu::Buffer,
+    normed: wgpu::Buffer,
+    qkv: wgpu::Buffer,
+    attn_out: wgpu::Buffer,
+    hidden: wgpu::Buffer,
+    final_cls: wgpu::Buffer,
+    /// [B, C].
+    pub logits: wgpu::Buffer,
+    pub layers: Vec<LayerKeep>,
+}
+
+/// Bytes per image of the largest single activation buffer: chunks must keep every binding
+/// under the adapter's `max_storage_buffer_binding_size`.
+pub(crate) fn largest_binding_per_image(cfg: &ModelConfig) -> usize {
+    let n = cfg.tokens();
+    let widest = (3 * cfg.embed_dim).max(cfg.mlp_hidden);
+    4 * n * widest.max(3 * cfg.patch_size * cfg.patch_size)
+}
+
+/// Bytes of activations per image.
+pub(crate) fn activation_bytes_per_image(cfg: &ModelConfig) -> usize {
+    let n = cfg.tokens();
+    let (d, f, c) = (cfg.embed_dim, cfg.mlp_hidden, cfg.num_classes);
+    let (h, w) = cfg.image_size;
+    let per_layer = n * d + cfg.num_heads * n + d;
+    4 * (2 * 3 * h * w + n * (4 * d + 3 * d + f) + d + c + cfg.depth * per_layer)
+}
+
+impl Activations {
+    pub fn new(gpu: &Gpu, cfg: &ModelConfig, capacity: usize) -> Activations {
+        let b = capacity as u64;
+        let n = cfg.tokens() as u64;
+        let (d, f) = (cfg.embed_dim as u64, cfg.mlp_hidden as u64);
+        let (h, w) = (cfg.image_size.0 as u64, cfg.image_size.1 as u64);
+        let g = n - 1;
+        let f32s = |count: u64| 4 * count;
+        Activations {
+            capacity,
+            images: gpu.storage("images", f32s(b * 3 * h * w)),
+            patches: gpu.storage("patches", f32s(b * 3 * h * w)),
+            patch_out: gpu.storage("patch embeddings", f32s(b * g * d)),
+            x: gpu.storage("residual stream", f32s(b * n * d)),
+            normed: gpu.storage("normed", f32s(b * n * d)),
+            qkv: gpu.storage("qkv", f32s(b * n * 3 * d)),
+            attn_out: gpu.storage("attention output", f32s(b * n * d)),
+            hidden: gpu.storage("mlp hidden", f32s(b * n * f)),
+            final_cls: gpu.storage("final class token", f32s(b * d)),
+            logits: gpu.storage("logits", f32s(b * cfg.num_classes as u64)),
+            layers: (0..cfg.depth)
+                .map(|_| LayerKeep {
+                    v: gpu.storage("kept v", f32s(b * n * d)),
+                    cls_scores: gpu.storage("kept scores", f32s(b * cfg.num_heads as u64 * n)),
+                    y_cls: gpu.storage("kept class token", f32s(b * d)),
+                })
+                .collect(),
+        }
+    }
+}
+
+/// Records the forward pass of `batch` images (already in `acts.images`) up to the logits.
+pub(crate) fn record_forward(
+    gpu: &Gpu,
+    k: &Kernels,
+    cfg: &ModelConfig,
+    w: &GpuWeights,
+    acts: &Activations,
+    batch: usize,
+) -> Vec<Dispatch> {
+    let n = cfg.tokens();
+    let (d, f, p) = (cfg.embed_dim, cfg.mlp_hidden, cfg.patch_size);
+    let rows = batch * n;
+    let eps = cfg.layer_norm_eps;
+    let mut out = Vec::with_capacity(4 + 8 * cfg.depth);
+
+    // Patch embedding as im2col + GEMM, then [CLS; patches] + pos_embed.
+    out.push(k.tokens.im2col(gpu, &acts.images, &acts.patches, batch, cfg.image_size, p));
+    out.push(k.gemm.dispatch(
+        gpu,
+        &acts.patches,
+        &w.patch_w,
+        &w.patch_b,
+        &w.patch_b,
+        &acts.patch_out,
+        (batch * (n - 1), d, 3 * p * p),
+        Epilogue::Bias,
+    ));
+    out.push(k.tokens.assemble(
+        gpu,
+        &acts.patch_out,
+        &w.cls_token,
+        &w.pos_embed,
+        &acts.x,
+        batch,
+        n,
+        d,
+    ));
+
+    for (blk, keep) in w.blocks.iter().zip(&acts.layers) {
+        // y = x + ls1 · proj(attention(LN1(x)))
+        out.push(k.layernorm.dispatch(
+            gpu,
+            &acts.x,
+            &blk.norm1_w,
+            &blk.norm1_b,
+            &acts.normed,
+            (rows, d),
+            RowMap::IDENTITY,
+            eps,
+        ));
+        out.push(k.gemm.dispatch(
+            gpu,
+            &acts.normed,
+            &blk.qkv_w,
+            &blk.qkv_b,
+            &blk.qkv_b,
+            &acts.qkv,
+            (rows, 3 * d, d),
+            Epilogue::Bias,
+        ));
+        out.push(k.attention.dispatch(
+            gpu,
+            &acts.qkv,
+            &acts.attn_out,
+            &keep.cls_scores,
+            &keep.v,
+            AttnShape {
+                batch,
+                tokens: n,
+                heads: cfg.num_heads,
+                head_dim: cfg.head_dim(),
+            },
+        ));
+        out.push(k.gemm.dispatch(
+            gpu,
+            &acts.attn_out,
+            &blk.proj_w,
+            &blk.proj_b,
+            &blk.ls1,
+            &acts.x,
+            (rows, d, d),
+            Epilogue::Residual,
+        ));
+        out.push(k.tokens.gather_strided(gpu, &acts.x, &keep.y_cls, batch, d, n));
+
+        // x = y + ls2 · fc2(gelu(fc1(LN2(y))))
+        out.push(k.layernorm.dispatch(
+            gpu,
+            &acts.x,
+            &blk.norm2_w,
+            &blk.norm2_b,
+            &acts.normed,
+            (rows, d),
+            RowMap::IDENTITY,
+            eps,
+        ));
+        out.push(k.gemm.dispatch(
+            gpu,
+            &acts.normed,
+            &blk.fc1_w,
+            &blk.fc1_b,
+            &blk.fc1_b,
+            &acts.hidden,
+            (rows, f, d),
+            Epilogue::Gelu,
+        ));
+        out.push(k.gemm.dispatch(
+            gpu,
+            &acts.hidden,
+            &blk.fc2_w,
+            &blk.fc2_b,
+            &blk.ls2,
+            &acts.x,
+            (rows, d, f),
+            Epilogue::Residual,
+        ));
+    }
+
+    // logits = head(LN(x_L)[CLS])
+    out.push(k.layernorm.dispatch(
+        gpu,
+        &acts.x,
+        &w.norm_w,
+        &w.norm_b,
+        &acts.final_cls,
+        (batch, d),
+        RowMap {
+            rows_per_input: 1,
+            input_row_stride: n,
+        },
+        eps,
+    ));
+    out.push(k.gemm.dispatch(
+        gpu,
+        &acts.final_cls,
+        &w.head_w,
+        &w.head_b,
+        &w.head_b,
+        &acts.logits,
+        (batch, cfg.num_classes, d),
+        Epilogue::Bias,
+    ));
+    out
+}

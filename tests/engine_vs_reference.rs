@@ -1,0 +1,78 @@
+//! The GPU engine against the f64 CPU reference (`agcam::reference`) on random models with
+//! awkward shapes: non-square grids, token counts that are no multiple of any tile, head
+//! widths that do not divide 64, widths that are no multiple of 4.
+
+mod common;
+
+use agcam::model::{Model, ModelConfig};
+use agcam::{Engine, EngineOptions, Target};
+
+fn odd_model(layer_scale: bool, dims: (usize, usize, usize), mlp: usize, seed: u64) -> Model {
+    let mut cfg = ModelConfig::vit("odd", dims, 4, (12, 24), 11);
+    cfg.mlp_hidden = mlp;
+    cfg.layer_scale = layer_scale;
+    Model::random(cfg, seed)
+}
+
+fn check(model: &Model, batch: usize, target: Target, max_batch: usize) {
+    let cfg = &model.config;
+    let len = 3 * cfg.image_size.0 * cfg.image_size.1;
+    let images = common::noise(batch * len, 7);
+    for gpu in common::gpus() {
+        let name = gpu.describe();
+        let options = EngineOptions {
+            max_batch,
+            ..Default::default()
+        };
+        let mut engine = Engine::with_options(gpu, model, &options).unwrap();
+        let got = engine.explain(&images, &target).unwrap();
+        assert_eq!(got.len(), batch);
+        for (b, exp) in got.iter().enumerate() {
+            let classes: Vec<usize> = exp.maps.iter().map(|m| m.class).collect();
+            let reference =
+                agcam::reference::explain(cfg, &model.weights, &images[b * len..][..len], &classes);
+            let (err, scale) = common::max_error(&exp.logits, &reference.logits);
+            assert!(err <= 1e-4 * scale, "{name}: image {b} logits: error {err:e}, max {scale:e}");
+            let mut order: Vec<usize> = (0..reference.logits.len()).collect();
+            order.sort_by(|&x, &y| reference.logits[y].total_cmp(&reference.logits[x]));
+            match &target {
+                Target::Predicted => assert_eq!(classes, [order[0]], "{name}: image {b}"),
+                Target::TopK(k) => assert_eq!(classes, order[..*k], "{name}: image {b}"),
+                Target::Class(c) => assert_eq!(classes, [*c]),
+                Target::PerImage(cs) => assert_eq!(classes, [cs[b]]),
+            }
+            for (m, r) in exp.maps.iter().zip(&reference.maps) {
+                let (err, scale) = common::max_error(&m.map, r);
+                assert!(scale > 0.0, "{name}: map of class {} is all zero", m.class);
+                assert!(
+                    err <= 1e-4 * scale,
+                    "{name}: image {b} class {}: map error {err:e}, max {scale:e}",
+                    m.class
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn layer_scale_head_width_12_top3() {
+    // D = 36, H = 3 (d = 12), F = 90, grid 3×6, N = 19.
+    check(&odd_model(true, (36, 3, 3), 90, 1), 3, Target::TopK(3), 8);
+}
+
+#[test]
+fn width_not_multiple_of_4_uses_scalar_gemm() {
+    // D = 30, H = 5 (d = 6), F = 62.
+    check(&odd_model(false, (30, 2, 5), 62, 2), 2, Target::Predicted, 8);
+}
+
+#[test]
+fn chunks_smaller_than_the_batch() {
+    // 5 images through chunks of 2: the last chunk is partial.
+    check(&odd_model(true, (36, 2, 3), 90, 3), 5, Target::PerImage(vec![0, 3, 10, 2, 7]), 2);
+}
+
+#[test]
+fn named_class() {
+    check(&odd_model(false, (32, 2, 4), 64, 4), 2, Target::Class(5), 8);
+}
