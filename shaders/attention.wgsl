@@ -1,42 +1,45 @@
-// Multi-head self-attention for one query row per workgroup: scores, softmax, A·V.
-//
-// qkv is [B·N, 3D] as timm's fused projection lays it out (q, k, v blocks of D, each split into
-// H heads of d). Besides the merged output [B·N, D], it keeps what the AGCAM backward needs:
-// the class-token row of the pre-softmax scores (scale included) and V for every token.
+// The parts of multi-head self-attention that are not GEMMs. Attention runs as
+//   scores = d^-0.5 · Q Kᵀ   (batched GEMM over images × heads, gemm.wgsl)
+//   probs  = softmax(scores) (softmax_rows, in place; keeps the class-token score row)
+//   out    = probs · V       (batched GEMM against Vᵀ, which split_v writes)
+// Score rows and Vᵀ rows are padded to a multiple of 4 (`padded`) with zeros, so the second
+// GEMM can read them as vec4; the padding is never written.
 
 const WG: u32 = 64u;
-const MAX_TOKENS: u32 = 2048u;
-const MAX_HEAD_DIM: u32 = 256u;
 
 struct AttnParams {
+    // Rows of scores: images · heads · tokens.
+    rows: u32,
     tokens: u32,
+    padded: u32,
     heads: u32,
     head_dim: u32,
     dim: u32,
-    scale: f32,
-    _pad0: u32,
-    _pad1: u32,
-    _pad2: u32,
+    // Elements of split_v's output: images · tokens · dim.
+    count: u32,
+    _pad: u32,
 }
 
-@group(0) @binding(0) var<storage, read> qkv: array<f32>;
-@group(0) @binding(1) var<storage, read_write> out: array<f32>;
-// [B, H, N]: the class token's scores against every key.
-@group(0) @binding(2) var<storage, read_write> cls_scores: array<f32>;
-// [B·N, D]: V, merged heads.
-@group(0) @binding(3) var<storage, read_write> v_keep: array<f32>;
-@group(0) @binding(4) var<uniform> p: AttnParams;
+// softmax_rows: scores [B, H, N, padded] in place; split_v: qkv [B·N, 3D] (read).
+@group(0) @binding(0) var<storage, read_write> scores: array<f32>;
+// [B, H, N]: the class token's pre-softmax scores, for sigmoid(S) in the AGCAM map.
+@group(0) @binding(1) var<storage, read_write> cls_scores: array<f32>;
+@group(0) @binding(2) var<uniform> p: AttnParams;
+@group(0) @binding(3) var<storage, read> qkv: array<f32>;
+// [B·N, D]: V with merged heads, kept for the backward.
+@group(0) @binding(4) var<storage, read_write> v_keep: array<f32>;
+// [B, H, d, padded]: V transposed per head, the W operand of probs · V.
+@group(0) @binding(5) var<storage, read_write> v_t: array<f32>;
 
-var<workgroup> q_row: array<f32, MAX_HEAD_DIM>;
-var<workgroup> probs: array<f32, MAX_TOKENS>;
 var<workgroup> partial: array<f32, WG>;
 
-fn reduce_max(value: f32, lid: u32) -> f32 {
+fn reduce(value: f32, lid: u32, is_max: bool) -> f32 {
     partial[lid] = value;
     workgroupBarrier();
     for (var s = WG / 2u; s > 0u; s >>= 1u) {
         if (lid < s) {
-            partial[lid] = max(partial[lid], partial[lid + s]);
+            let o = partial[lid + s];
+            partial[lid] = select(partial[lid] + o, max(partial[lid], o), is_max);
         }
         workgroupBarrier();
     }
@@ -45,72 +48,57 @@ fn reduce_max(value: f32, lid: u32) -> f32 {
     return r;
 }
 
-fn reduce_sum(value: f32, lid: u32) -> f32 {
-    partial[lid] = value;
-    workgroupBarrier();
-    for (var s = WG / 2u; s > 0u; s >>= 1u) {
-        if (lid < s) {
-            partial[lid] += partial[lid + s];
-        }
-        workgroupBarrier();
-    }
-    let r = partial[0];
-    workgroupBarrier();
-    return r;
-}
-
-// Dispatch: x = query token, y = head, z = image.
 @compute @workgroup_size(WG)
-fn attention(
+fn softmax_rows(
     @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
     @builtin(local_invocation_index) lid: u32,
 ) {
-    let i = wid.x;
-    let h = wid.y;
-    let b = wid.z;
+    let row = linear_workgroup(wid, nwg);
+    if (row >= p.rows) {
+        return;
+    }
     let n = p.tokens;
-    let d = p.head_dim;
-    let stride = 3u * p.dim;
-    let row0 = b * n;
-    let q_off = (row0 + i) * stride + h * d;
-    let k_off = p.dim + h * d;
-    let v_off = 2u * p.dim + h * d;
-
-    for (var e = lid; e < d; e += WG) {
-        q_row[e] = qkv[q_off + e];
-        v_keep[(row0 + i) * p.dim + h * d + e] = qkv[(row0 + i) * stride + v_off + e];
-    }
-    workgroupBarrier();
-
-    var local_max = -3.4e38;
+    let o = row * p.padded;
+    let is_cls = row % n == 0u;
+    var m = -3.4e38;
     for (var j = lid; j < n; j += WG) {
-        let k_base = (row0 + j) * stride + k_off;
-        var s = 0.0;
-        for (var e = 0u; e < d; e++) {
-            s += q_row[e] * qkv[k_base + e];
-        }
-        s *= p.scale;
-        probs[j] = s;
-        local_max = max(local_max, s);
-        if (i == 0u) {
-            cls_scores[(b * p.heads + h) * n + j] = s;
+        let s = scores[o + j];
+        m = max(m, s);
+        if (is_cls) {
+            cls_scores[(row / n) * n + j] = s;
         }
     }
-    let m = reduce_max(local_max, lid);
-
-    var local_sum = 0.0;
+    m = reduce(m, lid, true);
+    var sum = 0.0;
     for (var j = lid; j < n; j += WG) {
-        let e = exp(probs[j] - m);
-        probs[j] = e;
-        local_sum += e;
+        let e = exp(scores[o + j] - m);
+        scores[o + j] = e;
+        sum += e;
     }
-    let inv_sum = 1.0 / reduce_sum(local_sum, lid);
+    let inv = 1.0 / reduce(sum, lid, false);
+    for (var j = lid; j < n; j += WG) {
+        scores[o + j] *= inv;
+    }
+}
 
-    for (var e = lid; e < d; e += WG) {
-        var acc = 0.0;
-        for (var j = 0u; j < n; j++) {
-            acc += probs[j] * qkv[(row0 + j) * stride + v_off + e];
-        }
-        out[(row0 + i) * p.dim + h * d + e] = acc * inv_sum;
+@compute @workgroup_size(WG)
+fn split_v(
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+    @builtin(local_invocation_index) lid: u32,
+) {
+    let idx = linear_workgroup(wid, nwg) * WG + lid;
+    if (idx >= p.count) {
+        return;
     }
+    let token_row = idx / p.dim;
+    let col = idx % p.dim;
+    let v = qkv[token_row * 3u * p.dim + 2u * p.dim + col];
+    v_keep[idx] = v;
+    let img = token_row / p.tokens;
+    let j = token_row % p.tokens;
+    let h = col / p.head_dim;
+    let e = col % p.head_dim;
+    v_t[((img * p.heads + h) * p.head_dim + e) * p.padded + j] = v;
 }

@@ -1,17 +1,36 @@
-// C = epilogue(A · Wᵀ + bias): A is [M, K] row-major activations, W is [N, K] row-major, the
-// PyTorch nn.Linear layout, so both operands are read along K. Each invocation computes a 4×4
-// block of C from registers, without workgroup memory or barriers: the shape that CPU
+// C = epilogue(A · Wᵀ): A is [M, K] and W is [N, K], both read along K (W in the nn.Linear
+// [out, in] layout, or K of attention as it sits in the qkv matrix). Each invocation computes a
+// 4×4 block of C from registers, without workgroup memory or barriers: the shape that CPU
 // rasterizers (llvmpipe, lavapipe) run fastest.
+//
+// Matrices may be strided views into larger buffers, and batched over the dispatch's z axis,
+// z = image · heads + head, so one launch covers every head of every image in attention.
 //
 // EPILOGUE 0: C = acc + bias
 // EPILOGUE 1: C = gelu(acc + bias)
 // EPILOGUE 2: C = C + scale ⊙ (acc + bias)      (residual add with layer scale, in place)
+// EPILOGUE 3: C = alpha · acc                    (attention: scores and A·V)
+
+struct View {
+    offset: u32,
+    // Element strides between rows, between images and between heads.
+    row: u32,
+    image: u32,
+    head: u32,
+}
 
 struct GemmParams {
     m: u32,
     n: u32,
     k: u32,
-    _pad: u32,
+    heads: u32,
+    a: View,
+    w: View,
+    c: View,
+    alpha: f32,
+    _pad0: u32,
+    _pad1: u32,
+    _pad2: u32,
 }
 
 override EPILOGUE: u32 = 0u;
@@ -22,29 +41,37 @@ override EPILOGUE: u32 = 0u;
 @group(0) @binding(3) var<storage, read> scale: array<f32>;
 @group(0) @binding(4) var<storage, read_write> c: array<f32>;
 @group(0) @binding(5) var<uniform> p: GemmParams;
-// The scalar entry point reads A and W through these when K is not a multiple of 4.
+// The scalar entry point reads A and W through these when K, a stride or an offset is not a
+// multiple of 4.
 @group(0) @binding(6) var<storage, read> a1: array<f32>;
 @group(0) @binding(7) var<storage, read> w1: array<f32>;
 
-fn store(row: u32, col: u32, acc: f32) {
+// Start of matrix z of a view.
+fn base(v: View, z: u32) -> u32 {
+    return v.offset + (z / p.heads) * v.image + (z % p.heads) * v.head;
+}
+
+fn store(c_base: u32, row: u32, col: u32, acc: f32) {
     if (row >= p.m || col >= p.n) {
         return;
     }
-    let i = row * p.n + col;
-    let v = acc + bias[col];
+    let i = c_base + row * p.c.row + col;
     if (EPILOGUE == 0u) {
-        c[i] = v;
+        c[i] = acc + bias[col];
     } else if (EPILOGUE == 1u) {
-        c[i] = gelu(v);
+        c[i] = gelu(acc + bias[col]);
+    } else if (EPILOGUE == 2u) {
+        c[i] = c[i] + scale[col] * (acc + bias[col]);
     } else {
-        c[i] = c[i] + scale[col] * v;
+        c[i] = p.alpha * acc;
     }
 }
 
-fn store_block(m0: u32, n0: u32, acc: array<vec4<f32>, 4>) {
+fn store_block(z: u32, m0: u32, n0: u32, acc: array<vec4<f32>, 4>) {
+    let c_base = base(p.c, z);
     for (var i = 0u; i < 4u; i++) {
         for (var j = 0u; j < 4u; j++) {
-            store(m0 + i, n0 + j, acc[i][j]);
+            store(c_base, m0 + i, n0 + j, acc[i][j]);
         }
     }
 }
@@ -53,19 +80,24 @@ fn store_block(m0: u32, n0: u32, acc: array<vec4<f32>, 4>) {
 fn gemm_vec4(@builtin(global_invocation_id) gid: vec3<u32>) {
     let n0 = gid.x * 4u;
     let m0 = gid.y * 4u;
+    let z = gid.z;
     if (n0 >= p.n || m0 >= p.m) {
         return;
     }
     let k4 = p.k / 4u;
+    let a0 = base(p.a, z) / 4u;
+    let w0 = base(p.w, z) / 4u;
+    let lda = p.a.row / 4u;
+    let ldw = p.w.row / 4u;
     // Rows and columns past the edge are clamped so loads stay in bounds; `store` drops them.
-    let ra0 = min(m0, p.m - 1u) * k4;
-    let ra1 = min(m0 + 1u, p.m - 1u) * k4;
-    let ra2 = min(m0 + 2u, p.m - 1u) * k4;
-    let ra3 = min(m0 + 3u, p.m - 1u) * k4;
-    let rw0 = min(n0, p.n - 1u) * k4;
-    let rw1 = min(n0 + 1u, p.n - 1u) * k4;
-    let rw2 = min(n0 + 2u, p.n - 1u) * k4;
-    let rw3 = min(n0 + 3u, p.n - 1u) * k4;
+    let ra0 = a0 + min(m0, p.m - 1u) * lda;
+    let ra1 = a0 + min(m0 + 1u, p.m - 1u) * lda;
+    let ra2 = a0 + min(m0 + 2u, p.m - 1u) * lda;
+    let ra3 = a0 + min(m0 + 3u, p.m - 1u) * lda;
+    let rw0 = w0 + min(n0, p.n - 1u) * ldw;
+    let rw1 = w0 + min(n0 + 1u, p.n - 1u) * ldw;
+    let rw2 = w0 + min(n0 + 2u, p.n - 1u) * ldw;
+    let rw3 = w0 + min(n0 + 3u, p.n - 1u) * ldw;
     var acc: array<vec4<f32>, 4>;
     for (var kk = 0u; kk < k4; kk++) {
         let b0 = w4[rw0 + kk];
@@ -81,21 +113,24 @@ fn gemm_vec4(@builtin(global_invocation_id) gid: vec3<u32>) {
         let x3 = a4[ra3 + kk];
         acc[3] += vec4<f32>(dot(x3, b0), dot(x3, b1), dot(x3, b2), dot(x3, b3));
     }
-    store_block(m0, n0, acc);
+    store_block(z, m0, n0, acc);
 }
 
 @compute @workgroup_size(8, 8)
 fn gemm_scalar(@builtin(global_invocation_id) gid: vec3<u32>) {
     let n0 = gid.x * 4u;
     let m0 = gid.y * 4u;
+    let z = gid.z;
     if (n0 >= p.n || m0 >= p.m) {
         return;
     }
+    let a0 = base(p.a, z);
+    let w0 = base(p.w, z);
     var rows: array<u32, 4>;
     var cols: array<u32, 4>;
     for (var i = 0u; i < 4u; i++) {
-        rows[i] = min(m0 + i, p.m - 1u) * p.k;
-        cols[i] = min(n0 + i, p.n - 1u) * p.k;
+        rows[i] = a0 + min(m0 + i, p.m - 1u) * p.a.row;
+        cols[i] = w0 + min(n0 + i, p.n - 1u) * p.w.row;
     }
     var acc: array<vec4<f32>, 4>;
     for (var kk = 0u; kk < p.k; kk++) {
@@ -104,5 +139,5 @@ fn gemm_scalar(@builtin(global_invocation_id) gid: vec3<u32>) {
             acc[i] += a1[rows[i] + kk] * b;
         }
     }
-    store_block(m0, n0, acc);
+    store_block(z, m0, n0, acc);
 }

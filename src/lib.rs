@@ -10,4 +10,6 @@ pub mod reference;
 pub(crate) mod vit;
 
 pub use error::{Error, Result};
-pub use explain::{ClassMap, ClassScore, Engine, EngineOptions, Explanation, Target};
+pub use explain::{
+    ClassMap, ClassScore, Engine, EngineOptions, Explanation, KernelTiming, Profile, Target,
+};

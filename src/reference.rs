@@ -198,7 +198,11 @@ pub fn explain(
 
     let (norm_w, norm_b) = (vec64(&w.norm_w), vec64(&w.norm_b));
     let head_w = vec64(&w.head_w);
-    let logits = linear(&layer_norm(&x[0], &norm_w, &norm_b, eps), &head_w, &vec64(&w.head_b));
+    let logits = linear(
+        &layer_norm(&x[0], &norm_w, &norm_b, eps),
+        &head_w,
+        &vec64(&w.head_b),
+    );
 
     // The class-token backward chain of method.md §2, once per class.
     let maps = classes

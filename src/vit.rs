@@ -3,7 +3,7 @@
 //! score row, and the class token's residual stream before the MLP.
 
 use crate::gpu::Gpu;
-use crate::kernels::{AttnShape, Dispatch, Epilogue, Kernels, RowMap};
+use crate::kernels::{AttnBuffers, AttnShape, Dispatch, Epilogue, Kernels, RowMap};
 use crate::model::{HostTensor, ModelConfig, VitWeights};
 
 /// One block's weights on the GPU.
@@ -97,7 +97,6 @@ pub(crate) struct LayerKeep {
 
 /// Activation buffers for up to `capacity` images.
 pub(crate) struct Activations {
-    pub capacity: usize,
     /// Normalised input images [B, 3, H, W].
     pub images: wgpu::Buffer,
     patches: wgpu::Buffer,
@@ -106,6 +105,8 @@ pub(crate) struct Activations {
     pub x: wgpu::Buffer,
     normed: wgpu::Buffer,
     qkv: wgpu::Buffer,
+    scores: wgpu::Buffer,
+    v_t: wgpu::Buffer,
     attn_out: wgpu::Buffer,
     hidden: wgpu::Buffer,
     final_cls: wgpu::Buffer,
@@ -114,12 +115,22 @@ pub(crate) struct Activations {
     pub layers: Vec<LayerKeep>,
 }
 
+fn attention_shape(cfg: &ModelConfig, batch: usize) -> AttnShape {
+    AttnShape {
+        batch,
+        tokens: cfg.tokens(),
+        heads: cfg.num_heads,
+        head_dim: cfg.head_dim(),
+    }
+}
+
 /// Bytes per image of the largest single activation buffer: chunks must keep every binding
 /// under the adapter's `max_storage_buffer_binding_size`.
 pub(crate) fn largest_binding_per_image(cfg: &ModelConfig) -> usize {
     let n = cfg.tokens();
     let widest = (3 * cfg.embed_dim).max(cfg.mlp_hidden);
-    4 * n * widest.max(3 * cfg.patch_size * cfg.patch_size)
+    let scores = attention_shape(cfg, 1).scores_per_image();
+    4 * (n * widest.max(3 * cfg.patch_size * cfg.patch_size)).max(scores)
 }
 
 /// Bytes of activations per image.
@@ -127,8 +138,15 @@ pub(crate) fn activation_bytes_per_image(cfg: &ModelConfig) -> usize {
     let n = cfg.tokens();
     let (d, f, c) = (cfg.embed_dim, cfg.mlp_hidden, cfg.num_classes);
     let (h, w) = cfg.image_size;
+    let attn = attention_shape(cfg, 1);
     let per_layer = n * d + cfg.num_heads * n + d;
-    4 * (2 * 3 * h * w + n * (4 * d + 3 * d + f) + d + c + cfg.depth * per_layer)
+    4 * (2 * 3 * h * w
+        + n * (4 * d + 3 * d + f)
+        + attn.scores_per_image()
+        + attn.v_t_per_image()
+        + d
+        + c
+        + cfg.depth * per_layer)
 }
 
 impl Activations {
@@ -139,14 +157,16 @@ impl Activations {
         let (h, w) = (cfg.image_size.0 as u64, cfg.image_size.1 as u64);
         let g = n - 1;
         let f32s = |count: u64| 4 * count;
+        let attn = attention_shape(cfg, 1);
         Activations {
-            capacity,
             images: gpu.storage("images", f32s(b * 3 * h * w)),
             patches: gpu.storage("patches", f32s(b * 3 * h * w)),
             patch_out: gpu.storage("patch embeddings", f32s(b * g * d)),
             x: gpu.storage("residual stream", f32s(b * n * d)),
             normed: gpu.storage("normed", f32s(b * n * d)),
             qkv: gpu.storage("qkv", f32s(b * n * 3 * d)),
+            scores: gpu.storage("attention scores", f32s(b * attn.scores_per_image() as u64)),
+            v_t: gpu.storage("v transposed", f32s(b * attn.v_t_per_image() as u64)),
             attn_out: gpu.storage("attention output", f32s(b * n * d)),
             hidden: gpu.storage("mlp hidden", f32s(b * n * f)),
             final_cls: gpu.storage("final class token", f32s(b * d)),
@@ -175,134 +195,184 @@ pub(crate) fn record_forward(
     let (d, f, p) = (cfg.embed_dim, cfg.mlp_hidden, cfg.patch_size);
     let rows = batch * n;
     let eps = cfg.layer_norm_eps;
-    let mut out = Vec::with_capacity(4 + 8 * cfg.depth);
+    let attn = attention_shape(cfg, batch);
+    let mut out = Vec::with_capacity(4 + 11 * cfg.depth);
 
     // Patch embedding as im2col + GEMM, then [CLS; patches] + pos_embed.
-    out.push(k.tokens.im2col(gpu, &acts.images, &acts.patches, batch, cfg.image_size, p));
-    out.push(k.gemm.dispatch(
-        gpu,
-        &acts.patches,
-        &w.patch_w,
-        &w.patch_b,
-        &w.patch_b,
-        &acts.patch_out,
-        (batch * (n - 1), d, 3 * p * p),
-        Epilogue::Bias,
-    ));
-    out.push(k.tokens.assemble(
-        gpu,
-        &acts.patch_out,
-        &w.cls_token,
-        &w.pos_embed,
-        &acts.x,
-        batch,
-        n,
-        d,
-    ));
-
-    for (blk, keep) in w.blocks.iter().zip(&acts.layers) {
-        // y = x + ls1 · proj(attention(LN1(x)))
-        out.push(k.layernorm.dispatch(
-            gpu,
-            &acts.x,
-            &blk.norm1_w,
-            &blk.norm1_b,
-            &acts.normed,
-            (rows, d),
-            RowMap::IDENTITY,
-            eps,
-        ));
-        out.push(k.gemm.dispatch(
-            gpu,
-            &acts.normed,
-            &blk.qkv_w,
-            &blk.qkv_b,
-            &blk.qkv_b,
-            &acts.qkv,
-            (rows, 3 * d, d),
-            Epilogue::Bias,
-        ));
-        out.push(k.attention.dispatch(
-            gpu,
-            &acts.qkv,
-            &acts.attn_out,
-            &keep.cls_scores,
-            &keep.v,
-            AttnShape {
+    out.push(
+        k.tokens
+            .im2col(gpu, &acts.images, &acts.patches, batch, cfg.image_size, p)
+            .named("patch_embed.im2col"),
+    );
+    out.push(
+        k.gemm
+            .linear(
+                gpu,
+                &acts.patches,
+                &w.patch_w,
+                &w.patch_b,
+                &w.patch_b,
+                &acts.patch_out,
+                (batch * (n - 1), d, 3 * p * p),
+                Epilogue::Bias,
+            )
+            .named("patch_embed.proj"),
+    );
+    out.push(
+        k.tokens
+            .assemble(
+                gpu,
+                &acts.patch_out,
+                &w.cls_token,
+                &w.pos_embed,
+                &acts.x,
                 batch,
-                tokens: n,
-                heads: cfg.num_heads,
-                head_dim: cfg.head_dim(),
-            },
-        ));
-        out.push(k.gemm.dispatch(
+                n,
+                d,
+            )
+            .named("tokens"),
+    );
+
+    for (i, (blk, keep)) in w.blocks.iter().zip(&acts.layers).enumerate() {
+        // y = x + ls1 · proj(attention(LN1(x)))
+        out.push(
+            k.layernorm
+                .dispatch(
+                    gpu,
+                    &acts.x,
+                    &blk.norm1_w,
+                    &blk.norm1_b,
+                    &acts.normed,
+                    (rows, d),
+                    RowMap::IDENTITY,
+                    eps,
+                )
+                .named(format!("blocks.{i}.norm1")),
+        );
+        out.push(
+            k.gemm
+                .linear(
+                    gpu,
+                    &acts.normed,
+                    &blk.qkv_w,
+                    &blk.qkv_b,
+                    &blk.qkv_b,
+                    &acts.qkv,
+                    (rows, 3 * d, d),
+                    Epilogue::Bias,
+                )
+                .named(format!("blocks.{i}.attn.qkv")),
+        );
+        out.extend(k.attention.dispatch(
             gpu,
-            &acts.attn_out,
-            &blk.proj_w,
-            &blk.proj_b,
-            &blk.ls1,
-            &acts.x,
-            (rows, d, d),
-            Epilogue::Residual,
+            &k.gemm,
+            AttnBuffers {
+                qkv: &acts.qkv,
+                scores: &acts.scores,
+                v_t: &acts.v_t,
+                out: &acts.attn_out,
+                cls_scores: &keep.cls_scores,
+                v_keep: &keep.v,
+            },
+            attn,
+            &format!("blocks.{i}.attn"),
         ));
-        out.push(k.tokens.gather_strided(gpu, &acts.x, &keep.y_cls, batch, d, n));
+        out.push(
+            k.gemm
+                .linear(
+                    gpu,
+                    &acts.attn_out,
+                    &blk.proj_w,
+                    &blk.proj_b,
+                    &blk.ls1,
+                    &acts.x,
+                    (rows, d, d),
+                    Epilogue::Residual,
+                )
+                .named(format!("blocks.{i}.attn.proj")),
+        );
+        out.push(
+            k.tokens
+                .gather_strided(gpu, &acts.x, &keep.y_cls, batch, d, n)
+                .named(format!("blocks.{i}.keep_cls")),
+        );
 
         // x = y + ls2 · fc2(gelu(fc1(LN2(y))))
-        out.push(k.layernorm.dispatch(
-            gpu,
-            &acts.x,
-            &blk.norm2_w,
-            &blk.norm2_b,
-            &acts.normed,
-            (rows, d),
-            RowMap::IDENTITY,
-            eps,
-        ));
-        out.push(k.gemm.dispatch(
-            gpu,
-            &acts.normed,
-            &blk.fc1_w,
-            &blk.fc1_b,
-            &blk.fc1_b,
-            &acts.hidden,
-            (rows, f, d),
-            Epilogue::Gelu,
-        ));
-        out.push(k.gemm.dispatch(
-            gpu,
-            &acts.hidden,
-            &blk.fc2_w,
-            &blk.fc2_b,
-            &blk.ls2,
-            &acts.x,
-            (rows, d, f),
-            Epilogue::Residual,
-        ));
+        out.push(
+            k.layernorm
+                .dispatch(
+                    gpu,
+                    &acts.x,
+                    &blk.norm2_w,
+                    &blk.norm2_b,
+                    &acts.normed,
+                    (rows, d),
+                    RowMap::IDENTITY,
+                    eps,
+                )
+                .named(format!("blocks.{i}.norm2")),
+        );
+        out.push(
+            k.gemm
+                .linear(
+                    gpu,
+                    &acts.normed,
+                    &blk.fc1_w,
+                    &blk.fc1_b,
+                    &blk.fc1_b,
+                    &acts.hidden,
+                    (rows, f, d),
+                    Epilogue::Gelu,
+                )
+                .named(format!("blocks.{i}.mlp.fc1")),
+        );
+        out.push(
+            k.gemm
+                .linear(
+                    gpu,
+                    &acts.hidden,
+                    &blk.fc2_w,
+                    &blk.fc2_b,
+                    &blk.ls2,
+                    &acts.x,
+                    (rows, d, f),
+                    Epilogue::Residual,
+                )
+                .named(format!("blocks.{i}.mlp.fc2")),
+        );
     }
 
     // logits = head(LN(x_L)[CLS])
-    out.push(k.layernorm.dispatch(
-        gpu,
-        &acts.x,
-        &w.norm_w,
-        &w.norm_b,
-        &acts.final_cls,
-        (batch, d),
-        RowMap {
-            rows_per_input: 1,
-            input_row_stride: n,
-        },
-        eps,
-    ));
-    out.push(k.gemm.dispatch(
-        gpu,
-        &acts.final_cls,
-        &w.head_w,
-        &w.head_b,
-        &w.head_b,
-        &acts.logits,
-        (batch, cfg.num_classes, d),
-        Epilogue::Bias,
-    ));
+    out.push(
+        k.layernorm
+            .dispatch(
+                gpu,
+                &acts.x,
+                &w.norm_w,
+                &w.norm_b,
+                &acts.final_cls,
+                (batch, d),
+                RowMap {
+                    rows_per_input: 1,
+                    input_row_stride: n,
+                },
+                eps,
+            )
+            .named("norm"),
+    );
+    out.push(
+        k.gemm
+            .linear(
+                gpu,
+                &acts.final_cls,
+                &w.head_w,
+                &w.head_b,
+                &w.head_b,
+                &acts.logits,
+                (batch, cfg.num_classes, d),
+                Epilogue::Bias,
+            )
+            .named("head"),
+    );
     out
 }

@@ -32,7 +32,10 @@ fn check(model: &Model, batch: usize, target: Target, max_batch: usize) {
             let reference =
                 agcam::reference::explain(cfg, &model.weights, &images[b * len..][..len], &classes);
             let (err, scale) = common::max_error(&exp.logits, &reference.logits);
-            assert!(err <= 1e-4 * scale, "{name}: image {b} logits: error {err:e}, max {scale:e}");
+            assert!(
+                err <= 1e-4 * scale,
+                "{name}: image {b} logits: error {err:e}, max {scale:e}"
+            );
             let mut order: Vec<usize> = (0..reference.logits.len()).collect();
             order.sort_by(|&x, &y| reference.logits[y].total_cmp(&reference.logits[x]));
             match &target {
@@ -63,13 +66,23 @@ fn layer_scale_head_width_12_top3() {
 #[test]
 fn width_not_multiple_of_4_uses_scalar_gemm() {
     // D = 30, H = 5 (d = 6), F = 62.
-    check(&odd_model(false, (30, 2, 5), 62, 2), 2, Target::Predicted, 8);
+    check(
+        &odd_model(false, (30, 2, 5), 62, 2),
+        2,
+        Target::Predicted,
+        8,
+    );
 }
 
 #[test]
 fn chunks_smaller_than_the_batch() {
     // 5 images through chunks of 2: the last chunk is partial.
-    check(&odd_model(true, (36, 2, 3), 90, 3), 5, Target::PerImage(vec![0, 3, 10, 2, 7]), 2);
+    check(
+        &odd_model(true, (36, 2, 3), 90, 3),
+        5,
+        Target::PerImage(vec![0, 3, 10, 2, 7]),
+        2,
+    );
 }
 
 #[test]

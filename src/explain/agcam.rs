@@ -40,7 +40,11 @@ pub(crate) struct Backward {
 
 impl Backward {
     pub fn new(gpu: &Gpu, cfg: &ModelConfig, images: usize, rows: usize) -> Backward {
-        let (d, f, n) = (cfg.embed_dim as u64, cfg.mlp_hidden as u64, cfg.tokens() as u64);
+        let (d, f, n) = (
+            cfg.embed_dim as u64,
+            cfg.mlp_hidden as u64,
+            cfg.tokens() as u64,
+        );
         let (b, r) = (images as u64, rows as u64);
         Backward {
             rows,
@@ -90,31 +94,43 @@ pub(crate) fn record_backward(
     let mut out = Vec::with_capacity(3 + 7 * cfg.depth);
 
     if choice == ClassChoice::TopK {
-        out.push(k.agcam.topk(
-            gpu,
-            &acts.logits,
-            &back.classes,
-            batch,
-            cfg.num_classes,
-            per_image,
-        ));
+        out.push(
+            k.agcam
+                .topk(
+                    gpu,
+                    &acts.logits,
+                    &back.classes,
+                    batch,
+                    cfg.num_classes,
+                    per_image,
+                )
+                .named("agcam.topk"),
+        );
     }
     // g = LN_finalᵀ(W_head[c]) at the class token of x_L.
-    out.push(k.tokens.gather_indexed(gpu, &w.head_w, &back.classes, &back.upstream, rows, d));
-    out.push(k.layernorm.dispatch_backward(
-        gpu,
-        &acts.x,
-        &w.norm_w,
-        &back.upstream,
-        &back.g,
-        (rows, d),
-        RowMap {
-            rows_per_input: per_image,
-            input_row_stride: n,
-        },
-        eps,
-        false,
-    ));
+    out.push(
+        k.tokens
+            .gather_indexed(gpu, &w.head_w, &back.classes, &back.upstream, rows, d)
+            .named("agcam.head_rows"),
+    );
+    out.push(
+        k.layernorm
+            .dispatch_backward(
+                gpu,
+                &acts.x,
+                &w.norm_w,
+                &back.upstream,
+                &back.g,
+                (rows, d),
+                RowMap {
+                    rows_per_input: per_image,
+                    input_row_stride: n,
+                },
+                eps,
+                false,
+            )
+            .named("agcam.norm_backward"),
+    );
 
     let per_image_rows = RowMap {
         rows_per_input: per_image,
@@ -122,79 +138,107 @@ pub(crate) fn record_backward(
     };
     for (layer, (blk, keep)) in w.blocks.iter().zip(&acts.layers).enumerate().rev() {
         // The class token's MLP pre-activation, recomputed from the kept MLP input.
-        out.push(k.layernorm.dispatch(
-            gpu,
-            &keep.y_cls,
-            &blk.norm2_w,
-            &blk.norm2_b,
-            &back.ln2,
-            (batch, d),
-            RowMap::IDENTITY,
-            eps,
-        ));
-        out.push(k.gemm.dispatch(
-            gpu,
-            &back.ln2,
-            &blk.fc1_w,
-            &blk.fc1_b,
-            &blk.fc1_b,
-            &back.pre_act,
-            (batch, f, d),
-            Epilogue::Bias,
-        ));
+        out.push(
+            k.layernorm
+                .dispatch(
+                    gpu,
+                    &keep.y_cls,
+                    &blk.norm2_w,
+                    &blk.norm2_b,
+                    &back.ln2,
+                    (batch, d),
+                    RowMap::IDENTITY,
+                    eps,
+                )
+                .named(format!("agcam.blocks.{layer}.norm2")),
+        );
+        out.push(
+            k.gemm
+                .linear(
+                    gpu,
+                    &back.ln2,
+                    &blk.fc1_w,
+                    &blk.fc1_b,
+                    &blk.fc1_b,
+                    &back.pre_act,
+                    (batch, f, d),
+                    Epilogue::Bias,
+                )
+                .named(format!("agcam.blocks.{layer}.mlp.fc1")),
+        );
         // g_y = g + LN2ᵀ(fc1ᵀ(gelu' ⊙ fc2ᵀ(ls2 ⊙ g)))
-        out.push(k.agcam.vecmat(
-            gpu,
-            &back.g,
-            &blk.ls2,
-            &blk.fc2_w,
-            Some(&back.pre_act),
-            &back.hidden,
-            (rows, per_image),
-            (d, f),
-        ));
-        out.push(k.agcam.vecmat(
-            gpu,
-            &back.hidden,
-            &w.ones,
-            &blk.fc1_w,
-            None,
-            &back.upstream,
-            (rows, per_image),
-            (f, d),
-        ));
-        out.push(k.layernorm.dispatch_backward(
-            gpu,
-            &keep.y_cls,
-            &blk.norm2_w,
-            &back.upstream,
-            &back.g,
-            (rows, d),
-            per_image_rows,
-            eps,
-            true,
-        ));
+        out.push(
+            k.agcam
+                .vecmat(
+                    gpu,
+                    &back.g,
+                    &blk.ls2,
+                    &blk.fc2_w,
+                    Some(&back.pre_act),
+                    &back.hidden,
+                    (rows, per_image),
+                    (d, f),
+                )
+                .named(format!("agcam.blocks.{layer}.mlp.fc2_t")),
+        );
+        out.push(
+            k.agcam
+                .vecmat(
+                    gpu,
+                    &back.hidden,
+                    &w.ones,
+                    &blk.fc1_w,
+                    None,
+                    &back.upstream,
+                    (rows, per_image),
+                    (f, d),
+                )
+                .named(format!("agcam.blocks.{layer}.mlp.fc1_t")),
+        );
+        out.push(
+            k.layernorm
+                .dispatch_backward(
+                    gpu,
+                    &keep.y_cls,
+                    &blk.norm2_w,
+                    &back.upstream,
+                    &back.g,
+                    (rows, d),
+                    per_image_rows,
+                    eps,
+                    true,
+                )
+                .named(format!("agcam.blocks.{layer}.norm2_backward")),
+        );
         // dO = (ls1 ⊙ g_y) · W_proj, then the fused map of this layer.
-        out.push(k.agcam.vecmat(
-            gpu,
-            &back.g,
-            &blk.ls1,
-            &blk.proj_w,
-            None,
-            &back.d_out,
-            (rows, per_image),
-            (d, d),
-        ));
-        out.push(k.agcam.accumulate(
-            gpu,
-            &back.d_out,
-            &keep.v,
-            &keep.cls_scores,
-            &back.maps,
-            (rows, per_image),
-            (n, cfg.num_heads, cfg.head_dim()),
-            layer + 1 != cfg.depth,
-        ));
+        out.push(
+            k.agcam
+                .vecmat(
+                    gpu,
+                    &back.g,
+                    &blk.ls1,
+                    &blk.proj_w,
+                    None,
+                    &back.d_out,
+                    (rows, per_image),
+                    (d, d),
+                )
+                .named(format!("agcam.blocks.{layer}.attn.proj_t")),
+        );
+        out.push(
+            k.agcam
+                .accumulate(
+                    gpu,
+                    &back.d_out,
+                    &keep.v,
+                    &keep.cls_scores,
+                    &back.maps,
+                    (rows, per_image),
+                    (n, cfg.num_heads, cfg.head_dim()),
+                    layer + 1 != cfg.depth,
+                )
+                .named(format!("agcam.blocks.{layer}.map")),
+        );
     }
     out
 }

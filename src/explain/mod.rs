@@ -9,11 +9,10 @@ use agcam::{backward_bytes_per_row, record_backward, Backward, ClassChoice};
 
 use crate::error::{Error, Result};
 use crate::gpu::Gpu;
-use crate::kernels::{encode, Dispatch, Kernels, MAX_HEAD_DIM, MAX_TOKENS};
+use crate::kernels::{encode, Dispatch, Kernels};
 use crate::model::{Model, ModelConfig, Pooling};
 use crate::vit::{
-    activation_bytes_per_image, largest_binding_per_image, record_forward, Activations,
-    GpuWeights,
+    activation_bytes_per_image, largest_binding_per_image, record_forward, Activations, GpuWeights,
 };
 
 /// Which classes to explain for each image.
@@ -160,20 +159,6 @@ impl Engine {
             return Err(Error::Invalid(format!(
                 "{}: average-pooled models (global_pool=\"avg\") are not supported yet",
                 cfg.name
-            )));
-        }
-        if cfg.tokens() > MAX_TOKENS {
-            return Err(Error::Invalid(format!(
-                "{}: {} tokens per image; at most {MAX_TOKENS} are supported",
-                cfg.name,
-                cfg.tokens()
-            )));
-        }
-        if cfg.head_dim() > MAX_HEAD_DIM {
-            return Err(Error::Invalid(format!(
-                "{}: head width {} exceeds the supported {MAX_HEAD_DIM}",
-                cfg.name,
-                cfg.head_dim()
             )));
         }
         let max_binding = gpu.limits.max_storage_buffer_binding_size;
@@ -343,28 +328,25 @@ impl Engine {
             }
             ws.back = Some(Backward::new(gpu, cfg, self.capacity, rows));
             ws.classes_readback = Some(gpu.readback("classes", 4 * rows as u64));
-            ws.maps_readback =
-                Some(gpu.readback("maps", 4 * (rows * (cfg.tokens() - 1)) as u64));
+            ws.maps_readback = Some(gpu.readback("maps", 4 * (rows * (cfg.tokens() - 1)) as u64));
             // Recordings bind the old buffers.
             ws.recordings.clear();
         }
         Ok(ws)
     }
 
-    /// Runs one chunk: upload, one compute pass, copies, one submit, readback.
-    fn run_chunk(
+    /// Records (once per shape) the dispatches of a chunk of `batch` images.
+    fn recording(
         &mut self,
-        images: &[f32],
+        batch: usize,
         per_image: usize,
         choice: Option<ClassChoice>,
-        given: &[u32],
-    ) -> Result<(Vec<Vec<f32>>, Vec<u32>, Vec<f32>)> {
-        let batch = images.len() / self.image_len();
-        let rows = batch * per_image;
-        let c = self.config.num_classes;
-        let grid = self.config.tokens() - 1;
-        let rows_capacity = self.capacity * per_image;
-        self.prepare(if choice.is_some() { rows_capacity } else { 0 })?;
+    ) -> Result<RecordingKey> {
+        self.prepare(if choice.is_some() {
+            self.capacity * per_image
+        } else {
+            0
+        })?;
         let ws = self.workspace.as_mut().expect("prepared");
         let key = (batch, per_image, choice);
         if !ws.recordings.contains_key(&key) {
@@ -391,30 +373,63 @@ impl Engine {
             }
             ws.recordings.insert(key, dispatches);
         }
-        let dispatches = &ws.recordings[&key];
-        let queue = &self.gpu.queue;
-        queue.write_buffer(&ws.acts.images, 0, bytemuck::cast_slice(images));
-        if choice == Some(ClassChoice::Given) {
-            let back = ws.back.as_ref().expect("prepared");
-            queue.write_buffer(&back.classes, 0, bytemuck::cast_slice(given));
-        }
+        Ok(key)
+    }
+
+    /// Runs one chunk: upload, one compute pass, copies, one submit, readback.
+    fn run_chunk(
+        &mut self,
+        images: &[f32],
+        per_image: usize,
+        choice: Option<ClassChoice>,
+        given: &[u32],
+    ) -> Result<ChunkResult> {
+        let batch = images.len() / self.image_len();
+        let key = self.recording(batch, per_image, choice)?;
+        let ws = self.workspace.as_ref().expect("prepared");
+        self.upload(ws, images, choice, given);
         let mut enc = self.gpu.device.create_command_encoder(&Default::default());
         {
             let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor {
                 label: Some("agcam"),
                 timestamp_writes: None,
             });
-            encode(&mut pass, dispatches);
+            encode(&mut pass, &ws.recordings[&key]);
         }
+        self.finish(ws, enc, batch, per_image, choice)
+    }
+
+    fn upload(&self, ws: &Workspace, images: &[f32], choice: Option<ClassChoice>, given: &[u32]) {
+        let queue = &self.gpu.queue;
+        queue.write_buffer(&ws.acts.images, 0, bytemuck::cast_slice(images));
+        if choice == Some(ClassChoice::Given) {
+            let back = ws.back.as_ref().expect("prepared");
+            queue.write_buffer(&back.classes, 0, bytemuck::cast_slice(given));
+        }
+    }
+
+    /// Copies the results to the readback buffers, submits `enc` and reads them.
+    fn finish(
+        &self,
+        ws: &Workspace,
+        mut enc: wgpu::CommandEncoder,
+        batch: usize,
+        per_image: usize,
+        choice: Option<ClassChoice>,
+    ) -> Result<ChunkResult> {
+        let rows = batch * per_image;
+        let c = self.config.num_classes;
+        let grid = self.config.tokens() - 1;
         let logits_bytes = 4 * (batch * c) as u64;
         enc.copy_buffer_to_buffer(&ws.acts.logits, 0, &ws.logits_readback, 0, logits_bytes);
-        if let (Some(back), Some(cr), Some(mr)) =
-            (&ws.back, &ws.classes_readback, &ws.maps_readback)
-        {
-            if choice.is_some() {
-                enc.copy_buffer_to_buffer(&back.classes, 0, cr, 0, 4 * rows as u64);
-                enc.copy_buffer_to_buffer(&back.maps, 0, mr, 0, 4 * (rows * grid) as u64);
-            }
+        if let (Some(back), Some(cr), Some(mr), true) = (
+            &ws.back,
+            &ws.classes_readback,
+            &ws.maps_readback,
+            choice.is_some(),
+        ) {
+            enc.copy_buffer_to_buffer(&back.classes, 0, cr, 0, 4 * rows as u64);
+            enc.copy_buffer_to_buffer(&back.maps, 0, mr, 0, 4 * (rows * grid) as u64);
         }
         self.gpu.queue.submit([enc.finish()]);
         let flat: Vec<f32> = self.gpu.read(&ws.logits_readback, batch * c)?;
@@ -422,8 +437,147 @@ impl Engine {
         if choice.is_none() {
             return Ok((logits, Vec::new(), Vec::new()));
         }
-        let classes = self.gpu.read(ws.classes_readback.as_ref().expect("prepared"), rows)?;
-        let maps = self.gpu.read(ws.maps_readback.as_ref().expect("prepared"), rows * grid)?;
+        let classes = self
+            .gpu
+            .read(ws.classes_readback.as_ref().expect("prepared"), rows)?;
+        let maps = self
+            .gpu
+            .read(ws.maps_readback.as_ref().expect("prepared"), rows * grid)?;
         Ok((logits, classes, maps))
+    }
+
+    /// Times every kernel of one explanation of `images` (at most one chunk) for `target`:
+    /// with GPU timestamps where the adapter has them, else by wall clock around a submit and
+    /// a wait per kernel (which includes submission overhead).
+    pub fn profile(&mut self, images: &[f32], top_k: usize) -> Result<Profile> {
+        let count = self.check_images(images)?;
+        if count > self.capacity {
+            return Err(Error::Invalid(format!(
+                "profile runs one chunk: at most {} images, not {count}",
+                self.capacity
+            )));
+        }
+        if top_k == 0 || top_k > self.config.num_classes {
+            return Err(Error::Invalid(format!(
+                "top-k must be between 1 and {}, not {top_k}",
+                self.config.num_classes
+            )));
+        }
+        let choice = Some(ClassChoice::TopK);
+        let key = self.recording(count, top_k, choice)?;
+        let ws = self.workspace.as_ref().expect("prepared");
+        self.upload(ws, images, choice, &[]);
+        let dispatches = &ws.recordings[&key];
+        let timestamps = self.gpu.features.contains(wgpu::Features::TIMESTAMP_QUERY);
+        let ms: Vec<f64> = if timestamps {
+            let queries = 2 * dispatches.len() as u32;
+            let set = self.gpu.device.create_query_set(&wgpu::QuerySetDescriptor {
+                label: Some("profile"),
+                ty: wgpu::QueryType::Timestamp,
+                count: queries,
+            });
+            let resolved = self.gpu.device.create_buffer(&wgpu::BufferDescriptor {
+                label: Some("profile timestamps"),
+                size: 8 * queries as u64,
+                usage: wgpu::BufferUsages::QUERY_RESOLVE | wgpu::BufferUsages::COPY_SRC,
+                mapped_at_creation: false,
+            });
+            let readback = self.gpu.readback("profile timestamps", 8 * queries as u64);
+            let mut enc = self.gpu.device.create_command_encoder(&Default::default());
+            for (i, d) in dispatches.iter().enumerate() {
+                let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor {
+                    label: Some(&d.name),
+                    timestamp_writes: Some(wgpu::ComputePassTimestampWrites {
+                        query_set: &set,
+                        beginning_of_pass_write_index: Some(2 * i as u32),
+                        end_of_pass_write_index: Some(2 * i as u32 + 1),
+                    }),
+                });
+                d.encode(&mut pass);
+            }
+            enc.resolve_query_set(&set, 0..queries, &resolved, 0);
+            enc.copy_buffer_to_buffer(&resolved, 0, &readback, 0, 8 * queries as u64);
+            self.gpu.queue.submit([enc.finish()]);
+            let ticks: Vec<u64> = self.gpu.read(&readback, queries as usize)?;
+            let period = self.gpu.queue.get_timestamp_period() as f64;
+            ticks
+                .chunks(2)
+                .map(|t| t[1].saturating_sub(t[0]) as f64 * period / 1e6)
+                .collect()
+        } else {
+            let mut out = Vec::with_capacity(dispatches.len());
+            for d in dispatches {
+                let start = std::time::Instant::now();
+                let mut enc = self.gpu.device.create_command_encoder(&Default::default());
+                d.encode(&mut enc.begin_compute_pass(&Default::default()));
+                self.gpu.queue.submit([enc.finish()]);
+                self.gpu.wait()?;
+                out.push(start.elapsed().as_secs_f64() * 1e3);
+            }
+            out
+        };
+        let kernels = dispatches
+            .iter()
+            .zip(ms)
+            .map(|(d, ms)| KernelTiming {
+                name: d.name.clone(),
+                kernel: d.kernel.clone(),
+                ms,
+                gflop_per_s: d.flops as f64 / (ms * 1e6),
+                gb_per_s: d.bytes as f64 / (ms * 1e6),
+            })
+            .collect();
+        Ok(Profile {
+            adapter: self.gpu.describe(),
+            batch: count,
+            top_k,
+            clock: if timestamps {
+                "gpu-timestamps"
+            } else {
+                "wall-clock"
+            }
+            .into(),
+            kernels,
+        })
+    }
+}
+
+/// Logits per image, classes per gradient row, maps per gradient row (flat).
+type ChunkResult = (Vec<Vec<f32>>, Vec<u32>, Vec<f32>);
+
+/// GPU time of one kernel launch.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct KernelTiming {
+    /// Place in the model, e.g. `blocks.3.mlp.fc1` or `agcam.blocks.3.map`.
+    pub name: String,
+    /// Shader entry point.
+    pub kernel: String,
+    /// Milliseconds.
+    pub ms: f64,
+    /// Useful arithmetic throughput.
+    pub gflop_per_s: f64,
+    /// Minimum memory traffic over time.
+    pub gb_per_s: f64,
+}
+
+/// Per-kernel timings of one explanation chunk.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Profile {
+    /// The adapter measured.
+    pub adapter: String,
+    /// Images in the chunk.
+    pub batch: usize,
+    /// Classes explained per image.
+    pub top_k: usize,
+    /// `gpu-timestamps` or `wall-clock`.
+    pub clock: String,
+    /// Every launch in execution order.
+    pub kernels: Vec<KernelTiming>,
+}
+
+impl Profile {
+    /// Sum of all kernel times in milliseconds.
+    pub fn total_ms(&self) -> f64 {
+        self.kernels.iter().map(|k| k.ms).sum()
     }
 }

@@ -117,7 +117,11 @@ fn instance(backends: wgpu::Backends) -> wgpu::Instance {
 fn ranked_adapters(backend: Option<Backend>) -> Vec<wgpu::Adapter> {
     let backends = backend.map_or(wgpu::Backends::all(), Backend::to_wgpu);
     let mut adapters = pollster::block_on(instance(backends).enumerate_adapters(backends));
-    adapters.retain(|a| a.get_downlevel_capabilities().flags.contains(wgpu::DownlevelFlags::COMPUTE_SHADERS));
+    adapters.retain(|a| {
+        a.get_downlevel_capabilities()
+            .flags
+            .contains(wgpu::DownlevelFlags::COMPUTE_SHADERS)
+    });
     adapters.sort_by_key(|a| {
         let info = a.get_info();
         let class = match info.device_type {
@@ -140,7 +144,9 @@ fn summarize(index: usize, adapter: &wgpu::Adapter) -> AdapterSummary {
         name: info.name.clone(),
         backend: format!("{:?}", info.backend),
         device_type: format!("{:?}", info.device_type),
-        driver: format!("{} {}", info.driver, info.driver_info).trim().to_string(),
+        driver: format!("{} {}", info.driver, info.driver_info)
+            .trim()
+            .to_string(),
         shader_f16: features.contains(wgpu::Features::SHADER_F16),
         timestamp_query: features.contains(wgpu::Features::TIMESTAMP_QUERY),
         subgroup: features.contains(wgpu::Features::SUBGROUP),

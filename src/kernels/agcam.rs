@@ -35,7 +35,11 @@ impl AgcamKernels {
                 gpu,
                 &m,
                 "topk",
-                &[(0, Access::Read), (5, Access::Uniform), (6, Access::ReadWrite)],
+                &[
+                    (0, Access::Read),
+                    (5, Access::Uniform),
+                    (6, Access::ReadWrite),
+                ],
                 &[],
             ),
             vecmat: Kernel::new(
@@ -86,6 +90,7 @@ impl AgcamKernels {
         let u = gpu.uniform("topk params", &params);
         self.topk
             .dispatch(gpu, &[logits, &u, classes], [batch as u32, 1, 1])
+            .work(k * batch * num_classes, 4 * batch * num_classes)
     }
 
     /// `out[r] = (scale ⊙ input[r]) · weight` with `weight` [in_dim, out_dim], times
@@ -116,11 +121,16 @@ impl AgcamKernels {
             (rows as u32).div_ceil(VM_ROWS),
             1,
         ];
-        self.vecmat.dispatch(
-            gpu,
-            &[input, scale, weight, gate.unwrap_or(input), out, &u],
-            groups,
-        )
+        self.vecmat
+            .dispatch(
+                gpu,
+                &[input, scale, weight, gate.unwrap_or(input), out, &u],
+                groups,
+            )
+            .work(
+                2 * rows * in_dim * out_dim,
+                4 * (in_dim * out_dim + rows * (in_dim + out_dim)),
+            )
     }
 
     /// `maps[r] (+)= Σ_h ReLU(dO[r, h] · V[b, j, h]) · sigmoid(S[b, h, j])` over patch keys j.
@@ -147,7 +157,13 @@ impl AgcamKernels {
         };
         let u = gpu.uniform("accumulate params", &params);
         let groups = [((tokens - 1) as u32).div_ceil(WG), rows as u32, 1];
+        let dim = heads * head_dim;
+        let images = rows / per_image;
         self.accumulate
             .dispatch(gpu, &[d_out, v, cls_scores, maps, &u], groups)
+            .work(
+                2 * rows * tokens * dim,
+                4 * (rows * dim + images * tokens * (dim + heads) + 2 * rows * tokens),
+            )
     }
 }

@@ -1,25 +1,20 @@
-//! Launcher of shaders/attention.wgsl.
+//! Launcher of attention: two batched GEMMs (gemm.wgsl) around shaders/attention.wgsl.
 
-use super::{module, Access, Dispatch, Kernel};
+use super::gemm::{Batched, View};
+use super::{linear_grid, module, Access, Dispatch, Gemm, Kernel};
 use crate::gpu::Gpu;
-
-/// Must match MAX_TOKENS and MAX_HEAD_DIM in attention.wgsl.
-pub(crate) const MAX_TOKENS: usize = 2048;
-pub(crate) const MAX_HEAD_DIM: usize = 256;
 
 #[repr(C)]
 #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
 struct AttnParams {
+    rows: u32,
     tokens: u32,
+    padded: u32,
     heads: u32,
     head_dim: u32,
     dim: u32,
-    scale: f32,
-    _pad: [u32; 3],
-}
-
-pub(crate) struct Attention {
-    kernel: Kernel,
+    count: u32,
+    _pad: u32,
 }
 
 /// The shape of one attention call.
@@ -31,51 +26,180 @@ pub(crate) struct AttnShape {
     pub head_dim: usize,
 }
 
+impl AttnShape {
+    /// Score rows and Vᵀ rows are padded to a multiple of 4 so they can be read as vec4.
+    pub fn padded(&self) -> usize {
+        self.tokens.next_multiple_of(4)
+    }
+
+    /// Elements of the scores buffer per image: H·N·padded.
+    pub fn scores_per_image(&self) -> usize {
+        self.heads * self.tokens * self.padded()
+    }
+
+    /// Elements of the Vᵀ buffer per image: H·d·padded.
+    pub fn v_t_per_image(&self) -> usize {
+        self.heads * self.head_dim * self.padded()
+    }
+}
+
+/// Buffers one attention call works in.
+pub(crate) struct AttnBuffers<'a> {
+    /// [B·N, 3D] from the qkv projection.
+    pub qkv: &'a wgpu::Buffer,
+    /// [B, H, N, padded] scratch.
+    pub scores: &'a wgpu::Buffer,
+    /// [B, H, d, padded] scratch.
+    pub v_t: &'a wgpu::Buffer,
+    /// [B·N, D] output, heads merged.
+    pub out: &'a wgpu::Buffer,
+    /// [B, H, N] kept: the class token's pre-softmax scores.
+    pub cls_scores: &'a wgpu::Buffer,
+    /// [B·N, D] kept: V.
+    pub v_keep: &'a wgpu::Buffer,
+}
+
+pub(crate) struct Attention {
+    softmax: Kernel,
+    split_v: Kernel,
+}
+
+const WG: u32 = 64;
+
 impl Attention {
     pub fn new(gpu: &Gpu) -> Attention {
         let m = module(gpu, "attention");
         Attention {
-            kernel: Kernel::new(
+            softmax: Kernel::new(
                 gpu,
                 &m,
-                "attention",
+                "softmax_rows",
                 &[
-                    (0, Access::Read),
+                    (0, Access::ReadWrite),
                     (1, Access::ReadWrite),
-                    (2, Access::ReadWrite),
-                    (3, Access::ReadWrite),
-                    (4, Access::Uniform),
+                    (2, Access::Uniform),
+                ],
+                &[],
+            ),
+            split_v: Kernel::new(
+                gpu,
+                &m,
+                "split_v",
+                &[
+                    (2, Access::Uniform),
+                    (3, Access::Read),
+                    (4, Access::ReadWrite),
+                    (5, Access::ReadWrite),
                 ],
                 &[],
             ),
         }
     }
 
-    /// Softmax attention of `qkv` [B·N, 3D] into `out` [B·N, D]; also writes the class-token
-    /// score rows to `cls_scores` [B, H, N] and V to `v_keep` [B·N, D].
+    /// Softmax attention of `qkv` into `out`, keeping the class-token scores and V: four
+    /// dispatches, named `{name}.scores`, `.softmax`, `.split_v` and `.values`.
     pub fn dispatch(
         &self,
         gpu: &Gpu,
-        qkv: &wgpu::Buffer,
-        out: &wgpu::Buffer,
-        cls_scores: &wgpu::Buffer,
-        v_keep: &wgpu::Buffer,
+        gemm: &Gemm,
+        buf: AttnBuffers<'_>,
         s: AttnShape,
-    ) -> Dispatch {
-        debug_assert!(s.tokens <= MAX_TOKENS && s.head_dim <= MAX_HEAD_DIM);
+        name: &str,
+    ) -> Vec<Dispatch> {
+        let (b, n, h, d) = (s.batch, s.tokens, s.heads, s.head_dim);
+        let dim = h * d;
+        let np = s.padded();
         let params = AttnParams {
-            tokens: s.tokens as u32,
-            heads: s.heads as u32,
-            head_dim: s.head_dim as u32,
-            dim: (s.heads * s.head_dim) as u32,
-            scale: (s.head_dim as f64).powf(-0.5) as f32,
-            _pad: [0; 3],
+            rows: (b * h * n) as u32,
+            tokens: n as u32,
+            padded: np as u32,
+            heads: h as u32,
+            head_dim: d as u32,
+            dim: dim as u32,
+            count: (b * n * dim) as u32,
+            _pad: 0,
         };
         let uniform = gpu.uniform("attention params", &params);
-        self.kernel.dispatch(
-            gpu,
-            &[qkv, out, cls_scores, v_keep, &uniform],
-            [s.tokens as u32, s.heads as u32, s.batch as u32],
-        )
+        // Views into qkv [B·N, 3D]: head h of image i starts at row i·N, column (0|D|2D) + h·d.
+        let qkv_view = |offset: usize| View {
+            offset: offset as u32,
+            row: (3 * dim) as u32,
+            image: (n * 3 * dim) as u32,
+            head: d as u32,
+        };
+        let scores_view = View {
+            offset: 0,
+            row: np as u32,
+            image: (h * n * np) as u32,
+            head: (n * np) as u32,
+        };
+        let scale = (d as f64).powf(-0.5) as f32;
+        let scores = gemm
+            .batched(
+                gpu,
+                (buf.qkv, qkv_view(0)),
+                (buf.qkv, qkv_view(dim)),
+                (buf.scores, scores_view),
+                Batched {
+                    m: n,
+                    n,
+                    k: d,
+                    images: b,
+                    heads: h,
+                },
+                scale,
+            )
+            .named(format!("{name}.scores"));
+        let softmax = self
+            .softmax
+            .dispatch(
+                gpu,
+                &[buf.scores, buf.cls_scores, &uniform],
+                linear_grid((b * h * n) as u32),
+            )
+            .work(4 * b * h * n * n, 4 * 2 * b * h * n * n)
+            .named(format!("{name}.softmax"));
+        let split = self
+            .split_v
+            .dispatch(
+                gpu,
+                &[&uniform, buf.qkv, buf.v_keep, buf.v_t],
+                linear_grid(((b * n * dim) as u32).div_ceil(WG)),
+            )
+            .work(0, 4 * 3 * b * n * dim)
+            .named(format!("{name}.split_v"));
+        let values = gemm
+            .batched(
+                gpu,
+                (buf.scores, scores_view),
+                (
+                    buf.v_t,
+                    View {
+                        offset: 0,
+                        row: np as u32,
+                        image: (h * d * np) as u32,
+                        head: (d * np) as u32,
+                    },
+                ),
+                (
+                    buf.out,
+                    View {
+                        offset: 0,
+                        row: dim as u32,
+                        image: (n * dim) as u32,
+                        head: d as u32,
+                    },
+                ),
+                Batched {
+                    m: n,
+                    n: d,
+                    k: np,
+                    images: b,
+                    heads: h,
+                },
+                1.0,
+            )
+            .named(format!("{name}.values"));
+        vec![scores, softmax, split, values]
     }
 }

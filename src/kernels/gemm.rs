@@ -1,9 +1,10 @@
-//! Launcher of shaders/gemm.wgsl: `C = epilogue(A · Wᵀ + bias)` over nn.Linear weights.
+//! Launcher of shaders/gemm.wgsl: `C = epilogue(A · Wᵀ)` for nn.Linear layers and, batched over
+//! images × heads with strided views, for the two products of attention.
 
 use super::{module, Access, Dispatch, Kernel};
 use crate::gpu::Gpu;
 
-/// What happens to `A · Wᵀ + bias` before it is stored.
+/// What happens to the product before it is stored.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Epilogue {
     /// `C = acc + bias`.
@@ -12,7 +13,16 @@ pub(crate) enum Epilogue {
     Gelu = 1,
     /// `C += scale ⊙ (acc + bias)`: a residual branch with layer scale, in place.
     Residual = 2,
+    /// `C = alpha · acc`.
+    Scaled = 3,
 }
+
+const EPILOGUES: [Epilogue; 4] = [
+    Epilogue::Bias,
+    Epilogue::Gelu,
+    Epilogue::Residual,
+    Epilogue::Scaled,
+];
 
 const VEC4_BINDINGS: &[(u32, Access)] = &[
     (0, Access::Read),
@@ -31,16 +41,50 @@ const SCALAR_BINDINGS: &[(u32, Access)] = &[
     (5, Access::Uniform),
 ];
 
+/// A matrix inside a buffer, in elements: where matrix (image, head) starts and how far apart
+/// its rows are. Must match `View` in gemm.wgsl.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+pub(crate) struct View {
+    pub offset: u32,
+    pub row: u32,
+    pub image: u32,
+    pub head: u32,
+}
+
+impl View {
+    /// A plain row-major matrix with rows of `row` elements.
+    pub fn rows(row: usize) -> View {
+        View {
+            offset: 0,
+            row: row as u32,
+            image: 0,
+            head: 0,
+        }
+    }
+
+    /// Whether the view can be read as vec4.
+    fn aligned(&self) -> bool {
+        (self.offset | self.row | self.image | self.head) % 4 == 0
+    }
+}
+
 #[repr(C)]
 #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
 struct GemmParams {
     m: u32,
     n: u32,
     k: u32,
-    _pad: u32,
+    heads: u32,
+    a: View,
+    w: View,
+    c: View,
+    alpha: f32,
+    _pad: [u32; 3],
 }
 
-/// The GEMM pipelines: per epilogue, a vec4 variant (K a multiple of 4) and a scalar one.
+/// The GEMM pipelines: per epilogue, a vec4 variant (K and views multiples of 4) and a
+/// scalar one.
 pub(crate) struct Gemm {
     vec4: Vec<Kernel>,
     scalar: Vec<Kernel>,
@@ -50,11 +94,21 @@ pub(crate) struct Gemm {
 const TILE: u32 = 4;
 const WG: u32 = 8;
 
+/// One batched product: `images × heads` products of `m × k` by `(n × k)ᵀ`.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Batched {
+    pub m: usize,
+    pub n: usize,
+    pub k: usize,
+    pub images: usize,
+    pub heads: usize,
+}
+
 impl Gemm {
     pub fn new(gpu: &Gpu) -> Gemm {
         let m = module(gpu, "gemm");
         let variants = |entry: &str, bindings| {
-            [Epilogue::Bias, Epilogue::Gelu, Epilogue::Residual]
+            EPILOGUES
                 .iter()
                 .map(|&e| Kernel::new(gpu, &m, entry, bindings, &[("EPILOGUE", e as u32 as f64)]))
                 .collect()
@@ -65,10 +119,10 @@ impl Gemm {
         }
     }
 
-    /// `c[m, n] = epilogue(a[m, k] · w[n, k]ᵀ + bias[n])`. `scale` is read only by
-    /// [`Epilogue::Residual`]; pass any buffer otherwise.
+    /// An nn.Linear: `c[m, n] = epilogue(a[m, k] · w[n, k]ᵀ + bias[n])`. `scale` is read only
+    /// by [`Epilogue::Residual`]; pass any buffer otherwise.
     #[allow(clippy::too_many_arguments)]
-    pub fn dispatch(
+    pub fn linear(
         &self,
         gpu: &Gpu,
         a: &wgpu::Buffer,
@@ -79,19 +133,68 @@ impl Gemm {
         (m, n, k): (usize, usize, usize),
         epilogue: Epilogue,
     ) -> Dispatch {
+        let shape = Batched {
+            m,
+            n,
+            k,
+            images: 1,
+            heads: 1,
+        };
+        let views = [View::rows(k), View::rows(k), View::rows(n)];
+        self.launch(gpu, [a, w, bias, scale, c], views, shape, epilogue, 1.0)
+    }
+
+    /// `c = alpha · a · wᵀ` for every (image, head) matrix of the views.
+    #[allow(clippy::too_many_arguments)]
+    pub fn batched(
+        &self,
+        gpu: &Gpu,
+        (a, a_view): (&wgpu::Buffer, View),
+        (w, w_view): (&wgpu::Buffer, View),
+        (c, c_view): (&wgpu::Buffer, View),
+        shape: Batched,
+        alpha: f32,
+    ) -> Dispatch {
+        // The Scaled epilogue reads neither bias nor scale: bind anything.
+        let views = [a_view, w_view, c_view];
+        self.launch(gpu, [a, w, a, a, c], views, shape, Epilogue::Scaled, alpha)
+    }
+
+    fn launch(
+        &self,
+        gpu: &Gpu,
+        [a, w, bias, scale, c]: [&wgpu::Buffer; 5],
+        [a_view, w_view, c_view]: [View; 3],
+        s: Batched,
+        epilogue: Epilogue,
+        alpha: f32,
+    ) -> Dispatch {
         let params = GemmParams {
-            m: m as u32,
-            n: n as u32,
-            k: k as u32,
-            _pad: 0,
+            m: s.m as u32,
+            n: s.n as u32,
+            k: s.k as u32,
+            heads: s.heads as u32,
+            a: a_view,
+            w: w_view,
+            c: c_view,
+            alpha,
+            _pad: [0; 3],
         };
         let uniform = gpu.uniform("gemm params", &params);
-        let kernels = if k % 4 == 0 { &self.vec4 } else { &self.scalar };
+        let vec4 = s.k % 4 == 0 && a_view.aligned() && w_view.aligned();
+        let kernels = if vec4 { &self.vec4 } else { &self.scalar };
         let groups = [
-            (n as u32).div_ceil(TILE * WG),
-            (m as u32).div_ceil(TILE * WG),
-            1,
+            (s.n as u32).div_ceil(TILE * WG),
+            (s.m as u32).div_ceil(TILE * WG),
+            (s.images * s.heads) as u32,
         ];
-        kernels[epilogue as usize].dispatch(gpu, &[a, w, bias, scale, c, &uniform], groups)
+        let count = s.images * s.heads;
+        let out_reads = if epilogue == Epilogue::Residual { 2 } else { 1 };
+        kernels[epilogue as usize]
+            .dispatch(gpu, &[a, w, bias, scale, c, &uniform], groups)
+            .work(
+                2 * count * s.m * s.n * s.k,
+                4 * count * (s.m * s.k + s.n * s.k + out_reads * s.m * s.n),
+            )
     }
 }

@@ -93,12 +93,17 @@ impl LayerNorm {
         map: RowMap,
         eps: f32,
     ) -> Dispatch {
-        let uniform = gpu.uniform("layernorm params", &Self::params(rows, dim, map, eps, false));
-        self.forward.dispatch(
-            gpu,
-            &[x, gamma, beta, out, &uniform],
-            linear_grid(rows as u32),
-        )
+        let uniform = gpu.uniform(
+            "layernorm params",
+            &Self::params(rows, dim, map, eps, false),
+        );
+        self.forward
+            .dispatch(
+                gpu,
+                &[x, gamma, beta, out, &uniform],
+                linear_grid(rows as u32),
+            )
+            .work(8 * rows * dim, 4 * 2 * rows * dim)
     }
 
     /// `out[r] (+)= d LayerNorm(x[map(r)]) / dx ᵀ · upstream[r]`, the input gradient of a
@@ -120,10 +125,12 @@ impl LayerNorm {
             "layernorm backward params",
             &Self::params(rows, dim, map, eps, accumulate),
         );
-        self.backward.dispatch(
-            gpu,
-            &[x, gamma, out, &uniform, upstream],
-            linear_grid(rows as u32),
-        )
+        self.backward
+            .dispatch(
+                gpu,
+                &[x, gamma, out, &uniform, upstream],
+                linear_grid(rows as u32),
+            )
+            .work(14 * rows * dim, 4 * 3 * rows * dim)
     }
 }

@@ -8,7 +8,7 @@ mod layernorm;
 mod tokens;
 
 pub(crate) use agcam::AgcamKernels;
-pub(crate) use attention::{AttnShape, Attention, MAX_HEAD_DIM, MAX_TOKENS};
+pub(crate) use attention::{Attention, AttnBuffers, AttnShape};
 pub(crate) use gemm::{Epilogue, Gemm};
 pub(crate) use layernorm::{LayerNorm, RowMap};
 pub(crate) use tokens::Tokens;
@@ -53,12 +53,35 @@ pub(crate) struct Kernel {
     bindings: &'static [(u32, Access)],
 }
 
-/// A recorded dispatch: everything needed to replay it inside a compute pass.
+/// A recorded dispatch: everything needed to replay it inside a compute pass, and what the
+/// profiler reports about it.
 pub(crate) struct Dispatch {
-    pub label: String,
+    /// Where in the model: "blocks.3.mlp.fc1". Empty until [`Dispatch::named`].
+    pub name: String,
+    /// The shader entry point.
+    pub kernel: String,
+    /// Useful floating-point operations (a multiply-add counts 2).
+    pub flops: u64,
+    /// Bytes the kernel must at least read and write.
+    pub bytes: u64,
     pipeline: wgpu::ComputePipeline,
     bind_group: wgpu::BindGroup,
     workgroups: [u32; 3],
+}
+
+impl Dispatch {
+    /// Names the dispatch by its place in the model, for profiles.
+    pub fn named(mut self, name: impl Into<String>) -> Dispatch {
+        self.name = name.into();
+        self
+    }
+
+    /// Records the work the dispatch does, for GFLOP/s and GB/s in profiles.
+    pub fn work(mut self, flops: usize, bytes: usize) -> Dispatch {
+        self.flops = flops as u64;
+        self.bytes = bytes as u64;
+        self
+    }
 }
 
 impl Kernel {
@@ -150,7 +173,10 @@ impl Kernel {
             entries: &entries,
         });
         Dispatch {
-            label: self.label.clone(),
+            name: String::new(),
+            kernel: self.label.clone(),
+            flops: 0,
+            bytes: 0,
             pipeline: self.pipeline.clone(),
             bind_group,
             workgroups,
@@ -181,9 +207,16 @@ pub(crate) fn linear_grid(count: u32) -> [u32; 3] {
 /// Records `dispatches` into one compute pass.
 pub(crate) fn encode(pass: &mut wgpu::ComputePass<'_>, dispatches: &[Dispatch]) {
     for d in dispatches {
-        pass.set_pipeline(&d.pipeline);
-        pass.set_bind_group(0, &d.bind_group, &[]);
-        let [x, y, z] = d.workgroups;
+        d.encode(pass);
+    }
+}
+
+impl Dispatch {
+    /// Records this dispatch into `pass`.
+    pub fn encode(&self, pass: &mut wgpu::ComputePass<'_>) {
+        pass.set_pipeline(&self.pipeline);
+        pass.set_bind_group(0, &self.bind_group, &[]);
+        let [x, y, z] = self.workgroups;
         pass.dispatch_workgroups(x, y, z);
     }
 }

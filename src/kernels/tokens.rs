@@ -60,7 +60,13 @@ impl Tokens {
         }
     }
 
-    fn uniform(gpu: &Gpu, count: usize, dim: usize, a: usize, b: usize) -> (wgpu::Buffer, [u32; 3]) {
+    fn uniform(
+        gpu: &Gpu,
+        count: usize,
+        dim: usize,
+        a: usize,
+        b: usize,
+    ) -> (wgpu::Buffer, [u32; 3]) {
         let params = TokenParams {
             count: count as u32,
             dim: dim as u32,
@@ -83,7 +89,9 @@ impl Tokens {
     ) -> Dispatch {
         let count = batch * 3 * height * width;
         let (u, groups) = Self::uniform(gpu, count, patch, height, width);
-        self.im2col.dispatch(gpu, &[images, patches, &u], groups)
+        self.im2col
+            .dispatch(gpu, &[images, patches, &u], groups)
+            .work(0, 8 * count)
     }
 
     /// Tokens [B·N, D] = [class token; patch embeddings] + position embedding.
@@ -100,8 +108,14 @@ impl Tokens {
         dim: usize,
     ) -> Dispatch {
         let (u, groups) = Self::uniform(gpu, batch * n_tokens * dim, dim, n_tokens, 0);
+        let count = batch * n_tokens * dim;
         self.assemble
-            .dispatch(gpu, &[patch_embeddings, cls_token, pos_embed, tokens, &u], groups)
+            .dispatch(
+                gpu,
+                &[patch_embeddings, cls_token, pos_embed, tokens, &u],
+                groups,
+            )
+            .work(count, 12 * count)
     }
 
     /// `dst[r] = src[r · stride]` for `rows` rows of width `dim`.
@@ -115,7 +129,9 @@ impl Tokens {
         stride: usize,
     ) -> Dispatch {
         let (u, groups) = Self::uniform(gpu, rows * dim, dim, stride, 0);
-        self.gather_strided.dispatch(gpu, &[src, dst, &u], groups)
+        self.gather_strided
+            .dispatch(gpu, &[src, dst, &u], groups)
+            .work(0, 8 * rows * dim)
     }
 
     /// `dst[r] = src[index[r]]` for `rows` rows of width `dim`.
@@ -129,6 +145,8 @@ impl Tokens {
         dim: usize,
     ) -> Dispatch {
         let (u, groups) = Self::uniform(gpu, rows * dim, dim, 0, 0);
-        self.gather_indexed.dispatch(gpu, &[src, dst, &u, index], groups)
+        self.gather_indexed
+            .dispatch(gpu, &[src, dst, &u, index], groups)
+            .work(0, 8 * rows * dim)
     }
 }

@@ -15,7 +15,11 @@ pub struct Model {
 }
 
 /// Loads `weights` (a `.safetensors` file), with an optional sidecar JSON `config`.
-pub fn load_model(weights: &Path, config: Option<&Path>, overrides: &ConfigOverrides) -> Result<Model> {
+pub fn load_model(
+    weights: &Path,
+    config: Option<&Path>,
+    overrides: &ConfigOverrides,
+) -> Result<Model> {
     let _ = (weights, config, overrides);
     unimplemented!("being written")
 }

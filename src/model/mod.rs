@@ -22,7 +22,11 @@ pub struct HostTensor {
 impl HostTensor {
     /// A tensor from its shape and data; panics if they disagree (a programming error).
     pub fn new(shape: Vec<usize>, data: Vec<f32>) -> Self {
-        assert_eq!(shape.iter().product::<usize>(), data.len(), "shape/data mismatch");
+        assert_eq!(
+            shape.iter().product::<usize>(),
+            data.len(),
+            "shape/data mismatch"
+        );
         HostTensor { shape, data }
     }
 }

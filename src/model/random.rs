@@ -87,7 +87,9 @@ impl Model {
         let mut rng = SplitMix(seed);
         let mut t = |shape: &[usize], center: f32, spread: f32| {
             let len = shape.iter().product();
-            let data = (0..len).map(|_| center + spread * rng.symmetric()).collect();
+            let data = (0..len)
+                .map(|_| center + spread * rng.symmetric())
+                .collect();
             HostTensor::new(shape.to_vec(), data)
         };
         let (d, f, c, p) = (

@@ -24,7 +24,10 @@ pub fn gpus() -> Vec<Gpu> {
         eprintln!("testing on {}", gpu.describe());
         out.push(gpu);
     }
-    assert!(!out.is_empty(), "no GPU adapter at all: install mesa-vulkan-drivers");
+    assert!(
+        !out.is_empty(),
+        "no GPU adapter at all: install mesa-vulkan-drivers"
+    );
     out
 }
 
