@@ -1,11 +1,18 @@
 //! Model description and weights: what a checkpoint holds, independent of where it came from.
 //!
-//! `config` turns a checkpoint's tensor shapes plus an optional JSON config into a
-//! [`ModelConfig`]; `loader` reads safetensors (timm naming) into [`VitWeights`], host-side f32.
+//! [`load_model`] reads a safetensors checkpoint into a [`Model`]: a [`ModelConfig`] inferred from
+//! the tensor shapes plus an optional JSON config, and [`VitWeights`], host-side f32. Inside:
+//! `checkpoint` maps the file and converts tensors, `naming` knows where each parameter lives in
+//! a checkpoint (timm today), `config_file` reads the JSON config, `loader` puts them together.
 
+mod checkpoint;
 mod config;
+mod config_file;
 mod loader;
+mod naming;
 mod random;
+#[cfg(test)]
+mod tests;
 
 pub use config::{ConfigOverrides, ModelConfig, Pooling};
 pub use loader::{load_model, Model};
@@ -28,6 +35,11 @@ impl HostTensor {
             "shape/data mismatch"
         );
         HostTensor { shape, data }
+    }
+
+    /// Number of values (`shape.iter().product()`).
+    pub fn numel(&self) -> usize {
+        self.data.len()
     }
 }
 
@@ -85,4 +97,50 @@ pub struct VitWeights {
     pub head_w: HostTensor,
     /// `[C]`.
     pub head_b: HostTensor,
+}
+
+impl BlockWeights {
+    /// All tensors of the block, layer scale included when present.
+    pub fn tensors(&self) -> impl Iterator<Item = &HostTensor> {
+        [
+            &self.norm1_w,
+            &self.norm1_b,
+            &self.qkv_w,
+            &self.qkv_b,
+            &self.proj_w,
+            &self.proj_b,
+            &self.norm2_w,
+            &self.norm2_b,
+            &self.fc1_w,
+            &self.fc1_b,
+            &self.fc2_w,
+            &self.fc2_b,
+        ]
+        .into_iter()
+        .chain(self.ls1.iter())
+        .chain(self.ls2.iter())
+    }
+}
+
+impl VitWeights {
+    /// Number of parameters as loaded (a qkv bias the checkpoint lacks counts, as zeros).
+    pub fn num_params(&self) -> usize {
+        let top = [
+            &self.patch_w,
+            &self.patch_b,
+            &self.cls_token,
+            &self.pos_embed,
+            &self.norm_w,
+            &self.norm_b,
+            &self.head_w,
+            &self.head_b,
+        ];
+        let blocks: usize = self
+            .blocks
+            .iter()
+            .flat_map(BlockWeights::tensors)
+            .map(HostTensor::numel)
+            .sum();
+        top.iter().map(|t| t.numel()).sum::<usize>() + blocks
+    }
 }
