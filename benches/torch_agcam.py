@@ -1,7 +1,8 @@
 """PyTorch AGCAM throughput, the denominator of the ratios in BENCHMARKS.md.
 
     python3 benches/torch_agcam.py --model vit_base_patch16_224 [--device cpu|cuda] \\
-        [--batch 1,8] [--iters 5] [--warmup 2] [--weights model.safetensors] [--json out.json]
+        [--batch 1,8] [--iters 5] [--warmup 1] [--threads N] [--weights model.safetensors] \\
+        [--json out.json]
 
 Three variants on the same model (timm random init, seed 0, or --weights), all float32:
 
@@ -79,13 +80,15 @@ def main() -> None:
     ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     ap.add_argument("--batch", default="1,8", help="comma-separated batch sizes")
     ap.add_argument("--iters", type=int, default=5)
-    ap.add_argument("--warmup", type=int, default=2)
+    ap.add_argument("--warmup", type=int, default=1)
+    ap.add_argument("--threads", type=int, default=os.cpu_count(),
+                    help="CPU threads (default: all cores; fewer can win on a loaded machine)")
     ap.add_argument("--weights", type=Path, help="timm-named safetensors (default: random init)")
     ap.add_argument("--json", type=Path, help="also write the results here")
     args = ap.parse_args()
     batches = [int(b) for b in args.batch.split(",")]
 
-    torch.set_num_threads(os.cpu_count())
+    torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     torch.manual_seed(0)
     model = timm.create_model(args.model, pretrained=False).eval()
