@@ -6,6 +6,8 @@ pub mod gpu;
 pub mod image;
 pub(crate) mod kernels;
 pub mod model;
+pub mod output;
+pub mod pipeline;
 pub mod reference;
 pub(crate) mod vit;
 

@@ -1,5 +1,441 @@
-fn main() {
-    for a in agcam::gpu::list_adapters(None) {
-        println!("{a}");
+//! The `agcam` command line: parses arguments, calls the library, prints.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use agcam::gpu::{list_adapters, Backend, Gpu, GpuOptions};
+use agcam::model::{load_model, ConfigOverrides, Model};
+use agcam::output::{write_class, RunInfo, Stems};
+use agcam::pipeline::{collect_images, explain_files, Outcome};
+use agcam::{Engine, EngineOptions, Error, Target};
+use clap::{Args, Parser, Subcommand};
+use indicatif::{ProgressBar, ProgressStyle};
+
+/// The bundled demo checkpoint and sample images, used when no other is given.
+const DEMO_WEIGHTS: &str = "weights/demo.safetensors";
+const DEMO_SAMPLES: &str = "weights/samples";
+
+#[derive(Parser)]
+#[command(
+    name = "agcam",
+    version,
+    about = "Attention-Guided CAM explanations of Vision Transformers, on any GPU"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Explain images: per image and class, an overlay PNG, the raw map (.npy) and a JSON record.
+    Explain(ExplainArgs),
+    /// Print the top-5 classes of each image.
+    Predict(PredictArgs),
+    /// List the GPU adapters agcam can use, best first.
+    Devices {
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print what agcam reads from a checkpoint: architecture, preprocessing, labels.
+    Inspect {
+        #[command(flatten)]
+        model: ModelArgs,
+    },
+    /// Time every GPU kernel of one explanation chunk (random inputs).
+    Profile(ProfileArgs),
+}
+
+#[derive(Args)]
+struct ModelArgs {
+    /// Checkpoint (.safetensors, timm naming). Default: the bundled demo model.
+    #[arg(long, short = 'w')]
+    weights: Option<PathBuf>,
+    /// JSON config (timm hub style); default: <weights stem>.json or config.json beside it.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Number of attention heads, when neither the config nor the embedding width tells.
+    #[arg(long)]
+    heads: Option<usize>,
+    /// Model input size HxW (e.g. 224x224), when the config does not say and the grid is
+    /// not square.
+    #[arg(long, value_parser = parse_size)]
+    image_size: Option<(usize, usize)>,
+    /// Normalisation mean, three comma-separated values (default: config, else 0.5,0.5,0.5).
+    #[arg(long, value_parser = parse_triple)]
+    mean: Option<[f32; 3]>,
+    /// Normalisation std, three comma-separated values (default: config, else 0.5,0.5,0.5).
+    #[arg(long, value_parser = parse_triple)]
+    std: Option<[f32; 3]>,
+}
+
+#[derive(Args)]
+struct GpuArgs {
+    /// Graphics API to use (default: the best adapter of any).
+    #[arg(long, value_enum)]
+    backend: Option<Backend>,
+    /// Adapter index from `agcam devices`.
+    #[arg(long)]
+    adapter: Option<usize>,
+    /// Most images per GPU chunk.
+    #[arg(long, default_value_t = 32)]
+    batch: usize,
+    /// GPU memory budget for activations, in MiB.
+    #[arg(long, default_value_t = 2048)]
+    max_gpu_mem: u64,
+}
+
+#[derive(Args)]
+struct ExplainArgs {
+    /// Image files or folders (searched recursively). Default: the bundled samples.
+    images: Vec<PathBuf>,
+    #[command(flatten)]
+    model: ModelArgs,
+    #[command(flatten)]
+    gpu: GpuArgs,
+    /// Explain this class index for every image (default: the predicted class).
+    #[arg(long, conflicts_with = "top_k")]
+    class: Option<usize>,
+    /// Explain the K best classes of each image; files get a `_c<class>` suffix when K > 1.
+    #[arg(long)]
+    top_k: Option<usize>,
+    /// Output folder.
+    #[arg(long, short = 'o', default_value = "agcam-out")]
+    out: PathBuf,
+    /// Heatmap opacity in the overlay, 0..1.
+    #[arg(long, default_value_t = agcam::image::DEFAULT_OVERLAY_ALPHA)]
+    alpha: f32,
+}
+
+#[derive(Args)]
+struct PredictArgs {
+    /// Image files or folders (searched recursively). Default: the bundled samples.
+    images: Vec<PathBuf>,
+    #[command(flatten)]
+    model: ModelArgs,
+    #[command(flatten)]
+    gpu: GpuArgs,
+}
+
+#[derive(Args)]
+struct ProfileArgs {
+    #[command(flatten)]
+    model: ModelArgs,
+    #[command(flatten)]
+    gpu: GpuArgs,
+    /// Classes explained per image.
+    #[arg(long, default_value_t = 1)]
+    top_k: usize,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    json: bool,
+}
+
+fn parse_size(s: &str) -> Result<(usize, usize), String> {
+    let (h, w) = s
+        .split_once(['x', 'X'])
+        .ok_or_else(|| format!("expected HxW, e.g. 224x224, not `{s}`"))?;
+    let num = |v: &str| {
+        v.trim()
+            .parse::<usize>()
+            .ok()
+            .filter(|&n| n > 0)
+            .ok_or_else(|| format!("`{v}` is not a positive integer"))
+    };
+    Ok((num(h)?, num(w)?))
+}
+
+fn parse_triple(s: &str) -> Result<[f32; 3], String> {
+    let values: Vec<f32> = s
+        .split(',')
+        .map(|v| v.trim().parse::<f32>().map_err(|e| format!("`{v}`: {e}")))
+        .collect::<Result<_, _>>()?;
+    values
+        .try_into()
+        .map_err(|v: Vec<f32>| format!("expected 3 comma-separated values, got {}", v.len()))
+}
+
+/// A bundled file: relative to the working directory, else to the source tree the binary was
+/// built from, so the quick start works from anywhere on the machine that built it.
+fn bundled(relative: &str) -> PathBuf {
+    let here = PathBuf::from(relative);
+    if here.exists() {
+        return here;
+    }
+    let built = Path::new(env!("CARGO_MANIFEST_DIR")).join(relative);
+    if built.exists() {
+        built
+    } else {
+        here
+    }
+}
+
+impl ModelArgs {
+    fn load(&self) -> agcam::Result<Model> {
+        let weights = self
+            .weights
+            .clone()
+            .unwrap_or_else(|| bundled(DEMO_WEIGHTS));
+        let overrides = ConfigOverrides {
+            num_heads: self.heads,
+            image_size: self.image_size,
+            mean: self.mean,
+            std: self.std,
+        };
+        load_model(&weights, self.config.as_deref(), &overrides)
+    }
+}
+
+impl GpuArgs {
+    fn engine(&self, model: &Model) -> agcam::Result<Engine> {
+        let gpu = Gpu::new(&GpuOptions {
+            backend: self.backend,
+            adapter: self.adapter,
+        })?;
+        if self.batch == 0 {
+            return Err(Error::Invalid("--batch must be at least 1".into()));
+        }
+        let options = EngineOptions {
+            max_batch: self.batch,
+            max_gpu_mem: self.max_gpu_mem << 20,
+        };
+        Engine::with_options(gpu, model, &options)
+    }
+}
+
+fn inputs_or_samples(images: &[PathBuf]) -> Vec<PathBuf> {
+    if images.is_empty() {
+        vec![bundled(DEMO_SAMPLES)]
+    } else {
+        images.to_vec()
+    }
+}
+
+fn progress(len: usize) -> ProgressBar {
+    let bar = ProgressBar::new(len as u64);
+    bar.set_style(
+        ProgressStyle::with_template("{bar:30} {pos}/{len} images  {per_sec}  eta {eta}")
+            .expect("valid template"),
+    );
+    bar
+}
+
+fn class_name(model: &Model, class: usize) -> String {
+    match model.config.label(class) {
+        Some(label) => format!("{class} ({label})"),
+        None => class.to_string(),
+    }
+}
+
+fn explain(args: &ExplainArgs) -> agcam::Result<bool> {
+    let model = args.model.load()?;
+    let target = match (args.class, args.top_k) {
+        (Some(c), _) => Target::Class(c),
+        (None, Some(k)) => Target::TopK(k),
+        (None, None) => Target::Predicted,
+    };
+    if !(0.0..=1.0).contains(&args.alpha) {
+        return Err(Error::Invalid(format!(
+            "--alpha must be between 0 and 1, not {}",
+            args.alpha
+        )));
+    }
+    let paths = collect_images(&inputs_or_samples(&args.images))?;
+    let mut engine = args.gpu.engine(&model)?;
+    std::fs::create_dir_all(&args.out).map_err(|e| Error::io(&args.out, e))?;
+    let info = RunInfo {
+        config: model.config.clone(),
+        adapter: engine.gpu().describe(),
+        alpha: args.alpha,
+    };
+    eprintln!(
+        "{} images, model {}, on {}",
+        paths.len(),
+        model.config.name,
+        info.adapter
+    );
+    let suffixed = matches!(target, Target::TopK(k) if k > 1);
+    let bar = progress(paths.len());
+    let mut stems = Stems::default();
+    let mut failed = 0usize;
+    let mut write_error = None;
+    explain_files(&mut engine, &paths, &target, |outcome| {
+        bar.inc(1);
+        match outcome {
+            Outcome::Failed { path: _, error } => {
+                failed += 1;
+                bar.println(format!("error: {error}"));
+            }
+            Outcome::Done {
+                prepared,
+                explanation,
+                gpu_ms,
+            } => {
+                let stem = stems.stem_for(&prepared.path);
+                for m in &explanation.maps {
+                    let suffix = if suffixed {
+                        format!("_c{}", m.class)
+                    } else {
+                        String::new()
+                    };
+                    match write_class(
+                        &args.out,
+                        &stem,
+                        &suffix,
+                        &prepared,
+                        &explanation,
+                        m,
+                        &info,
+                        gpu_ms,
+                    ) {
+                        Ok(w) => bar.println(format!(
+                            "{}: predicted {}, explained {} -> {}",
+                            prepared.path.display(),
+                            class_name(&model, explanation.predicted()),
+                            class_name(&model, m.class),
+                            w.overlay.display()
+                        )),
+                        Err(e) => {
+                            write_error.get_or_insert(e);
+                        }
+                    }
+                }
+            }
+        }
+    })?;
+    bar.finish_and_clear();
+    if let Some(e) = write_error {
+        return Err(e);
+    }
+    if failed > 0 {
+        eprintln!("{failed} of {} images could not be read", paths.len());
+    }
+    eprintln!("wrote {}", args.out.display());
+    Ok(failed == 0)
+}
+
+fn predict(args: &PredictArgs) -> agcam::Result<bool> {
+    let model = args.model.load()?;
+    let paths = collect_images(&inputs_or_samples(&args.images))?;
+    let mut engine = args.gpu.engine(&model)?;
+    let mut failed = 0usize;
+    for chunk in paths.chunks(engine.capacity()) {
+        let mut ok = Vec::new();
+        let mut inputs = Vec::new();
+        for path in chunk {
+            match agcam::pipeline::prepare(path, &model.config) {
+                Ok(p) => {
+                    inputs.extend_from_slice(&p.input);
+                    ok.push(p.path);
+                }
+                Err(e) => {
+                    failed += 1;
+                    eprintln!("error: {e}");
+                }
+            }
+        }
+        if ok.is_empty() {
+            continue;
+        }
+        for (path, logits) in ok.iter().zip(engine.predict(&inputs)?) {
+            println!("{}", path.display());
+            for (rank, s) in agcam::explain::top_classes(&logits, 5).iter().enumerate() {
+                println!(
+                    "  {}. {:<30} logit {:>9.4}  p {:.4}",
+                    rank + 1,
+                    class_name(&model, s.class),
+                    s.logit,
+                    s.probability
+                );
+            }
+        }
+    }
+    Ok(failed == 0)
+}
+
+fn profile(args: &ProfileArgs) -> agcam::Result<bool> {
+    let model = args.model.load()?;
+    let mut engine = args.gpu.engine(&model)?;
+    let batch = engine.capacity();
+    let images: Vec<f32> = (0..batch * engine.image_len())
+        .map(|i| ((i * 7919) % 1000) as f32 / 500.0 - 1.0)
+        .collect();
+    // Once to record pipelines and warm caches, then the measured run.
+    engine.explain(&images, &Target::TopK(args.top_k))?;
+    let profile = engine.profile(&images, args.top_k)?;
+    if args.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&profile).expect("JSON of plain values")
+        );
+        return Ok(true);
+    }
+    let total = profile.total_ms();
+    println!(
+        "{} on {}: batch {}, top-k {}, {} clock, total {:.2} ms ({:.2} ms per image)",
+        model.config.name,
+        profile.adapter,
+        profile.batch,
+        profile.top_k,
+        profile.clock,
+        total,
+        total / profile.batch as f64
+    );
+    println!(
+        "{:<34} {:<16} {:>10} {:>7} {:>9} {:>8}",
+        "launch", "kernel", "ms", "share", "GFLOP/s", "GB/s"
+    );
+    for k in &profile.kernels {
+        println!(
+            "{:<34} {:<16} {:>10.3} {:>6.1}% {:>9.2} {:>8.2}",
+            k.name,
+            k.kernel,
+            k.ms,
+            100.0 * k.ms / total,
+            k.gflop_per_s,
+            k.gb_per_s
+        );
+    }
+    Ok(true)
+}
+
+fn run(cli: &Cli) -> agcam::Result<bool> {
+    match &cli.command {
+        Command::Explain(args) => explain(args),
+        Command::Predict(args) => predict(args),
+        Command::Profile(args) => profile(args),
+        Command::Devices { json } => {
+            let adapters = list_adapters(None);
+            if *json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&adapters).expect("JSON of plain values")
+                );
+            } else if adapters.is_empty() {
+                println!("no adapter with compute shaders found");
+            } else {
+                for a in adapters {
+                    println!("{a}");
+                }
+            }
+            Ok(true)
+        }
+        Command::Inspect { model } => {
+            print!("{}", model.load()?.summary());
+            Ok(true)
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(&cli) {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::FAILURE,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
     }
 }

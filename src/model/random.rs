@@ -1,6 +1,6 @@
 //! Random models of any shape, for benchmarks and tests.
 
-use super::{BlockWeights, ConfigOverrides, HostTensor, Model, ModelConfig, Pooling, VitWeights};
+use super::{BlockWeights, HostTensor, Model, ModelConfig, Pooling, VitWeights};
 
 /// A small deterministic generator (SplitMix64), so random models need no extra crate and are
 /// the same on every machine.
@@ -60,22 +60,6 @@ impl ModelConfig {
             _ => return None,
         };
         Some(ModelConfig::vit(name, dims, 16, (224, 224), 1000))
-    }
-
-    /// Applies the user's overrides (they win over anything the checkpoint said).
-    pub fn apply(&mut self, o: &ConfigOverrides) {
-        if let Some(h) = o.num_heads {
-            self.num_heads = h;
-        }
-        if let Some(s) = o.image_size {
-            self.image_size = s;
-        }
-        if let Some(m) = o.mean {
-            self.mean = m;
-        }
-        if let Some(s) = o.std {
-            self.std = s;
-        }
     }
 }
 
