@@ -221,6 +221,15 @@ fn progress(len: usize) -> ProgressBar {
     bar
 }
 
+/// Prints a line above the progress bar, or plainly when the bar is hidden (not a terminal).
+fn say(bar: &ProgressBar, line: String) {
+    if bar.is_hidden() {
+        eprintln!("{line}");
+    } else {
+        bar.println(line);
+    }
+}
+
 fn class_name(model: &Model, class: usize) -> String {
     match model.config.label(class) {
         Some(label) => format!("{class} ({label})"),
@@ -265,7 +274,7 @@ fn explain(args: &ExplainArgs) -> agcam::Result<bool> {
         match outcome {
             Outcome::Failed { path: _, error } => {
                 failed += 1;
-                bar.println(format!("error: {error}"));
+                say(&bar, format!("error: {error}"));
             }
             Outcome::Done {
                 prepared,
@@ -289,13 +298,16 @@ fn explain(args: &ExplainArgs) -> agcam::Result<bool> {
                         &info,
                         gpu_ms,
                     ) {
-                        Ok(w) => bar.println(format!(
-                            "{}: predicted {}, explained {} -> {}",
-                            prepared.path.display(),
-                            class_name(&model, explanation.predicted()),
-                            class_name(&model, m.class),
-                            w.overlay.display()
-                        )),
+                        Ok(w) => say(
+                            &bar,
+                            format!(
+                                "{}: predicted {}, explained {} -> {}",
+                                prepared.path.display(),
+                                class_name(&model, explanation.predicted()),
+                                class_name(&model, m.class),
+                                w.overlay.display()
+                            ),
+                        ),
                         Err(e) => {
                             write_error.get_or_insert(e);
                         }

@@ -163,6 +163,21 @@ pub fn list_adapters(backend: Option<Backend>) -> Vec<AdapterSummary> {
         .collect()
 }
 
+/// Opens the best adapter of each backend among `backends` that has one, in the given order.
+/// Tests use it to run every check on Vulkan and on GL; it also lets a user compare APIs.
+pub fn open_each(backends: &[Backend]) -> Vec<Result<Gpu>> {
+    backends
+        .iter()
+        .filter(|&&b| !ranked_adapters(Some(b)).is_empty())
+        .map(|&b| {
+            Gpu::new(&GpuOptions {
+                backend: Some(b),
+                adapter: None,
+            })
+        })
+        .collect()
+}
+
 impl Gpu {
     /// Opens the adapter the options select, with its real limits and the optional features
     /// the kernels can use.

@@ -2,5 +2,7 @@
 
 mod buffers;
 mod context;
+#[cfg(test)]
+pub(crate) mod testing;
 
-pub use context::{list_adapters, AdapterSummary, Backend, Gpu, GpuOptions};
+pub use context::{list_adapters, open_each, AdapterSummary, Backend, Gpu, GpuOptions};

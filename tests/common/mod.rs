@@ -1,34 +1,23 @@
 //! Shared helpers of the integration tests.
 #![allow(dead_code)]
 
-use agcam::gpu::{list_adapters, Backend, Gpu, GpuOptions};
+use agcam::gpu::{open_each, Backend, Gpu};
 
 /// One device per available backend among Vulkan and GL (lavapipe and llvmpipe on CI), so
 /// every GPU test runs on both. `AGCAM_TEST_BACKEND=vulkan|gl` restricts the set.
 pub fn gpus() -> Vec<Gpu> {
     let only = std::env::var("AGCAM_TEST_BACKEND").ok();
-    let mut out = Vec::new();
-    for (name, backend) in [("vulkan", Backend::Vulkan), ("gl", Backend::Gl)] {
-        if only.as_deref().is_some_and(|o| o != name) {
-            continue;
-        }
-        if list_adapters(Some(backend)).is_empty() {
-            eprintln!("no {name} adapter: skipping it");
-            continue;
-        }
-        let gpu = Gpu::new(&GpuOptions {
-            backend: Some(backend),
-            adapter: None,
-        })
-        .unwrap_or_else(|e| panic!("{name}: {e}"));
-        eprintln!("testing on {}", gpu.describe());
-        out.push(gpu);
-    }
-    assert!(
-        !out.is_empty(),
-        "no GPU adapter at all: install mesa-vulkan-drivers"
-    );
-    out
+    let backends: Vec<Backend> = [("vulkan", Backend::Vulkan), ("gl", Backend::Gl)]
+        .into_iter()
+        .filter(|(name, _)| only.as_deref().is_none_or(|o| o == *name))
+        .map(|(_, b)| b)
+        .collect();
+    let gpus: Vec<Gpu> = open_each(&backends)
+        .into_iter()
+        .map(|g| g.unwrap_or_else(|e| panic!("{e}")))
+        .collect();
+    assert!(!gpus.is_empty(), "no GPU adapter at all: install mesa-vulkan-drivers");
+    gpus
 }
 
 /// Largest absolute difference and the largest magnitude of the reference.
