@@ -13,5 +13,5 @@ pub(crate) mod vit;
 
 pub use error::{Error, Result};
 pub use explain::{
-    ClassMap, ClassScore, Engine, EngineOptions, Explanation, KernelTiming, Profile, Target,
+    ClassMap, ClassScore, Engine, EngineOptions, Explanation, KernelTiming, Method, Profile, Target,
 };

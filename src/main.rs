@@ -7,7 +7,7 @@ use agcam::gpu::{list_adapters, Backend, Gpu, GpuOptions};
 use agcam::model::{load_model, ConfigOverrides, Model};
 use agcam::output::{write_class, RunInfo, Stems};
 use agcam::pipeline::{collect_images, explain_files, Outcome};
-use agcam::{Engine, EngineOptions, Error, Target};
+use agcam::{Engine, EngineOptions, Error, Method, Target};
 use clap::{Args, Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 
@@ -100,6 +100,9 @@ struct ExplainArgs {
     /// Explain the K best classes of each image; files get a `_c<class>` suffix when K > 1.
     #[arg(long)]
     top_k: Option<usize>,
+    /// How maps are computed: AGCAM, or a class-agnostic baseline for comparison.
+    #[arg(long, value_enum, default_value_t = Method::Agcam)]
+    method: Method,
     /// Output folder.
     #[arg(long, short = 'o', default_value = "agcam-out")]
     out: PathBuf,
@@ -257,6 +260,7 @@ fn explain(args: &ExplainArgs) -> agcam::Result<bool> {
         config: model.config.clone(),
         adapter: engine.gpu().describe(),
         alpha: args.alpha,
+        method: args.method,
     };
     eprintln!(
         "{} images, model {}, on {}",
@@ -269,7 +273,7 @@ fn explain(args: &ExplainArgs) -> agcam::Result<bool> {
     let mut stems = Stems::default();
     let mut failed = 0usize;
     let mut write_error = None;
-    explain_files(&mut engine, &paths, &target, |outcome| {
+    explain_files(&mut engine, &paths, &target, args.method, |outcome| {
         bar.inc(1);
         match outcome {
             Outcome::Failed { path: _, error } => {

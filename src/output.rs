@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use serde_json::json;
 
 use crate::error::{Error, Result};
-use crate::explain::{softmax, ClassMap, Explanation};
+use crate::explain::{softmax, ClassMap, Explanation, Method};
 use crate::model::ModelConfig;
 use crate::pipeline::Prepared;
 
@@ -55,6 +55,8 @@ pub struct RunInfo {
     pub adapter: String,
     /// Overlay opacity of the heatmap.
     pub alpha: f32,
+    /// How the maps were computed.
+    pub method: Method,
 }
 
 /// Writes the overlay, map and JSON for `class_map` of `explanation` into `dir` as
@@ -110,7 +112,7 @@ pub fn write_class(
     let record = json!({
         "image": prepared.path,
         "image_size": [prepared.original.width(), prepared.original.height()],
-        "method": "agcam",
+        "method": info.method.name(),
         "predicted_class": predicted,
         "predicted_label": cfg.label(predicted),
         "explained_class": c,
@@ -123,7 +125,7 @@ pub fn write_class(
             "grid": [gh, gw],
             "min": min,
             "max": max,
-            "note": "raw AGCAM grid: no upsampling, no normalisation",
+            "note": "raw grid: no upsampling, no normalisation",
         },
         "overlay": written.overlay.file_name().map(|f| f.to_string_lossy()),
         "model": {

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use crate::error::{Error, Result};
-use crate::explain::{Engine, Explanation, Target};
+use crate::explain::{Engine, Explanation, Method, Target};
 use crate::model::ModelConfig;
 
 /// File extensions searched for inside folders (files named explicitly are read whatever
@@ -126,7 +126,7 @@ pub enum Outcome {
     },
 }
 
-/// Explains every file in `paths` for `target` (not [`Target::PerImage`]: files that fail to
+/// Explains every file in `paths` by `method` for `target` (not [`Target::PerImage`]: files that fail to
 /// decode would shift it), calling `sink` once per file, in order. Chunks go to the GPU while
 /// the next chunk is being decoded. Returns an error only when the GPU work fails; unreadable
 /// files reach `sink` as [`Outcome::Failed`].
@@ -134,6 +134,7 @@ pub fn explain_files(
     engine: &mut Engine,
     paths: &[PathBuf],
     target: &Target,
+    method: Method,
     mut sink: impl FnMut(Outcome),
 ) -> Result<()> {
     if matches!(target, Target::PerImage(_)) {
@@ -175,7 +176,7 @@ pub fn explain_files(
             if !ok.is_empty() {
                 let inputs: Vec<f32> = ok.iter().flat_map(|p| p.input.iter().copied()).collect();
                 let start = Instant::now();
-                explained = engine.explain(&inputs, target)?.into_iter();
+                explained = engine.explain_with(&inputs, target, method)?.into_iter();
                 gpu_ms = start.elapsed().as_secs_f64() * 1e3 / ok.len() as f64;
             }
             let mut ok = ok.into_iter();

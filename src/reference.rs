@@ -11,8 +11,12 @@ use crate::model::{HostTensor, ModelConfig, VitWeights};
 pub struct ReferenceOutput {
     /// Raw logits.
     pub logits: Vec<f64>,
-    /// One raw map `[gh·gw]` per requested class, in request order.
+    /// One raw AGCAM map `[gh·gw]` per requested class, in request order.
     pub maps: Vec<Vec<f64>>,
+    /// Attention rollout (method.md §5): `R[CLS, 1:]` with `R = Â_L ⋯ Â_1`.
+    pub rollout: Vec<f64>,
+    /// Raw attention: the last layer's class-token attention row over patches, mean over heads.
+    pub raw_attention: Vec<f64>,
 }
 
 fn vec64(t: &HostTensor) -> Vec<f64> {
@@ -95,6 +99,7 @@ struct Kept {
     v: Vec<Vec<f64>>,
     cls_scores: Vec<Vec<f64>>,
     y_cls: Vec<f64>,
+    mixed: Vec<Vec<f64>>,
 }
 
 /// Logits and AGCAM maps of one normalised image `[3, H, W]` for each class in `classes`.
@@ -151,6 +156,11 @@ pub fn explain(
         let scale = (hd as f64).powf(-0.5);
         let mut merged = vec![vec![0.0; d]; n];
         let mut cls_scores = Vec::with_capacity(heads);
+        // (mean over heads of A + I) / 2, for rollout.
+        let mut mixed = vec![vec![0.0; n]; n];
+        for (i, row) in mixed.iter_mut().enumerate() {
+            row[i] = 0.5;
+        }
         for h in 0..heads {
             let q = |i: usize| &qkv[i][h * hd..(h + 1) * hd];
             let k = |j: usize| &qkv[j][d + h * hd..d + (h + 1) * hd];
@@ -161,6 +171,7 @@ pub fn explain(
                 let e: Vec<f64> = s.iter().map(|s| (s - m).exp()).collect();
                 let z: f64 = e.iter().sum();
                 for (j, ej) in e.iter().enumerate() {
+                    mixed[i][j] += 0.5 * ej / z / heads as f64;
                     for (o, vv) in merged[i][h * hd..(h + 1) * hd].iter_mut().zip(v(j)) {
                         *o += ej / z * vv;
                     }
@@ -180,6 +191,7 @@ pub fn explain(
             v: qkv.iter().map(|r| r[2 * d..].to_vec()).collect(),
             cls_scores,
             y_cls: x[0].clone(),
+            mixed,
         });
         let (n2w, n2b) = (vec64(&blk.norm2_w), vec64(&blk.norm2_b));
         let (fc1_w, fc1_b) = (vec64(&blk.fc1_w), vec64(&blk.fc1_b));
@@ -244,5 +256,31 @@ pub fn explain(
             cam
         })
         .collect();
-    ReferenceOutput { logits, maps }
+    // Rollout: the class-token row of Â_L ⋯ Â_1, as the row-vector chain r ← r · Â_k.
+    let mut r: Vec<f64> = (0..n).map(|j| if j == 0 { 1.0 } else { 0.0 }).collect();
+    for keep in kept.iter().rev() {
+        r = (0..n)
+            .map(|j| (0..n).map(|i| r[i] * keep.mixed[i][j]).sum())
+            .collect();
+    }
+    let last = kept.last().expect("at least one block");
+    let raw_attention = (1..n)
+        .map(|j| {
+            last.cls_scores
+                .iter()
+                .map(|s| {
+                    let m = s.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+                    let z: f64 = s.iter().map(|v| (v - m).exp()).sum();
+                    (s[j] - m).exp() / z
+                })
+                .sum::<f64>()
+                / heads as f64
+        })
+        .collect();
+    ReferenceOutput {
+        logits,
+        maps,
+        rollout: r[1..].to_vec(),
+        raw_attention,
+    }
 }

@@ -105,7 +105,7 @@ pub(crate) struct Activations {
     pub x: wgpu::Buffer,
     normed: wgpu::Buffer,
     qkv: wgpu::Buffer,
-    scores: wgpu::Buffer,
+    pub scores: wgpu::Buffer,
     v_t: wgpu::Buffer,
     attn_out: wgpu::Buffer,
     hidden: wgpu::Buffer,
@@ -183,6 +183,8 @@ impl Activations {
 }
 
 /// Records the forward pass of `batch` images (already in `acts.images`) up to the logits.
+/// With `keep_mixed` (one [B, N, N] buffer per layer), also keeps each layer's head-averaged
+/// attention mixed with the identity, for attention rollout.
 pub(crate) fn record_forward(
     gpu: &Gpu,
     k: &Kernels,
@@ -190,6 +192,7 @@ pub(crate) fn record_forward(
     w: &GpuWeights,
     acts: &Activations,
     batch: usize,
+    keep_mixed: Option<&[wgpu::Buffer]>,
 ) -> Vec<Dispatch> {
     let n = cfg.tokens();
     let (d, f, p) = (cfg.embed_dim, cfg.mlp_hidden, cfg.patch_size);
@@ -277,6 +280,14 @@ pub(crate) fn record_forward(
             attn,
             &format!("blocks.{i}.attn"),
         ));
+        if let Some(mixed) = keep_mixed {
+            let shape = (batch, n, attn.padded(), cfg.num_heads);
+            out.push(
+                k.baselines
+                    .head_mean(gpu, &acts.scores, &mixed[i], shape)
+                    .named(format!("blocks.{i}.attn.head_mean")),
+            );
+        }
         out.push(
             k.gemm
                 .linear(

@@ -89,3 +89,49 @@ fn chunks_smaller_than_the_batch() {
 fn named_class() {
     check(&odd_model(false, (32, 2, 4), 64, 4), 2, Target::Class(5), 8);
 }
+
+#[test]
+fn baselines_match_reference() {
+    use agcam::Method;
+    let model = odd_model(true, (36, 3, 3), 90, 5);
+    let cfg = &model.config;
+    let len = 3 * cfg.image_size.0 * cfg.image_size.1;
+    let images = common::noise(3 * len, 9);
+    for gpu in common::gpus() {
+        let name = gpu.describe();
+        let mut engine = Engine::new(gpu, &model).unwrap();
+        for method in [Method::AttentionRollout, Method::RawAttention] {
+            let got = engine
+                .explain_with(&images, &Target::TopK(2), method)
+                .unwrap();
+            for (b, exp) in got.iter().enumerate() {
+                let r =
+                    agcam::reference::explain(cfg, &model.weights, &images[b * len..][..len], &[]);
+                let want = match method {
+                    Method::AttentionRollout => &r.rollout,
+                    _ => &r.raw_attention,
+                };
+                assert_eq!(exp.maps.len(), 2);
+                assert_eq!(exp.maps[0].map, exp.maps[1].map, "class-agnostic");
+                let (err, scale) = common::max_error(&exp.maps[0].map, want);
+                assert!(
+                    err <= 1e-5 * scale,
+                    "{name} {method:?} image {b}: {err:e} of {scale:e}"
+                );
+            }
+        }
+        // The rollout buffers must not disturb AGCAM afterwards.
+        let after = engine.explain(&images, &Target::Predicted).unwrap();
+        let b0 = agcam::reference::explain(
+            cfg,
+            &model.weights,
+            &images[..len],
+            &[after[0].maps[0].class],
+        );
+        let (err, scale) = common::max_error(&after[0].maps[0].map, &b0.maps[0]);
+        assert!(
+            err <= 1e-4 * scale,
+            "{name}: agcam after baselines: {err:e}"
+        );
+    }
+}

@@ -74,6 +74,28 @@ pub(crate) fn backward_bytes_per_row(cfg: &ModelConfig) -> usize {
     4 * (3 * cfg.embed_dim + cfg.mlp_hidden + cfg.tokens() + 1)
 }
 
+/// Records the choice of each image's `per_image` best classes into `back.classes`.
+pub(crate) fn record_topk(
+    gpu: &Gpu,
+    k: &Kernels,
+    cfg: &ModelConfig,
+    acts: &Activations,
+    back: &Backward,
+    batch: usize,
+    per_image: usize,
+) -> Dispatch {
+    k.agcam
+        .topk(
+            gpu,
+            &acts.logits,
+            &back.classes,
+            batch,
+            cfg.num_classes,
+            per_image,
+        )
+        .named("topk")
+}
+
 /// Records the backward of `batch` images with `per_image` classes each, after the forward.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn record_backward(
@@ -94,18 +116,7 @@ pub(crate) fn record_backward(
     let mut out = Vec::with_capacity(3 + 7 * cfg.depth);
 
     if choice == ClassChoice::TopK {
-        out.push(
-            k.agcam
-                .topk(
-                    gpu,
-                    &acts.logits,
-                    &back.classes,
-                    batch,
-                    cfg.num_classes,
-                    per_image,
-                )
-                .named("agcam.topk"),
-        );
+        out.push(record_topk(gpu, k, cfg, acts, back, batch, per_image));
     }
     // g = LN_finalᵀ(W_head[c]) at the class token of x_L.
     out.push(

@@ -2,10 +2,12 @@
 //! AGCAM maps, in one compute pass and one readback per chunk of images.
 
 pub(crate) mod agcam;
+mod baselines;
 
 use std::collections::HashMap;
 
-use agcam::{backward_bytes_per_row, record_backward, Backward, ClassChoice};
+use agcam::{backward_bytes_per_row, record_backward, record_topk, Backward, ClassChoice};
+use baselines::{record_raw_attention, record_rollout, rollout_bytes_per_image, RolloutBuffers};
 
 use crate::error::{Error, Result};
 use crate::gpu::Gpu;
@@ -14,6 +16,35 @@ use crate::model::{Model, ModelConfig, Pooling};
 use crate::vit::{
     activation_bytes_per_image, largest_binding_per_image, record_forward, Activations, GpuWeights,
 };
+
+/// How a map is computed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, clap::ValueEnum, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Method {
+    /// Attention-Guided CAM (method.md §2): class-specific.
+    #[default]
+    Agcam,
+    /// Attention rollout (Abnar & Zuidema 2020): class-agnostic.
+    AttentionRollout,
+    /// The last layer's class-token attention, mean over heads: class-agnostic.
+    RawAttention,
+}
+
+impl Method {
+    /// The name used on the command line and in JSON.
+    pub fn name(self) -> &'static str {
+        match self {
+            Method::Agcam => "agcam",
+            Method::AttentionRollout => "attention-rollout",
+            Method::RawAttention => "raw-attention",
+        }
+    }
+
+    /// Whether the map depends on the explained class.
+    pub fn is_class_specific(self) -> bool {
+        self == Method::Agcam
+    }
+}
 
 /// Which classes to explain for each image.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -112,13 +143,15 @@ impl Default for EngineOptions {
     }
 }
 
-/// Key of a recorded command sequence: images in the chunk, classes per image, class choice.
-type RecordingKey = (usize, usize, Option<ClassChoice>);
+/// Key of a recorded command sequence: images in the chunk, classes per image, class choice
+/// (none for a forward pass only), method.
+type RecordingKey = (usize, usize, Option<ClassChoice>, Method);
 
 /// Buffers sized for the engine's capacity, and the dispatches recorded over them.
 struct Workspace {
     acts: Activations,
     back: Option<Backward>,
+    rollout: Option<RolloutBuffers>,
     recordings: HashMap<RecordingKey, Vec<Dispatch>>,
     logits_readback: wgpu::Buffer,
     classes_readback: Option<wgpu::Buffer>,
@@ -221,6 +254,17 @@ impl Engine {
 
     /// Logits and AGCAM maps of a batch of normalised images `[B, 3, H, W]`.
     pub fn explain(&mut self, images: &[f32], target: &Target) -> Result<Vec<Explanation>> {
+        self.explain_with(images, target, Method::Agcam)
+    }
+
+    /// Logits and maps by `method` of a batch of normalised images `[B, 3, H, W]`. A
+    /// class-agnostic method gives the same map for every explained class.
+    pub fn explain_with(
+        &mut self,
+        images: &[f32],
+        target: &Target,
+        method: Method,
+    ) -> Result<Vec<Explanation>> {
         let count = self.check_images(images)?;
         let c = self.config.num_classes;
         let check_class = |class: usize| {
@@ -269,15 +313,17 @@ impl Engine {
                     .collect(),
                 _ => Vec::new(),
             };
-            let (logits, classes, maps) = self.run_chunk(chunk, per_image, Some(choice), &given)?;
+            let (logits, classes, maps) =
+                self.run_chunk(chunk, per_image, Some((choice, method)), &given)?;
             let grid = self.config.tokens() - 1;
             for (b, logits) in logits.into_iter().enumerate() {
                 let maps = (0..per_image)
                     .map(|s| {
                         let r = b * per_image + s;
+                        let m = if method.is_class_specific() { r } else { b };
                         ClassMap {
                             class: classes[r] as usize,
-                            map: maps[r * grid..(r + 1) * grid].to_vec(),
+                            map: maps[m * grid..(m + 1) * grid].to_vec(),
                         }
                     })
                     .collect();
@@ -310,6 +356,7 @@ impl Engine {
         let ws = self.workspace.get_or_insert_with(|| Workspace {
             acts: Activations::new(gpu, cfg, self.capacity),
             back: None,
+            rollout: None,
             recordings: HashMap::new(),
             logits_readback: gpu.readback("logits", 4 * (self.capacity * cfg.num_classes) as u64),
             classes_readback: None,
@@ -335,45 +382,77 @@ impl Engine {
         Ok(ws)
     }
 
-    /// Records (once per shape) the dispatches of a chunk of `batch` images.
+    /// Records (once per shape) the dispatches of a chunk of `batch` images: the forward pass,
+    /// then, when `explain` is given, the class choice and the method's map.
     fn recording(
         &mut self,
         batch: usize,
         per_image: usize,
-        choice: Option<ClassChoice>,
+        explain: Option<(ClassChoice, Method)>,
     ) -> Result<RecordingKey> {
-        self.prepare(if choice.is_some() {
+        let rows = if explain.is_some() {
             self.capacity * per_image
         } else {
             0
-        })?;
-        let ws = self.workspace.as_mut().expect("prepared");
-        let key = (batch, per_image, choice);
-        if !ws.recordings.contains_key(&key) {
-            let mut dispatches = record_forward(
-                &self.gpu,
-                &self.kernels,
-                &self.config,
-                &self.weights,
-                &ws.acts,
-                batch,
-            );
-            if let (Some(choice), Some(back)) = (choice, &ws.back) {
-                dispatches.extend(record_backward(
-                    &self.gpu,
-                    &self.kernels,
-                    &self.config,
-                    &self.weights,
-                    &ws.acts,
-                    back,
-                    batch,
-                    per_image,
-                    choice,
-                ));
-            }
-            ws.recordings.insert(key, dispatches);
+        };
+        self.prepare(rows)?;
+        let method = explain.map_or(Method::Agcam, |(_, m)| m);
+        if method == Method::AttentionRollout {
+            self.prepare_rollout()?;
         }
+        let ws = self.workspace.as_mut().expect("prepared");
+        let key = (batch, per_image, explain.map(|(c, _)| c), method);
+        if ws.recordings.contains_key(&key) {
+            return Ok(key);
+        }
+        let (gpu, k, cfg, w) = (&self.gpu, &self.kernels, &self.config, &self.weights);
+        let mixed = match (method, &ws.rollout) {
+            (Method::AttentionRollout, Some(r)) => Some(r.mixed.as_slice()),
+            _ => None,
+        };
+        let mut dispatches = record_forward(gpu, k, cfg, w, &ws.acts, batch, mixed);
+        if let (Some((choice, method)), Some(back)) = (explain, &ws.back) {
+            let tail = match method {
+                Method::Agcam => {
+                    record_backward(gpu, k, cfg, w, &ws.acts, back, batch, per_image, choice)
+                }
+                Method::RawAttention | Method::AttentionRollout => {
+                    let mut tail = Vec::new();
+                    if choice == ClassChoice::TopK {
+                        tail.push(record_topk(gpu, k, cfg, &ws.acts, back, batch, per_image));
+                    }
+                    tail.extend(match &ws.rollout {
+                        Some(r) if method == Method::AttentionRollout => {
+                            record_rollout(gpu, k, cfg, r, &back.maps, batch)
+                        }
+                        _ => record_raw_attention(gpu, k, cfg, &ws.acts, &back.maps, batch),
+                    });
+                    tail
+                }
+            };
+            dispatches.extend(tail);
+        }
+        ws.recordings.insert(key, dispatches);
         Ok(key)
+    }
+
+    /// Allocates the rollout buffers on first use, within the memory budget.
+    fn prepare_rollout(&mut self) -> Result<()> {
+        let bytes = self.capacity * rollout_bytes_per_image(&self.config);
+        let ws = self.workspace.as_mut().expect("prepared");
+        if ws.rollout.is_none() {
+            if bytes as u64 > self.max_gpu_mem {
+                return Err(Error::Invalid(format!(
+                    "attention rollout needs {} MiB for {} images, over the GPU memory budget \
+                     of {} MiB: lower --batch or raise --max-gpu-mem",
+                    bytes >> 20,
+                    self.capacity,
+                    self.max_gpu_mem >> 20
+                )));
+            }
+            ws.rollout = Some(RolloutBuffers::new(&self.gpu, &self.config, self.capacity));
+        }
+        Ok(())
     }
 
     /// Runs one chunk: upload, one compute pass, copies, one submit, readback.
@@ -381,12 +460,13 @@ impl Engine {
         &mut self,
         images: &[f32],
         per_image: usize,
-        choice: Option<ClassChoice>,
+        explain: Option<(ClassChoice, Method)>,
         given: &[u32],
     ) -> Result<ChunkResult> {
         let batch = images.len() / self.image_len();
-        let key = self.recording(batch, per_image, choice)?;
+        let key = self.recording(batch, per_image, explain)?;
         let ws = self.workspace.as_ref().expect("prepared");
+        let choice = explain.map(|(c, _)| c);
         self.upload(ws, images, choice, given);
         let mut enc = self.gpu.device.create_command_encoder(&Default::default());
         {
@@ -396,7 +476,7 @@ impl Engine {
             });
             encode(&mut pass, &ws.recordings[&key]);
         }
-        self.finish(ws, enc, batch, per_image, choice)
+        self.finish(ws, enc, batch, per_image, explain.map(|(_, m)| m))
     }
 
     fn upload(&self, ws: &Workspace, images: &[f32], choice: Option<ClassChoice>, given: &[u32]) {
@@ -408,16 +488,21 @@ impl Engine {
         }
     }
 
-    /// Copies the results to the readback buffers, submits `enc` and reads them.
+    /// Copies the results to the readback buffers, submits `enc` and reads them. Maps are
+    /// one per gradient row for class-specific methods, one per image otherwise.
     fn finish(
         &self,
         ws: &Workspace,
         mut enc: wgpu::CommandEncoder,
         batch: usize,
         per_image: usize,
-        choice: Option<ClassChoice>,
+        method: Option<Method>,
     ) -> Result<ChunkResult> {
         let rows = batch * per_image;
+        let map_rows = match method {
+            Some(m) if !m.is_class_specific() => batch,
+            _ => rows,
+        };
         let c = self.config.num_classes;
         let grid = self.config.tokens() - 1;
         let logits_bytes = 4 * (batch * c) as u64;
@@ -426,23 +511,24 @@ impl Engine {
             &ws.back,
             &ws.classes_readback,
             &ws.maps_readback,
-            choice.is_some(),
+            method.is_some(),
         ) {
             enc.copy_buffer_to_buffer(&back.classes, 0, cr, 0, 4 * rows as u64);
-            enc.copy_buffer_to_buffer(&back.maps, 0, mr, 0, 4 * (rows * grid) as u64);
+            enc.copy_buffer_to_buffer(&back.maps, 0, mr, 0, 4 * (map_rows * grid) as u64);
         }
         self.gpu.queue.submit([enc.finish()]);
         let flat: Vec<f32> = self.gpu.read(&ws.logits_readback, batch * c)?;
         let logits = flat.chunks(c).map(<[f32]>::to_vec).collect();
-        if choice.is_none() {
+        if method.is_none() {
             return Ok((logits, Vec::new(), Vec::new()));
         }
         let classes = self
             .gpu
             .read(ws.classes_readback.as_ref().expect("prepared"), rows)?;
-        let maps = self
-            .gpu
-            .read(ws.maps_readback.as_ref().expect("prepared"), rows * grid)?;
+        let maps = self.gpu.read(
+            ws.maps_readback.as_ref().expect("prepared"),
+            map_rows * grid,
+        )?;
         Ok((logits, classes, maps))
     }
 
@@ -463,10 +549,9 @@ impl Engine {
                 self.config.num_classes
             )));
         }
-        let choice = Some(ClassChoice::TopK);
-        let key = self.recording(count, top_k, choice)?;
+        let key = self.recording(count, top_k, Some((ClassChoice::TopK, Method::Agcam)))?;
         let ws = self.workspace.as_ref().expect("prepared");
-        self.upload(ws, images, choice, &[]);
+        self.upload(ws, images, Some(ClassChoice::TopK), &[]);
         let dispatches = &ws.recordings[&key];
         let timestamps = self.gpu.features.contains(wgpu::Features::TIMESTAMP_QUERY);
         let ms: Vec<f64> = if timestamps {

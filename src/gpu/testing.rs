@@ -23,7 +23,10 @@ pub(crate) fn gpus() -> &'static [Gpu] {
             .into_iter()
             .map(|g| g.unwrap_or_else(|e| panic!("{e}")))
             .collect();
-        assert!(!gpus.is_empty(), "no GPU adapter: install mesa-vulkan-drivers");
+        assert!(
+            !gpus.is_empty(),
+            "no GPU adapter: install mesa-vulkan-drivers"
+        );
         gpus
     })
 }

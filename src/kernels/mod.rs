@@ -3,12 +3,14 @@
 
 mod agcam;
 mod attention;
+mod baselines;
 mod gemm;
 mod layernorm;
 mod tokens;
 
 pub(crate) use agcam::AgcamKernels;
 pub(crate) use attention::{Attention, AttnBuffers, AttnShape};
+pub(crate) use baselines::{Baselines, ChainStep};
 pub(crate) use gemm::{Epilogue, Gemm};
 pub(crate) use layernorm::{LayerNorm, RowMap};
 pub(crate) use tokens::Tokens;
@@ -22,6 +24,7 @@ const COMMON: &str = include_str!("../../shaders/common.wgsl");
 pub(crate) const SHADERS: &[(&str, &str)] = &[
     ("agcam", include_str!("../../shaders/agcam.wgsl")),
     ("attention", include_str!("../../shaders/attention.wgsl")),
+    ("baselines", include_str!("../../shaders/baselines.wgsl")),
     ("gemm", include_str!("../../shaders/gemm.wgsl")),
     ("layernorm", include_str!("../../shaders/layernorm.wgsl")),
     ("tokens", include_str!("../../shaders/tokens.wgsl")),
@@ -228,6 +231,7 @@ pub(crate) struct Kernels {
     pub attention: Attention,
     pub tokens: Tokens,
     pub agcam: AgcamKernels,
+    pub baselines: Baselines,
 }
 
 impl Kernels {
@@ -238,6 +242,7 @@ impl Kernels {
             attention: Attention::new(gpu),
             tokens: Tokens::new(gpu),
             agcam: AgcamKernels::new(gpu),
+            baselines: Baselines::new(gpu),
         }
     }
 }

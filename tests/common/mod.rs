@@ -16,7 +16,10 @@ pub fn gpus() -> Vec<Gpu> {
         .into_iter()
         .map(|g| g.unwrap_or_else(|e| panic!("{e}")))
         .collect();
-    assert!(!gpus.is_empty(), "no GPU adapter at all: install mesa-vulkan-drivers");
+    assert!(
+        !gpus.is_empty(),
+        "no GPU adapter at all: install mesa-vulkan-drivers"
+    );
     gpus
 }
 
