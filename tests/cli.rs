@@ -1,0 +1,141 @@
+//! The `agcam` binary end to end: outputs on disk, exit status, and clear errors for bad input.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn fixture(path: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(path)
+}
+
+fn agcam(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_agcam"))
+        .args(args)
+        .output()
+        .expect("run agcam")
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+#[test]
+fn explain_writes_overlay_map_and_record_and_reports_bad_images() {
+    let dir = tempfile::tempdir().unwrap();
+    let corrupt = dir.path().join("broken.png");
+    std::fs::write(&corrupt, b"\x89PNG\r\n\x1a\nnot really").unwrap();
+    let out = dir.path().join("out");
+    let weights = fixture("odd_ls/model.safetensors");
+    let image = fixture("odd_ls/image.png");
+    let o = agcam(&[
+        "explain",
+        s(&image),
+        s(&corrupt),
+        "--weights",
+        s(&weights),
+        "--out",
+        s(&out),
+    ]);
+    // One image failed: the run completes but exits non-zero, naming the file.
+    assert!(!o.status.success(), "should fail: {}", stderr(&o));
+    assert!(stderr(&o).contains("broken.png"), "{}", stderr(&o));
+
+    let npy = std::fs::read(out.join("image.npy")).unwrap();
+    assert!(npy.starts_with(b"\x93NUMPY"));
+    let header = String::from_utf8_lossy(&npy[10..npy.len().min(128)]).into_owned();
+    assert!(header.contains("'shape': (3, 6)"), "{header}");
+    assert_eq!(npy.len(), 128 + 4 * 18);
+    let png = image::open(out.join("image.png")).unwrap();
+    let original = image::open(&image).unwrap();
+    assert_eq!((png.width(), png.height()), (original.width(), original.height()));
+
+    let record: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("image.json")).unwrap()).unwrap();
+    assert_eq!(record["predicted_class"], record["explained_class"]);
+    assert_eq!(record["top5"].as_array().unwrap().len(), 5);
+    assert_eq!(record["top5"][0]["index"], record["predicted_class"]);
+    let p = record["explained_probability"].as_f64().unwrap();
+    assert!(p > 0.0 && p <= 1.0);
+    assert_eq!(record["method"], "agcam");
+    assert!(!out.join("broken.json").exists());
+}
+
+#[test]
+fn top_k_files_carry_the_class() {
+    let dir = tempfile::tempdir().unwrap();
+    let o = agcam(&[
+        "explain",
+        s(&fixture("odd_nols/image.png")),
+        "--weights",
+        s(&fixture("odd_nols/model.safetensors")),
+        "--top-k",
+        "3",
+        "--out",
+        s(dir.path()),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let jsons: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".json"))
+        .collect();
+    assert_eq!(jsons.len(), 3, "{jsons:?}");
+    assert!(jsons.iter().all(|n| n.starts_with("image_c")), "{jsons:?}");
+}
+
+#[test]
+fn bad_requests_are_clear_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let weights = fixture("odd_ls/model.safetensors");
+    let image = fixture("odd_ls/image.png");
+    let cases: Vec<(Vec<String>, &str)> = vec![
+        (
+            vec!["--class".into(), "10".into()],
+            "class 10 is out of range: the model has 10 classes",
+        ),
+        (vec!["--top-k".into(), "0".into()], "top-k must be between 1"),
+    ];
+    for (extra, want) in cases {
+        let mut args = vec!["explain", s(&image), "--weights", s(&weights)];
+        args.extend(extra.iter().map(String::as_str));
+        args.extend(["--out", s(dir.path())]);
+        let o = agcam(&args);
+        assert!(!o.status.success());
+        assert!(stderr(&o).contains(want), "{want}: {}", stderr(&o));
+    }
+
+    let empty = dir.path().join("empty");
+    std::fs::create_dir(&empty).unwrap();
+    let o = agcam(&["explain", s(&empty), "--weights", s(&weights)]);
+    assert!(stderr(&o).contains("no images"), "{}", stderr(&o));
+
+    let truncated = dir.path().join("cut.safetensors");
+    let bytes = std::fs::read(&weights).unwrap();
+    std::fs::write(&truncated, &bytes[..bytes.len() / 2]).unwrap();
+    let o = agcam(&["explain", s(&image), "--weights", s(&truncated)]);
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("cut.safetensors"), "{}", stderr(&o));
+
+    let o = agcam(&["explain", s(&image), "--weights", "/nonexistent/model.safetensors"]);
+    assert!(stderr(&o).contains("/nonexistent/model.safetensors"), "{}", stderr(&o));
+}
+
+#[test]
+fn predict_and_devices() {
+    let o = agcam(&[
+        "predict",
+        s(&fixture("vit_ti/image.png")),
+        "--weights",
+        s(&fixture("vit_ti/model.safetensors")),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert_eq!(text.lines().filter(|l| l.contains("logit")).count(), 5, "{text}");
+
+    let o = agcam(&["devices"]);
+    assert!(o.status.success());
+    assert!(String::from_utf8_lossy(&o.stdout).contains("llvmpipe") || !o.stdout.is_empty());
+}
