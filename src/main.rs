@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use agcam::gpu::{list_adapters, Backend, Gpu, GpuOptions};
-use agcam::model::{load_model, ConfigOverrides, Model};
+use agcam::model::{load_model, ConfigOverrides, Model, ModelConfig};
 use agcam::output::{write_class, RunInfo, Stems};
 use agcam::pipeline::{collect_images, explain_files, Outcome};
 use agcam::{Engine, EngineOptions, Error, Method, Target};
@@ -125,6 +125,11 @@ struct PredictArgs {
 struct ProfileArgs {
     #[command(flatten)]
     model: ModelArgs,
+    /// Profile random weights of a standard timm architecture instead of a checkpoint
+    /// (vit_tiny_patch16_224, vit_small_patch16_224, vit_base_patch16_224,
+    /// vit_large_patch16_224).
+    #[arg(long, conflicts_with = "weights")]
+    random: Option<String>,
     #[command(flatten)]
     gpu: GpuArgs,
     /// Classes explained per image.
@@ -370,8 +375,22 @@ fn predict(args: &PredictArgs) -> agcam::Result<bool> {
     Ok(failed == 0)
 }
 
+/// Random weights for a standard architecture name.
+fn random_model(name: &str) -> agcam::Result<Model> {
+    let config = ModelConfig::standard(name).ok_or_else(|| {
+        Error::Invalid(format!(
+            "unknown architecture `{name}`: use one of {}",
+            ModelConfig::STANDARD.join(", ")
+        ))
+    })?;
+    Ok(Model::random(config, 0))
+}
+
 fn profile(args: &ProfileArgs) -> agcam::Result<bool> {
-    let model = args.model.load()?;
+    let model = match &args.random {
+        Some(name) => random_model(name)?,
+        None => args.model.load()?,
+    };
     let mut engine = args.gpu.engine(&model)?;
     let batch = engine.capacity();
     let images: Vec<f32> = (0..batch * engine.image_len())

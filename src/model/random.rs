@@ -49,6 +49,14 @@ impl ModelConfig {
         }
     }
 
+    /// Names [`ModelConfig::standard`] knows.
+    pub const STANDARD: &'static [&'static str] = &[
+        "vit_tiny_patch16_224",
+        "vit_small_patch16_224",
+        "vit_base_patch16_224",
+        "vit_large_patch16_224",
+    ];
+
     /// The configurations of timm's standard ViTs: `vit_tiny_patch16_224`,
     /// `vit_small_patch16_224`, `vit_base_patch16_224`, `vit_large_patch16_224`, 1000 classes.
     pub fn standard(name: &str) -> Option<ModelConfig> {
