@@ -109,3 +109,26 @@ fn gather_indexed(
     let d = p.dim;
     dst[idx] = src[index[idx / d] * d + idx % d];
 }
+
+// dst[b] = mean of src's patch tokens (all but the class token) of image b: global average
+// pooling. src: tokens [B·N, D] (N in `a`), dst: [B, D].
+@compute @workgroup_size(WG)
+fn mean_patches(
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+    @builtin(local_invocation_index) lid: u32,
+) {
+    let idx = element(wid, nwg, lid);
+    if (idx >= p.count) {
+        return;
+    }
+    let d = p.dim;
+    let n = p.a;
+    let img = idx / d;
+    let e = idx % d;
+    var s = 0.0;
+    for (var t = 1u; t < n; t++) {
+        s += src[(img * n + t) * d + e];
+    }
+    dst[idx] = s / f32(n - 1u);
+}

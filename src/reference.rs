@@ -4,7 +4,7 @@
 //! It is slow and exists as a reference: the GPU kernels are tested against it at shapes the
 //! PyTorch fixtures do not cover, and it is itself tested against those fixtures.
 
-use crate::model::{HostTensor, ModelConfig, VitWeights};
+use crate::model::{HostTensor, ModelConfig, Pooling, VitWeights};
 
 /// What the reference computes for one image.
 #[derive(Debug, Clone)]
@@ -210,16 +210,27 @@ pub fn explain(
 
     let (norm_w, norm_b) = (vec64(&w.norm_w), vec64(&w.norm_b));
     let head_w = vec64(&w.head_w);
+    let pooled = match cfg.pooling {
+        Pooling::Token => x[0].clone(),
+        Pooling::Avg => (0..d)
+            .map(|e| x[1..].iter().map(|row| row[e]).sum::<f64>() / (n - 1) as f64)
+            .collect(),
+    };
     let logits = linear(
-        &layer_norm(&x[0], &norm_w, &norm_b, eps),
+        &layer_norm(&pooled, &norm_w, &norm_b, eps),
         &head_w,
         &vec64(&w.head_b),
     );
 
-    // The class-token backward chain of method.md §2, once per class.
+    // The class-token backward chain of method.md §2, once per class. Under average pooling the
+    // class token does not reach the logits except through attention, whose inputs are
+    // detached: its gradient, and with it every map, is exactly zero.
     let maps = classes
         .iter()
         .map(|&c| {
+            if cfg.pooling == Pooling::Avg {
+                return vec![0.0; n - 1];
+            }
             let mut g = layer_norm_backward(&x[0], &norm_w, &head_w[c * d..(c + 1) * d], eps);
             let mut cam = vec![0.0; n - 1];
             for (blk, keep) in w.blocks.iter().zip(&kept).rev() {

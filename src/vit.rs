@@ -4,7 +4,7 @@
 
 use crate::gpu::Gpu;
 use crate::kernels::{AttnBuffers, AttnShape, Dispatch, Epilogue, Kernels, RowMap};
-use crate::model::{HostTensor, ModelConfig, VitWeights};
+use crate::model::{HostTensor, ModelConfig, Pooling, VitWeights};
 
 /// One block's weights on the GPU.
 pub(crate) struct GpuBlock {
@@ -109,6 +109,8 @@ pub(crate) struct Activations {
     v_t: wgpu::Buffer,
     attn_out: wgpu::Buffer,
     hidden: wgpu::Buffer,
+    /// Mean of the patch tokens [B, D] (average-pooled models only).
+    pooled: wgpu::Buffer,
     final_cls: wgpu::Buffer,
     /// [B, C].
     pub logits: wgpu::Buffer,
@@ -169,6 +171,7 @@ impl Activations {
             v_t: gpu.storage("v transposed", f32s(b * attn.v_t_per_image() as u64)),
             attn_out: gpu.storage("attention output", f32s(b * n * d)),
             hidden: gpu.storage("mlp hidden", f32s(b * n * f)),
+            pooled: gpu.storage("pooled tokens", f32s(b * d)),
             final_cls: gpu.storage("final class token", f32s(b * d)),
             logits: gpu.storage("logits", f32s(b * cfg.num_classes as u64)),
             layers: (0..cfg.depth)
@@ -353,20 +356,35 @@ pub(crate) fn record_forward(
         );
     }
 
-    // logits = head(LN(x_L)[CLS])
+    // Class-token pooling: logits = head(LN(x_L)[CLS]).
+    // Average pooling: logits = head(fc_norm(mean(x_L[1:]))); fc_norm sits in norm_w/norm_b.
+    let (pooled, final_norm) = match cfg.pooling {
+        Pooling::Token => (
+            &acts.x,
+            RowMap {
+                rows_per_input: 1,
+                input_row_stride: n,
+            },
+        ),
+        Pooling::Avg => {
+            out.push(
+                k.tokens
+                    .mean_patches(gpu, &acts.x, &acts.pooled, batch, n, d)
+                    .named("pool"),
+            );
+            (&acts.pooled, RowMap::IDENTITY)
+        }
+    };
     out.push(
         k.layernorm
             .dispatch(
                 gpu,
-                &acts.x,
+                pooled,
                 &w.norm_w,
                 &w.norm_b,
                 &acts.final_cls,
                 (batch, d),
-                RowMap {
-                    rows_per_input: 1,
-                    input_row_stride: n,
-                },
+                final_norm,
                 eps,
             )
             .named("norm"),

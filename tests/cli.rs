@@ -4,7 +4,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 fn fixture(path: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(path)
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(path)
 }
 
 fn agcam(args: &[&str]) -> Output {
@@ -50,7 +52,10 @@ fn explain_writes_overlay_map_and_record_and_reports_bad_images() {
     assert_eq!(npy.len(), 128 + 4 * 18);
     let png = image::open(out.join("image.png")).unwrap();
     let original = image::open(&image).unwrap();
-    assert_eq!((png.width(), png.height()), (original.width(), original.height()));
+    assert_eq!(
+        (png.width(), png.height()),
+        (original.width(), original.height())
+    );
 
     let record: serde_json::Value =
         serde_json::from_slice(&std::fs::read(out.join("image.json")).unwrap()).unwrap();
@@ -96,7 +101,10 @@ fn bad_requests_are_clear_errors() {
             vec!["--class".into(), "10".into()],
             "class 10 is out of range: the model has 10 classes",
         ),
-        (vec!["--top-k".into(), "0".into()], "top-k must be between 1"),
+        (
+            vec!["--top-k".into(), "0".into()],
+            "top-k must be between 1",
+        ),
     ];
     for (extra, want) in cases {
         let mut args = vec!["explain", s(&image), "--weights", s(&weights)];
@@ -119,8 +127,17 @@ fn bad_requests_are_clear_errors() {
     assert!(!o.status.success());
     assert!(stderr(&o).contains("cut.safetensors"), "{}", stderr(&o));
 
-    let o = agcam(&["explain", s(&image), "--weights", "/nonexistent/model.safetensors"]);
-    assert!(stderr(&o).contains("/nonexistent/model.safetensors"), "{}", stderr(&o));
+    let o = agcam(&[
+        "explain",
+        s(&image),
+        "--weights",
+        "/nonexistent/model.safetensors",
+    ]);
+    assert!(
+        stderr(&o).contains("/nonexistent/model.safetensors"),
+        "{}",
+        stderr(&o)
+    );
 }
 
 #[test]
@@ -133,7 +150,11 @@ fn predict_and_devices() {
     ]);
     assert!(o.status.success(), "{}", stderr(&o));
     let text = String::from_utf8_lossy(&o.stdout);
-    assert_eq!(text.lines().filter(|l| l.contains("logit")).count(), 5, "{text}");
+    assert_eq!(
+        text.lines().filter(|l| l.contains("logit")).count(),
+        5,
+        "{text}"
+    );
 
     let o = agcam(&["devices"]);
     assert!(o.status.success());

@@ -135,3 +135,33 @@ fn baselines_match_reference() {
         );
     }
 }
+
+#[test]
+fn average_pooling_predicts_and_refuses_agcam() {
+    use agcam::model::Pooling;
+    use agcam::Method;
+    let mut model = odd_model(false, (32, 2, 4), 64, 6);
+    model.config.pooling = Pooling::Avg;
+    let cfg = &model.config;
+    let len = 3 * cfg.image_size.0 * cfg.image_size.1;
+    let images = common::noise(2 * len, 3);
+    for gpu in common::gpus() {
+        let name = gpu.describe();
+        let mut engine = Engine::new(gpu, &model).unwrap();
+        let logits = engine.predict(&images).unwrap();
+        for (b, l) in logits.iter().enumerate() {
+            let r = agcam::reference::explain(cfg, &model.weights, &images[b * len..][..len], &[]);
+            let (err, scale) = common::max_error(l, &r.logits);
+            assert!(
+                err <= 1e-4 * scale,
+                "{name}: image {b}: logits error {err:e}"
+            );
+        }
+        let err = engine.explain(&images, &Target::Predicted).unwrap_err();
+        assert!(err.to_string().contains("average-pooled"), "{err}");
+        let rollout = engine
+            .explain_with(&images, &Target::Predicted, Method::AttentionRollout)
+            .unwrap();
+        assert_eq!(rollout.len(), 2);
+    }
+}

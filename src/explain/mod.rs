@@ -188,12 +188,6 @@ impl Engine {
     /// Uploads `model` to `gpu`; chunks are sized by `options` and the adapter's limits.
     pub fn with_options(gpu: Gpu, model: &Model, options: &EngineOptions) -> Result<Engine> {
         let cfg = &model.config;
-        if cfg.pooling == Pooling::Avg {
-            return Err(Error::Invalid(format!(
-                "{}: average-pooled models (global_pool=\"avg\") are not supported yet",
-                cfg.name
-            )));
-        }
         let max_binding = gpu.limits.max_storage_buffer_binding_size;
         let by_binding = max_binding as usize / largest_binding_per_image(cfg);
         let by_memory = options.max_gpu_mem as usize / activation_bytes_per_image(cfg);
@@ -277,6 +271,15 @@ impl Engine {
                 Ok(())
             }
         };
+        if method == Method::Agcam && self.config.pooling == Pooling::Avg {
+            return Err(Error::Invalid(format!(
+                "{}: AGCAM is undefined for average-pooled models (global_pool=\"avg\"): with \
+                 the attention inputs detached (method.md §2), no gradient reaches the class \
+                 token's query row, so every map would be zero. Predictions and the \
+                 attention-rollout and raw-attention baselines work.",
+                self.config.name
+            )));
+        }
         let (per_image, choice) = match target {
             Target::Predicted => (1, ClassChoice::TopK),
             Target::TopK(k) => {
@@ -338,7 +341,7 @@ impl Engine {
         if images.is_empty() {
             return Err(Error::Invalid("no images to process".into()));
         }
-        if images.len() % len != 0 {
+        if !images.len().is_multiple_of(len) {
             return Err(Error::Invalid(format!(
                 "input holds {} values, not a whole number of {}×{} RGB images ({len} values each)",
                 images.len(),

@@ -65,7 +65,7 @@ impl View {
 
     /// Whether the view can be read as vec4.
     fn aligned(&self) -> bool {
-        (self.offset | self.row | self.image | self.head) % 4 == 0
+        (self.offset | self.row | self.image | self.head).is_multiple_of(4)
     }
 }
 
@@ -181,7 +181,7 @@ impl Gemm {
             _pad: [0; 3],
         };
         let uniform = gpu.uniform("gemm params", &params);
-        let vec4 = s.k % 4 == 0 && a_view.aligned() && w_view.aligned();
+        let vec4 = s.k.is_multiple_of(4) && a_view.aligned() && w_view.aligned();
         let kernels = if vec4 { &self.vec4 } else { &self.scalar };
         let groups = [
             (s.n as u32).div_ceil(TILE * WG),

@@ -19,6 +19,7 @@ pub(crate) struct Tokens {
     assemble: Kernel,
     gather_strided: Kernel,
     gather_indexed: Kernel,
+    mean_patches: Kernel,
 }
 
 impl Tokens {
@@ -45,6 +46,7 @@ impl Tokens {
                 &[],
             ),
             gather_strided: Kernel::new(gpu, &m, "gather_strided", src_dst, &[]),
+            mean_patches: Kernel::new(gpu, &m, "mean_patches", src_dst, &[]),
             gather_indexed: Kernel::new(
                 gpu,
                 &m,
@@ -148,5 +150,21 @@ impl Tokens {
         self.gather_indexed
             .dispatch(gpu, &[src, dst, &u, index], groups)
             .work(0, 8 * rows * dim)
+    }
+
+    /// `dst[b]` = mean over the patch tokens of image b (global average pooling), [B, D].
+    pub fn mean_patches(
+        &self,
+        gpu: &Gpu,
+        tokens: &wgpu::Buffer,
+        dst: &wgpu::Buffer,
+        batch: usize,
+        n_tokens: usize,
+        dim: usize,
+    ) -> Dispatch {
+        let (u, groups) = Self::uniform(gpu, batch * dim, dim, n_tokens, 0);
+        self.mean_patches
+            .dispatch(gpu, &[tokens, dst, &u], groups)
+            .work(batch * n_tokens * dim, 4 * batch * n_tokens * dim)
     }
 }
