@@ -1,5 +1,6 @@
 //! agcam: Attention-Guided CAM for Vision Transformers on wgpu.
 
+pub mod bench;
 pub mod error;
 pub mod explain;
 pub mod gpu;

@@ -45,6 +45,8 @@ enum Command {
     },
     /// Time every GPU kernel of one explanation chunk (random inputs).
     Profile(ProfileArgs),
+    /// Explanations per second and ms per image, forward-only next to explain, per batch size.
+    Bench(BenchArgs),
 }
 
 #[derive(Args)]
@@ -138,6 +140,44 @@ struct ProfileArgs {
     /// Print JSON instead of a table.
     #[arg(long)]
     json: bool,
+}
+
+#[derive(Args)]
+struct BenchArgs {
+    /// Checkpoint to measure (default: random weights of the --random architectures).
+    #[arg(long, short = 'w')]
+    weights: Option<PathBuf>,
+    /// Config of --weights.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Standard architectures with random weights, comma-separated.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "vit_tiny_patch16_224,vit_small_patch16_224,vit_base_patch16_224"
+    )]
+    random: Vec<String>,
+    /// Batch sizes, comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "1,8,32,64")]
+    batches: Vec<usize>,
+    /// Classes explained per image, comma-separated (each is one explain point).
+    #[arg(long, value_delimiter = ',', default_value = "1")]
+    top_k: Vec<usize>,
+    /// Timed repetitions per point, after one warm-up.
+    #[arg(long, default_value_t = 3)]
+    iters: usize,
+    /// Write all points as JSON to this file.
+    #[arg(long)]
+    json: Option<PathBuf>,
+    /// Graphics API to use (default: the best adapter of any).
+    #[arg(long, value_enum)]
+    backend: Option<Backend>,
+    /// Adapter index from `agcam devices`.
+    #[arg(long)]
+    adapter: Option<usize>,
+    /// GPU memory budget for activations, in MiB.
+    #[arg(long, default_value_t = 4096)]
+    max_gpu_mem: u64,
 }
 
 fn parse_size(s: &str) -> Result<(usize, usize), String> {
@@ -435,8 +475,58 @@ fn profile(args: &ProfileArgs) -> agcam::Result<bool> {
     Ok(true)
 }
 
+fn bench(args: &BenchArgs) -> agcam::Result<bool> {
+    if args.iters == 0 || args.batches.contains(&0) || args.top_k.contains(&0) {
+        return Err(Error::Invalid(
+            "--iters, --batches and --top-k must be at least 1".into(),
+        ));
+    }
+    let models: Vec<Model> = match &args.weights {
+        Some(w) => vec![load_model(
+            w,
+            args.config.as_deref(),
+            &ConfigOverrides::default(),
+        )?],
+        None => args
+            .random
+            .iter()
+            .map(|n| random_model(n))
+            .collect::<agcam::Result<_>>()?,
+    };
+    let gpu = Gpu::new(&GpuOptions {
+        backend: args.backend,
+        adapter: args.adapter,
+    })?;
+    eprintln!("adapter: {}", gpu.describe());
+    let options = agcam::bench::BenchOptions {
+        batches: args.batches.clone(),
+        top_ks: args.top_k.clone(),
+        iters: args.iters,
+        max_gpu_mem: args.max_gpu_mem << 20,
+    };
+    println!(
+        "{:<24} {:>6} {:>8} {:>6} {:>12} {:>10}",
+        "model", "batch", "mode", "top-k", "ms/image", "images/s"
+    );
+    let mut all = Vec::new();
+    for model in &models {
+        all.extend(agcam::bench::run(&gpu, model, &options, |r| {
+            println!(
+                "{:<24} {:>6} {:>8} {:>6} {:>12.2} {:>10.2}",
+                r.model, r.batch, r.mode, r.top_k, r.ms_per_image, r.images_per_s
+            );
+        })?);
+    }
+    if let Some(path) = &args.json {
+        let text = serde_json::to_string_pretty(&all).expect("JSON of plain values");
+        std::fs::write(path, text + "\n").map_err(|e| Error::io(path, e))?;
+    }
+    Ok(true)
+}
+
 fn run(cli: &Cli) -> agcam::Result<bool> {
     match &cli.command {
+        Command::Bench(args) => bench(args),
         Command::Explain(args) => explain(args),
         Command::Predict(args) => predict(args),
         Command::Profile(args) => profile(args),

@@ -21,7 +21,7 @@ use crate::vit::{
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, clap::ValueEnum, serde::Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Method {
-    /// Attention-Guided CAM (method.md §2): class-specific.
+    /// Attention-Guided CAM (Leem & Seo, AAAI 2024): class-specific.
     #[default]
     Agcam,
     /// Attention rollout (Abnar & Zuidema 2020): class-agnostic.

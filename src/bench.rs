@@ -1,0 +1,95 @@
+//! Throughput measurement: explanations per second and milliseconds per image, forward-only next
+//! to explain, at several batch sizes and class counts. Used by `agcam bench` and
+//! `cargo bench --bench throughput`.
+
+use std::time::Instant;
+
+use crate::error::Result;
+use crate::explain::{Engine, EngineOptions, Target};
+use crate::gpu::Gpu;
+use crate::model::Model;
+
+/// What to measure.
+#[derive(Debug, Clone)]
+pub struct BenchOptions {
+    /// Images per call (each is also the engine's chunk size).
+    pub batches: Vec<usize>,
+    /// Classes explained per image.
+    pub top_ks: Vec<usize>,
+    /// Timed repetitions per point (after one untimed warm-up).
+    pub iters: usize,
+    /// GPU memory budget for activations, bytes.
+    pub max_gpu_mem: u64,
+}
+
+/// One measured point.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct BenchRow {
+    /// Model name.
+    pub model: String,
+    /// Adapter description.
+    pub adapter: String,
+    /// Images per call.
+    pub batch: usize,
+    /// `forward` or `explain`.
+    pub mode: String,
+    /// Classes explained per image (0 for forward).
+    pub top_k: usize,
+    /// Wall-clock milliseconds per image, including upload and readback.
+    pub ms_per_image: f64,
+    /// Images per second.
+    pub images_per_s: f64,
+    /// Timed repetitions.
+    pub iters: usize,
+}
+
+/// Measures `model` on `gpu` at every point of `options`, calling `report` after each.
+pub fn run(
+    gpu: &Gpu,
+    model: &Model,
+    options: &BenchOptions,
+    mut report: impl FnMut(&BenchRow),
+) -> Result<Vec<BenchRow>> {
+    let mut rows = Vec::new();
+    for &batch in &options.batches {
+        let engine_options = EngineOptions {
+            max_batch: batch,
+            max_gpu_mem: options.max_gpu_mem,
+        };
+        let mut engine = Engine::with_options(gpu.clone(), model, &engine_options)?;
+        // A fixed, non-constant input: some kernels' speed does not depend on values, but a
+        // constant image would make every attention row uniform.
+        let images: Vec<f32> = (0..batch * engine.image_len())
+            .map(|i| ((i * 7919) % 1000) as f32 / 500.0 - 1.0)
+            .collect();
+        let modes = std::iter::once(0).chain(options.top_ks.iter().copied());
+        for top_k in modes {
+            let call = |engine: &mut Engine| -> Result<()> {
+                if top_k == 0 {
+                    engine.predict(&images).map(drop)
+                } else {
+                    engine.explain(&images, &Target::TopK(top_k)).map(drop)
+                }
+            };
+            call(&mut engine)?;
+            let start = Instant::now();
+            for _ in 0..options.iters {
+                call(&mut engine)?;
+            }
+            let per_image = start.elapsed().as_secs_f64() / (options.iters * batch) as f64;
+            let row = BenchRow {
+                model: model.config.name.clone(),
+                adapter: gpu.describe(),
+                batch,
+                mode: if top_k == 0 { "forward" } else { "explain" }.into(),
+                top_k,
+                ms_per_image: per_image * 1e3,
+                images_per_s: 1.0 / per_image,
+                iters: options.iters,
+            };
+            report(&row);
+            rows.push(row);
+        }
+    }
+    Ok(rows)
+}
