@@ -26,6 +26,7 @@ fn main() {
         top_ks: vec![1],
         iters: 2,
         max_gpu_mem: 4 << 30,
+        gemm: agcam::GemmKind::Auto,
     };
     for name in [
         "vit_tiny_patch16_224",

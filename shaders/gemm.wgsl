@@ -141,3 +141,60 @@ fn gemm_scalar(@builtin(global_invocation_id) gid: vec3<u32>) {
     }
     store_block(z, m0, n0, acc);
 }
+
+// The same product for real GPUs: a 64×64 tile of C per workgroup of 16×16 invocations, each
+// computing 4×4 from registers, with A and W staged through workgroup memory TILE_K columns at a
+// time so that every global element is read once per workgroup instead of once per invocation.
+// Loads are scalar and bounds-checked, so any K, stride or offset works.
+
+const TILE_MN: u32 = 64u;
+const TILE_K: u32 = 16u;
+// TILE_K × TILE_MN each, k-major, so that the inner loop reads 4 consecutive rows or columns.
+var<workgroup> a_tile: array<f32, 1024>;
+var<workgroup> w_tile: array<f32, 1024>;
+
+@compute @workgroup_size(16, 16)
+fn gemm_tiled(
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(local_invocation_id) lid: vec3<u32>,
+) {
+    let z = wid.z;
+    let m_base = wid.y * TILE_MN;
+    let n_base = wid.x * TILE_MN;
+    let a0 = base(p.a, z);
+    let w0 = base(p.w, z);
+    let t = lid.y * 16u + lid.x;
+    var acc: array<vec4<f32>, 4>;
+    for (var k0 = 0u; k0 < p.k; k0 += TILE_K) {
+        // 256 invocations fill TILE_K × 64 values of each tile.
+        for (var e = t; e < TILE_K * TILE_MN; e += 256u) {
+            let r = e / TILE_K;
+            let kk = e % TILE_K;
+            let k = k0 + kk;
+            let m = m_base + r;
+            let n = n_base + r;
+            var av = 0.0;
+            if (m < p.m && k < p.k) {
+                av = a1[a0 + m * p.a.row + k];
+            }
+            var wv = 0.0;
+            if (n < p.n && k < p.k) {
+                wv = w1[w0 + n * p.w.row + k];
+            }
+            a_tile[kk * TILE_MN + r] = av;
+            w_tile[kk * TILE_MN + r] = wv;
+        }
+        workgroupBarrier();
+        for (var kk = 0u; kk < TILE_K; kk++) {
+            let ao = kk * TILE_MN + lid.y * 4u;
+            let wo = kk * TILE_MN + lid.x * 4u;
+            let b = vec4<f32>(w_tile[wo], w_tile[wo + 1u], w_tile[wo + 2u], w_tile[wo + 3u]);
+            acc[0] += a_tile[ao] * b;
+            acc[1] += a_tile[ao + 1u] * b;
+            acc[2] += a_tile[ao + 2u] * b;
+            acc[3] += a_tile[ao + 3u] * b;
+        }
+        workgroupBarrier();
+    }
+    store_block(z, m_base + lid.y * 4u, n_base + lid.x * 4u, acc);
+}

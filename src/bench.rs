@@ -7,6 +7,7 @@ use std::time::Instant;
 use crate::error::Result;
 use crate::explain::{Engine, EngineOptions, Target};
 use crate::gpu::Gpu;
+use crate::kernels::GemmKind;
 use crate::model::Model;
 
 /// What to measure.
@@ -20,6 +21,8 @@ pub struct BenchOptions {
     pub iters: usize,
     /// GPU memory budget for activations, bytes.
     pub max_gpu_mem: u64,
+    /// GEMM kernels.
+    pub gemm: GemmKind,
 }
 
 /// One measured point.
@@ -55,6 +58,7 @@ pub fn run(
         let engine_options = EngineOptions {
             max_batch: batch,
             max_gpu_mem: options.max_gpu_mem,
+            gemm: options.gemm,
         };
         let mut engine = Engine::with_options(gpu.clone(), model, &engine_options)?;
         // A fixed, non-constant input: some kernels' speed does not depend on values, but a

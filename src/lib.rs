@@ -6,6 +6,7 @@ pub mod explain;
 pub mod gpu;
 pub mod image;
 pub(crate) mod kernels;
+pub use kernels::GemmKind;
 pub mod model;
 pub mod output;
 pub mod pipeline;

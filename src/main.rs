@@ -7,7 +7,7 @@ use agcam::gpu::{list_adapters, Backend, Gpu, GpuOptions};
 use agcam::model::{load_model, ConfigOverrides, Model, ModelConfig};
 use agcam::output::{write_class, RunInfo, Stems};
 use agcam::pipeline::{collect_images, explain_files, Outcome};
-use agcam::{Engine, EngineOptions, Error, Method, Target};
+use agcam::{Engine, EngineOptions, Error, GemmKind, Method, Target};
 use clap::{Args, Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 
@@ -86,6 +86,9 @@ struct GpuArgs {
     /// GPU memory budget for activations, in MiB.
     #[arg(long, default_value_t = 2048)]
     max_gpu_mem: u64,
+    /// GEMM kernels: registers (CPU rasterizers), tiled (GPUs), or auto by adapter class.
+    #[arg(long, value_enum, default_value_t = GemmKind::Auto)]
+    gemm: GemmKind,
 }
 
 #[derive(Args)]
@@ -178,6 +181,9 @@ struct BenchArgs {
     /// GPU memory budget for activations, in MiB.
     #[arg(long, default_value_t = 4096)]
     max_gpu_mem: u64,
+    /// GEMM kernels: registers (CPU rasterizers), tiled (GPUs), or auto by adapter class.
+    #[arg(long, value_enum, default_value_t = GemmKind::Auto)]
+    gemm: GemmKind,
 }
 
 fn parse_size(s: &str) -> Result<(usize, usize), String> {
@@ -247,6 +253,7 @@ impl GpuArgs {
         let options = EngineOptions {
             max_batch: self.batch,
             max_gpu_mem: self.max_gpu_mem << 20,
+            gemm: self.gemm,
         };
         Engine::with_options(gpu, model, &options)
     }
@@ -503,6 +510,7 @@ fn bench(args: &BenchArgs) -> agcam::Result<bool> {
         top_ks: args.top_k.clone(),
         iters: args.iters,
         max_gpu_mem: args.max_gpu_mem << 20,
+        gemm: args.gemm,
     };
     println!(
         "{:<24} {:>6} {:>8} {:>6} {:>12} {:>10}",

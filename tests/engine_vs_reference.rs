@@ -5,7 +5,7 @@
 mod common;
 
 use agcam::model::{Model, ModelConfig};
-use agcam::{Engine, EngineOptions, Target};
+use agcam::{Engine, EngineOptions, GemmKind, Target};
 
 fn odd_model(layer_scale: bool, dims: (usize, usize, usize), mlp: usize, seed: u64) -> Model {
     let mut cfg = ModelConfig::vit("odd", dims, 4, (12, 24), 11);
@@ -15,13 +15,20 @@ fn odd_model(layer_scale: bool, dims: (usize, usize, usize), mlp: usize, seed: u
 }
 
 fn check(model: &Model, batch: usize, target: Target, max_batch: usize) {
+    for gemm in [GemmKind::Registers, GemmKind::Tiled] {
+        check_with(model, batch, target.clone(), max_batch, gemm);
+    }
+}
+
+fn check_with(model: &Model, batch: usize, target: Target, max_batch: usize, gemm: GemmKind) {
     let cfg = &model.config;
     let len = 3 * cfg.image_size.0 * cfg.image_size.1;
     let images = common::noise(batch * len, 7);
     for gpu in common::gpus() {
-        let name = gpu.describe();
+        let name = format!("{} {gemm:?}", gpu.describe());
         let options = EngineOptions {
             max_batch,
+            gemm,
             ..Default::default()
         };
         let mut engine = Engine::with_options(gpu, model, &options).unwrap();

@@ -11,7 +11,7 @@ use baselines::{record_raw_attention, record_rollout, rollout_bytes_per_image, R
 
 use crate::error::{Error, Result};
 use crate::gpu::Gpu;
-use crate::kernels::{encode, Dispatch, Kernels};
+use crate::kernels::{encode, Dispatch, GemmKind, Kernels};
 use crate::model::{Model, ModelConfig, Pooling};
 use crate::vit::{
     activation_bytes_per_image, largest_binding_per_image, record_forward, Activations, GpuWeights,
@@ -132,6 +132,8 @@ pub struct EngineOptions {
     pub max_batch: usize,
     /// Most bytes of activations to allocate on the GPU (weights not included).
     pub max_gpu_mem: u64,
+    /// GEMM kernels to use (default: chosen by adapter class).
+    pub gemm: GemmKind,
 }
 
 impl Default for EngineOptions {
@@ -139,6 +141,7 @@ impl Default for EngineOptions {
         EngineOptions {
             max_batch: 32,
             max_gpu_mem: 2 << 30,
+            gemm: GemmKind::Auto,
         }
     }
 }
@@ -202,7 +205,7 @@ impl Engine {
                 options.max_gpu_mem >> 20
             )));
         }
-        let kernels = Kernels::new(&gpu);
+        let kernels = Kernels::new(&gpu, options.gemm);
         let weights = GpuWeights::upload(&gpu, cfg, &model.weights);
         Ok(Engine {
             gpu,

@@ -83,16 +83,33 @@ struct GemmParams {
     _pad: [u32; 3],
 }
 
-/// The GEMM pipelines: per epilogue, a vec4 variant (K and views multiples of 4) and a
-/// scalar one.
+/// Which GEMM kernels run: the fastest shape differs between CPU rasterizers and GPUs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum GemmKind {
+    /// By adapter class: `registers` on CPU adapters, `tiled` on GPUs.
+    #[default]
+    Auto,
+    /// 4×4 blocks per invocation from registers, no workgroup memory, vec4 loads where aligned:
+    /// what llvmpipe and lavapipe run fastest.
+    Registers,
+    /// 64×64 tiles per workgroup staged through workgroup memory: what GPUs want.
+    Tiled,
+}
+
+/// The GEMM pipelines of one kind, per epilogue: for `Registers`, a vec4 variant (K and views
+/// multiples of 4) and a scalar one; for `Tiled`, one variant.
 pub(crate) struct Gemm {
+    tiled: bool,
     vec4: Vec<Kernel>,
     scalar: Vec<Kernel>,
 }
 
-/// Output columns and rows per invocation, and invocations per workgroup side.
+/// Output columns and rows per invocation, and invocations per workgroup side, of the
+/// register kernels; output side of the tiled kernel's workgroup tile.
 const TILE: u32 = 4;
 const WG: u32 = 8;
+const TILED_MN: u32 = 64;
 
 /// One batched product: `images × heads` products of `m × k` by `(n × k)ᵀ`.
 #[derive(Debug, Clone, Copy)]
@@ -104,8 +121,19 @@ pub(crate) struct Batched {
     pub heads: usize,
 }
 
+impl GemmKind {
+    /// The concrete kind for `gpu`.
+    pub fn resolve(self, gpu: &Gpu) -> GemmKind {
+        match self {
+            GemmKind::Auto if gpu.is_cpu() => GemmKind::Registers,
+            GemmKind::Auto => GemmKind::Tiled,
+            kind => kind,
+        }
+    }
+}
+
 impl Gemm {
-    pub fn new(gpu: &Gpu) -> Gemm {
+    pub fn new(gpu: &Gpu, kind: GemmKind) -> Gemm {
         let m = module(gpu, "gemm");
         let variants = |entry: &str, bindings| {
             EPILOGUES
@@ -113,9 +141,17 @@ impl Gemm {
                 .map(|&e| Kernel::new(gpu, &m, entry, bindings, &[("EPILOGUE", e as u32 as f64)]))
                 .collect()
         };
-        Gemm {
-            vec4: variants("gemm_vec4", VEC4_BINDINGS),
-            scalar: variants("gemm_scalar", SCALAR_BINDINGS),
+        match kind.resolve(gpu) {
+            GemmKind::Tiled => Gemm {
+                tiled: true,
+                vec4: Vec::new(),
+                scalar: variants("gemm_tiled", SCALAR_BINDINGS),
+            },
+            _ => Gemm {
+                tiled: false,
+                vec4: variants("gemm_vec4", VEC4_BINDINGS),
+                scalar: variants("gemm_scalar", SCALAR_BINDINGS),
+            },
         }
     }
 
@@ -181,11 +217,12 @@ impl Gemm {
             _pad: [0; 3],
         };
         let uniform = gpu.uniform("gemm params", &params);
-        let vec4 = s.k.is_multiple_of(4) && a_view.aligned() && w_view.aligned();
+        let vec4 = !self.tiled && s.k.is_multiple_of(4) && a_view.aligned() && w_view.aligned();
         let kernels = if vec4 { &self.vec4 } else { &self.scalar };
+        let side = if self.tiled { TILED_MN } else { TILE * WG };
         let groups = [
-            (s.n as u32).div_ceil(TILE * WG),
-            (s.m as u32).div_ceil(TILE * WG),
+            (s.n as u32).div_ceil(side),
+            (s.m as u32).div_ceil(side),
             (s.images * s.heads) as u32,
         ];
         let count = s.images * s.heads;

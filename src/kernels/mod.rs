@@ -11,6 +11,7 @@ mod tokens;
 pub(crate) use agcam::AgcamKernels;
 pub(crate) use attention::{Attention, AttnBuffers, AttnShape};
 pub(crate) use baselines::{Baselines, ChainStep};
+pub use gemm::GemmKind;
 pub(crate) use gemm::{Epilogue, Gemm};
 pub(crate) use layernorm::{LayerNorm, RowMap};
 pub(crate) use tokens::Tokens;
@@ -235,9 +236,9 @@ pub(crate) struct Kernels {
 }
 
 impl Kernels {
-    pub fn new(gpu: &Gpu) -> Kernels {
+    pub fn new(gpu: &Gpu, gemm: GemmKind) -> Kernels {
         Kernels {
-            gemm: Gemm::new(gpu),
+            gemm: Gemm::new(gpu, gemm),
             layernorm: LayerNorm::new(gpu),
             attention: Attention::new(gpu),
             tokens: Tokens::new(gpu),
