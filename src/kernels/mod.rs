@@ -249,31 +249,4 @@ impl Kernels {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// Every shader parses and validates with naga, with no device at all.
-    #[test]
-    fn shaders_validate_with_naga() {
-        for (name, _) in SHADERS {
-            let source = shader_source(name);
-            let module = naga::front::wgsl::parse_str(&source)
-                .unwrap_or_else(|e| panic!("{name}.wgsl: {}", e.emit_to_string(&source)));
-            naga::valid::Validator::new(
-                naga::valid::ValidationFlags::all(),
-                naga::valid::Capabilities::all(),
-            )
-            .validate(&module)
-            .unwrap_or_else(|e| panic!("{name}.wgsl: {e:?}"));
-        }
-    }
-
-    #[test]
-    fn linear_grid_stays_within_limits() {
-        assert_eq!(linear_grid(0), [1, 1, 1]);
-        assert_eq!(linear_grid(65535), [65535, 1, 1]);
-        assert_eq!(linear_grid(65536), [65535, 2, 1]);
-        let [x, y, _] = linear_grid(1_000_000);
-        assert!(x * y >= 1_000_000 && y <= 65535);
-    }
-}
+mod tests;
