@@ -27,6 +27,13 @@ struct AgcamParams {
 @group(0) @binding(5) var<uniform> p: AgcamParams;
 @group(0) @binding(6) var<storage, read_write> classes: array<u32>;
 
+const NONE: u32 = 0xffffffffu;
+
+// Whether class j with logit x comes before class i with logit y: larger first, then lower index.
+fn ranks_before(x: f32, j: u32, y: f32, i: u32) -> bool {
+    return x > y || (x == y && j < i);
+}
+
 var<workgroup> best_value: array<f32, WG>;
 var<workgroup> best_index: array<u32, WG>;
 
@@ -42,17 +49,19 @@ fn topk(
     let c = p.in_dim;
     let k = p.per_image;
     let logits0 = img * c;
-    var prev_value = 3.4e38;
-    var prev_index = 0xffffffffu;
+    // Candidates are compared in (value descending, index ascending) order; `NONE` marks "no
+    // candidate yet", so no sentinel value can shadow a real logit, however large.
+    var prev_index = NONE;
+    var prev_value = 0.0;
     for (var slot = 0u; slot < k; slot++) {
-        // The next class in (value descending, index ascending) order after the previous one.
-        var v = -3.4e38;
-        var vi = 0xffffffffu;
+        // The next class after the previous one in that order.
+        var vi = NONE;
+        var v = 0.0;
         for (var j = lid; j < c; j += WG) {
             let x = input[logits0 + j];
-            let after_prev = x < prev_value || (x == prev_value && j > prev_index);
-            let better = x > v || (x == v && j < vi);
-            if (after_prev && better) {
+            let after_prev = prev_index == NONE || x < prev_value
+                || (x == prev_value && j > prev_index);
+            if (after_prev && (vi == NONE || ranks_before(x, j, v, vi))) {
                 v = x;
                 vi = j;
             }
@@ -62,9 +71,10 @@ fn topk(
         workgroupBarrier();
         for (var s = WG / 2u; s > 0u; s >>= 1u) {
             if (lid < s) {
-                let ov = best_value[lid + s];
                 let oi = best_index[lid + s];
-                if (ov > best_value[lid] || (ov == best_value[lid] && oi < best_index[lid])) {
+                let ov = best_value[lid + s];
+                if (oi != NONE && (best_index[lid] == NONE
+                    || ranks_before(ov, oi, best_value[lid], best_index[lid]))) {
                     best_value[lid] = ov;
                     best_index[lid] = oi;
                 }
