@@ -17,7 +17,9 @@ struct AttnParams {
     dim: u32,
     // Elements of split_v's output: images · tokens · dim.
     count: u32,
-    _pad: u32,
+    // softmax_rows: score row r of the dispatch is row r · row_step of the buffer (N when only
+    // the class token's query is computed, 1 otherwise).
+    row_step: u32,
 }
 
 // softmax_rows: scores [B, H, N, padded] in place; split_v: qkv [B·N, 3D] (read).
@@ -59,14 +61,15 @@ fn softmax_rows(
         return;
     }
     let n = p.tokens;
-    let o = row * p.padded;
-    let is_cls = row % n == 0u;
+    let real_row = row * p.row_step;
+    let o = real_row * p.padded;
+    let is_cls = real_row % n == 0u;
     var m = -3.4e38;
     for (var j = lid; j < n; j += WG) {
         let s = scores[o + j];
         m = max(m, s);
         if (is_cls) {
-            cls_scores[(row / n) * n + j] = s;
+            cls_scores[(real_row / n) * n + j] = s;
         }
     }
     m = reduce(m, lid, true);

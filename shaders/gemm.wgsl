@@ -28,7 +28,8 @@ struct GemmParams {
     w: View,
     c: View,
     alpha: f32,
-    _pad0: u32,
+    // bias and scale are read at column + col_offset: a slice of a Linear's output features.
+    col_offset: u32,
     _pad1: u32,
     _pad2: u32,
 }
@@ -56,12 +57,13 @@ fn store(c_base: u32, row: u32, col: u32, acc: f32) {
         return;
     }
     let i = c_base + row * p.c.row + col;
+    let f = col + p.col_offset;
     if (EPILOGUE == 0u) {
-        c[i] = acc + bias[col];
+        c[i] = acc + bias[f];
     } else if (EPILOGUE == 1u) {
-        c[i] = gelu(acc + bias[col]);
+        c[i] = gelu(acc + bias[f]);
     } else if (EPILOGUE == 2u) {
-        c[i] = c[i] + scale[col] * (acc + bias[col]);
+        c[i] = c[i] + scale[f] * (acc + bias[f]);
     } else {
         c[i] = p.alpha * acc;
     }

@@ -3,7 +3,7 @@
 //! score row, and the class token's residual stream before the MLP.
 
 use crate::gpu::Gpu;
-use crate::kernels::{AttnBuffers, AttnShape, Dispatch, Epilogue, Kernels, RowMap};
+use crate::kernels::{AttnBuffers, AttnShape, Dispatch, Epilogue, Kernels, RowMap, View};
 use crate::model::{HostTensor, ModelConfig, Pooling, VitWeights};
 
 /// One block's weights on the GPU.
@@ -123,6 +123,7 @@ fn attention_shape(cfg: &ModelConfig, batch: usize) -> AttnShape {
         tokens: cfg.tokens(),
         heads: cfg.num_heads,
         head_dim: cfg.head_dim(),
+        class_token_only: false,
     }
 }
 
@@ -239,7 +240,17 @@ pub(crate) fn record_forward(
             .named("tokens"),
     );
 
+    // Under class-token pooling only the class token of the last block reaches the logits (and
+    // the AGCAM backward): its block needs K and V of every token, the rest for the class token
+    // alone. Rollout keeps the full last block, since it reads every attention row.
+    let short_last = cfg.pooling == Pooling::Token && keep_mixed.is_none();
     for (i, (blk, keep)) in w.blocks.iter().zip(&acts.layers).enumerate() {
+        let cls_only = short_last && i + 1 == cfg.depth;
+        // Rows the query side works on, and how far apart they sit in the token matrices.
+        let (q_rows, stride) = if cls_only { (batch, n) } else { (rows, 1) };
+        let tokens_view = |width: usize| View::rows(width * stride);
+        let name = |part: &str| format!("blocks.{i}.{part}");
+
         // y = x + ls1 · proj(attention(LN1(x)))
         out.push(
             k.layernorm
@@ -253,21 +264,48 @@ pub(crate) fn record_forward(
                     RowMap::IDENTITY,
                     eps,
                 )
-                .named(format!("blocks.{i}.norm1")),
+                .named(name("norm1")),
         );
+        if cls_only {
+            // K and V of every token: output features D..3D of the qkv projection.
+            out.push(
+                k.gemm
+                    .linear_strided(
+                        gpu,
+                        (&acts.normed, View::rows(d)),
+                        (
+                            &blk.qkv_w,
+                            View {
+                                offset: (d * d) as u32,
+                                ..View::rows(d)
+                            },
+                        ),
+                        (&blk.qkv_b, &blk.qkv_b, d),
+                        (
+                            &acts.qkv,
+                            View {
+                                offset: d as u32,
+                                ..View::rows(3 * d)
+                            },
+                        ),
+                        (rows, 2 * d, d),
+                        Epilogue::Bias,
+                    )
+                    .named(name("attn.kv")),
+            );
+        }
         out.push(
             k.gemm
-                .linear(
+                .linear_strided(
                     gpu,
-                    &acts.normed,
-                    &blk.qkv_w,
-                    &blk.qkv_b,
-                    &blk.qkv_b,
-                    &acts.qkv,
-                    (rows, 3 * d, d),
+                    (&acts.normed, tokens_view(d)),
+                    (&blk.qkv_w, View::rows(d)),
+                    (&blk.qkv_b, &blk.qkv_b, 0),
+                    (&acts.qkv, tokens_view(3 * d)),
+                    (q_rows, if cls_only { d } else { 3 * d }, d),
                     Epilogue::Bias,
                 )
-                .named(format!("blocks.{i}.attn.qkv")),
+                .named(name(if cls_only { "attn.q" } else { "attn.qkv" })),
         );
         out.extend(k.attention.dispatch(
             gpu,
@@ -280,35 +318,37 @@ pub(crate) fn record_forward(
                 cls_scores: &keep.cls_scores,
                 v_keep: &keep.v,
             },
-            attn,
-            &format!("blocks.{i}.attn"),
+            AttnShape {
+                class_token_only: cls_only,
+                ..attn
+            },
+            &name("attn"),
         ));
         if let Some(mixed) = keep_mixed {
             let shape = (batch, n, attn.padded(), cfg.num_heads);
             out.push(
                 k.baselines
                     .head_mean(gpu, &acts.scores, &mixed[i], shape)
-                    .named(format!("blocks.{i}.attn.head_mean")),
+                    .named(name("attn.head_mean")),
             );
         }
         out.push(
             k.gemm
-                .linear(
+                .linear_strided(
                     gpu,
-                    &acts.attn_out,
-                    &blk.proj_w,
-                    &blk.proj_b,
-                    &blk.ls1,
-                    &acts.x,
-                    (rows, d, d),
+                    (&acts.attn_out, tokens_view(d)),
+                    (&blk.proj_w, View::rows(d)),
+                    (&blk.proj_b, &blk.ls1, 0),
+                    (&acts.x, tokens_view(d)),
+                    (q_rows, d, d),
                     Epilogue::Residual,
                 )
-                .named(format!("blocks.{i}.attn.proj")),
+                .named(name("attn.proj")),
         );
         out.push(
             k.tokens
                 .gather_strided(gpu, &acts.x, &keep.y_cls, batch, d, n)
-                .named(format!("blocks.{i}.keep_cls")),
+                .named(name("keep_cls")),
         );
 
         // x = y + ls2 · fc2(gelu(fc1(LN2(y))))
@@ -320,11 +360,14 @@ pub(crate) fn record_forward(
                     &blk.norm2_w,
                     &blk.norm2_b,
                     &acts.normed,
-                    (rows, d),
-                    RowMap::IDENTITY,
+                    (q_rows, d),
+                    RowMap {
+                        rows_per_input: 1,
+                        input_row_stride: stride,
+                    },
                     eps,
                 )
-                .named(format!("blocks.{i}.norm2")),
+                .named(name("norm2")),
         );
         out.push(
             k.gemm
@@ -335,24 +378,23 @@ pub(crate) fn record_forward(
                     &blk.fc1_b,
                     &blk.fc1_b,
                     &acts.hidden,
-                    (rows, f, d),
+                    (q_rows, f, d),
                     Epilogue::Gelu,
                 )
-                .named(format!("blocks.{i}.mlp.fc1")),
+                .named(name("mlp.fc1")),
         );
         out.push(
             k.gemm
-                .linear(
+                .linear_strided(
                     gpu,
-                    &acts.hidden,
-                    &blk.fc2_w,
-                    &blk.fc2_b,
-                    &blk.ls2,
-                    &acts.x,
-                    (rows, d, f),
+                    (&acts.hidden, View::rows(f)),
+                    (&blk.fc2_w, View::rows(f)),
+                    (&blk.fc2_b, &blk.ls2, 0),
+                    (&acts.x, tokens_view(d)),
+                    (q_rows, d, f),
                     Epilogue::Residual,
                 )
-                .named(format!("blocks.{i}.mlp.fc2")),
+                .named(name("mlp.fc2")),
         );
     }
 

@@ -14,7 +14,7 @@ struct AttnParams {
     head_dim: u32,
     dim: u32,
     count: u32,
-    _pad: u32,
+    row_step: u32,
 }
 
 /// The shape of one attention call.
@@ -24,6 +24,9 @@ pub(crate) struct AttnShape {
     pub tokens: usize,
     pub heads: usize,
     pub head_dim: usize,
+    /// Compute the class token's query row only (keys and values still cover every token):
+    /// all the last block needs under class-token pooling.
+    pub class_token_only: bool,
 }
 
 impl AttnShape {
@@ -109,15 +112,17 @@ impl Attention {
         let (b, n, h, d) = (s.batch, s.tokens, s.heads, s.head_dim);
         let dim = h * d;
         let np = s.padded();
+        // Query rows per (image, head).
+        let queries = if s.class_token_only { 1 } else { n };
         let params = AttnParams {
-            rows: (b * h * n) as u32,
+            rows: (b * h * queries) as u32,
             tokens: n as u32,
             padded: np as u32,
             heads: h as u32,
             head_dim: d as u32,
             dim: dim as u32,
             count: (b * n * dim) as u32,
-            _pad: 0,
+            row_step: (n / queries) as u32,
         };
         let uniform = gpu.uniform("attention params", &params);
         // Views into qkv [B·N, 3D]: head h of image i starts at row i·N, column (0|D|2D) + h·d.
@@ -141,7 +146,7 @@ impl Attention {
                 (buf.qkv, qkv_view(dim)),
                 (buf.scores, scores_view),
                 Batched {
-                    m: n,
+                    m: queries,
                     n,
                     k: d,
                     images: b,
@@ -155,9 +160,9 @@ impl Attention {
             .dispatch(
                 gpu,
                 &[buf.scores, buf.cls_scores, &uniform],
-                linear_grid((b * h * n) as u32),
+                linear_grid((b * h * queries) as u32),
             )
-            .work(4 * b * h * n * n, 4 * 2 * b * h * n * n)
+            .work(4 * b * h * queries * n, 4 * 2 * b * h * queries * n)
             .named(format!("{name}.softmax"));
         let split = self
             .split_v
@@ -191,7 +196,7 @@ impl Attention {
                     },
                 ),
                 Batched {
-                    m: n,
+                    m: queries,
                     n: d,
                     k: np,
                     images: b,

@@ -80,7 +80,8 @@ struct GemmParams {
     w: View,
     c: View,
     alpha: f32,
-    _pad: [u32; 3],
+    col_offset: u32,
+    _pad: [u32; 2],
 }
 
 /// Which GEMM kernels run: the fastest shape differs between CPU rasterizers and GPUs.
@@ -177,7 +178,41 @@ impl Gemm {
             heads: 1,
         };
         let views = [View::rows(k), View::rows(k), View::rows(n)];
-        self.launch(gpu, [a, w, bias, scale, c], views, shape, epilogue, 1.0)
+        self.launch(
+            gpu,
+            [a, w, bias, scale, c],
+            views,
+            shape,
+            epilogue,
+            (1.0, 0),
+        )
+    }
+
+    /// An nn.Linear over strided views: `m` rows of `a` (rows `a_view.row` apart) times the
+    /// output features `col_offset..col_offset + n` of `w` (its rows from `w_view.offset`),
+    /// written to rows of `c` `c_view.row` apart. Lets the last block work on class tokens
+    /// only and compute just K and V for the rest.
+    #[allow(clippy::too_many_arguments)]
+    pub fn linear_strided(
+        &self,
+        gpu: &Gpu,
+        (a, a_view): (&wgpu::Buffer, View),
+        (w, w_view): (&wgpu::Buffer, View),
+        (bias, scale, col_offset): (&wgpu::Buffer, &wgpu::Buffer, usize),
+        (c, c_view): (&wgpu::Buffer, View),
+        (m, n, k): (usize, usize, usize),
+        epilogue: Epilogue,
+    ) -> Dispatch {
+        let shape = Batched {
+            m,
+            n,
+            k,
+            images: 1,
+            heads: 1,
+        };
+        let views = [a_view, w_view, c_view];
+        let buffers = [a, w, bias, scale, c];
+        self.launch(gpu, buffers, views, shape, epilogue, (1.0, col_offset))
     }
 
     /// `c = alpha · a · wᵀ` for every (image, head) matrix of the views.
@@ -193,7 +228,14 @@ impl Gemm {
     ) -> Dispatch {
         // The Scaled epilogue reads neither bias nor scale: bind anything.
         let views = [a_view, w_view, c_view];
-        self.launch(gpu, [a, w, a, a, c], views, shape, Epilogue::Scaled, alpha)
+        self.launch(
+            gpu,
+            [a, w, a, a, c],
+            views,
+            shape,
+            Epilogue::Scaled,
+            (alpha, 0),
+        )
     }
 
     fn launch(
@@ -203,7 +245,7 @@ impl Gemm {
         [a_view, w_view, c_view]: [View; 3],
         s: Batched,
         epilogue: Epilogue,
-        alpha: f32,
+        (alpha, col_offset): (f32, usize),
     ) -> Dispatch {
         let params = GemmParams {
             m: s.m as u32,
@@ -214,7 +256,8 @@ impl Gemm {
             w: w_view,
             c: c_view,
             alpha,
-            _pad: [0; 3],
+            col_offset: col_offset as u32,
+            _pad: [0; 2],
         };
         let uniform = gpu.uniform("gemm params", &params);
         let vec4 = !self.tiled && s.k.is_multiple_of(4) && a_view.aligned() && w_view.aligned();

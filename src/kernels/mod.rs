@@ -12,7 +12,7 @@ pub(crate) use agcam::AgcamKernels;
 pub(crate) use attention::{Attention, AttnBuffers, AttnShape};
 pub(crate) use baselines::{Baselines, ChainStep};
 pub use gemm::GemmKind;
-pub(crate) use gemm::{Epilogue, Gemm};
+pub(crate) use gemm::{Epilogue, Gemm, View};
 pub(crate) use layernorm::{LayerNorm, RowMap};
 pub(crate) use tokens::Tokens;
 

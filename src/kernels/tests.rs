@@ -811,14 +811,20 @@ fn attention_reference(qkv: &[f32], s: AttnShape) -> (Vec<f64>, Vec<f64>, Vec<f6
 #[test]
 fn attention_matches_f64_softmax_attention() {
     let mut rng = Rng::new(8);
-    for tokens in [1, 7, 197] {
-        for heads in [1, 3] {
-            for head_dim in [6, 12, 64] {
+    for (tokens, heads, head_dim, class_token_only) in [1, 7, 197]
+        .into_iter()
+        .flat_map(|t| [1, 3].map(|h| (t, h)))
+        .flat_map(|(t, h)| [6, 12, 64].map(|d| (t, h, d)))
+        .flat_map(|(t, h, d)| [false, true].map(|c| (t, h, d, c)))
+    {
+        {
+            {
                 let s = AttnShape {
                     batch: 2,
                     tokens,
                     heads,
                     head_dim,
+                    class_token_only,
                 };
                 let dim = heads * head_dim;
                 let rows = s.batch * tokens;
@@ -828,9 +834,26 @@ fn attention_matches_f64_softmax_attention() {
                 let cls0 = rng.vec(s.batch * heads * tokens, -1.0, 1.0);
                 let (want_out, want_cls, want_v) = attention_reference(&qkv, s);
                 let shape = format!(
-                    "batch={} tokens={tokens} heads={heads} head_dim={head_dim}",
+                    "batch={} tokens={tokens} heads={heads} head_dim={head_dim} \
+                     class_token_only={class_token_only}",
                     s.batch
                 );
+                // With the class token's query only, the other rows keep their old values.
+                let want_out: Vec<f64> = if class_token_only {
+                    want_out
+                        .iter()
+                        .enumerate()
+                        .map(|(i, &w)| {
+                            if (i / dim) % tokens == 0 {
+                                w
+                            } else {
+                                sentinel[i] as f64
+                            }
+                        })
+                        .collect()
+                } else {
+                    want_out
+                };
                 for (gpu, kern) in devices() {
                     let qkv_buf = gpu.storage_from("qkv", &qkv);
                     let scores = gpu.storage("scores", 4 * (s.batch * s.scores_per_image()) as u64);
@@ -893,6 +916,7 @@ fn attention_softmax_and_split_v_past_65535_rows() {
         tokens: 2,
         heads: 4,
         head_dim: 3,
+        class_token_only: false,
     };
     let (b, n, h, d) = (s.batch, s.tokens, s.heads, s.head_dim);
     let (dim, np) = (h * d, s.padded());
