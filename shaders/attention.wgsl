@@ -5,7 +5,7 @@
 // Score rows and Vᵀ rows are padded to a multiple of 4 (`padded`) with zeros, so the second
 // GEMM can read them as vec4; the padding is never written.
 
-const WG: u32 = 64u;
+const WG: u32 = REDUCE_WG;
 
 struct AttnParams {
     // Rows of scores: images · heads · tokens.
@@ -33,23 +33,6 @@ struct AttnParams {
 // [B, H, d, padded]: V transposed per head, the W operand of probs · V.
 @group(0) @binding(5) var<storage, read_write> v_t: array<f32>;
 
-var<workgroup> partial: array<f32, WG>;
-
-fn reduce(value: f32, lid: u32, is_max: bool) -> f32 {
-    partial[lid] = value;
-    workgroupBarrier();
-    for (var s = WG / 2u; s > 0u; s >>= 1u) {
-        if (lid < s) {
-            let o = partial[lid + s];
-            partial[lid] = select(partial[lid] + o, max(partial[lid], o), is_max);
-        }
-        workgroupBarrier();
-    }
-    let r = partial[0];
-    workgroupBarrier();
-    return r;
-}
-
 @compute @workgroup_size(WG)
 fn softmax_rows(
     @builtin(workgroup_id) wid: vec3<u32>,
@@ -72,14 +55,14 @@ fn softmax_rows(
             cls_scores[(real_row / n) * n + j] = s;
         }
     }
-    m = reduce(m, lid, true);
+    m = workgroup_reduce(m, lid, true);
     var sum = 0.0;
     for (var j = lid; j < n; j += WG) {
         let e = exp(scores[o + j] - m);
         scores[o + j] = e;
         sum += e;
     }
-    let inv = 1.0 / reduce(sum, lid, false);
+    let inv = 1.0 / workgroup_reduce(sum, lid, false);
     for (var j = lid; j < n; j += WG) {
         scores[o + j] *= inv;
     }

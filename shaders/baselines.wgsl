@@ -4,7 +4,7 @@
 // Rollout needs only R's class-token row, so it runs as a row-vector chain r ← r · Â_k from
 // the last layer down, over the Â_k that `head_mean` keeps during the forward pass.
 
-const WG: u32 = 64u;
+const WG: u32 = REDUCE_WG;
 
 struct BaselineParams {
     images: u32,
@@ -85,23 +85,6 @@ fn rollout_step(
     }
 }
 
-var<workgroup> partial: array<f32, WG>;
-
-fn reduce(value: f32, lid: u32, is_max: bool) -> f32 {
-    partial[lid] = value;
-    workgroupBarrier();
-    for (var s = WG / 2u; s > 0u; s >>= 1u) {
-        if (lid < s) {
-            let o = partial[lid + s];
-            partial[lid] = select(partial[lid] + o, max(partial[lid], o), is_max);
-        }
-        workgroupBarrier();
-    }
-    let r = partial[0];
-    workgroupBarrier();
-    return r;
-}
-
 // One workgroup per image: softmax of each head's class-token score row, mean over heads.
 @compute @workgroup_size(WG)
 fn raw_attention(
@@ -119,12 +102,12 @@ fn raw_attention(
         for (var j = lid; j < n; j += WG) {
             m = max(m, src[o + j]);
         }
-        m = reduce(m, lid, true);
+        m = workgroup_reduce(m, lid, true);
         var sum = 0.0;
         for (var j = lid; j < n; j += WG) {
             sum += exp(src[o + j] - m);
         }
-        let scale = 1.0 / (reduce(sum, lid, false) * f32(p.heads));
+        let scale = 1.0 / (workgroup_reduce(sum, lid, false) * f32(p.heads));
         for (var j = lid + 1u; j < n; j += WG) {
             dst[img * (n - 1u) + j - 1u] += exp(src[o + j] - m) * scale;
         }

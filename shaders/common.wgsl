@@ -35,3 +35,24 @@ fn gelu(x: f32) -> f32 {
 fn gelu_grad(x: f32) -> f32 {
     return normal_cdf(x) + x * INV_SQRT_2PI * exp(-0.5 * x * x);
 }
+
+// Workgroup size of every kernel that reduces across its workgroup with `workgroup_reduce`.
+const REDUCE_WG: u32 = 64u;
+var<workgroup> reduce_scratch: array<f32, REDUCE_WG>;
+
+// Sum (or max) of `value` over the REDUCE_WG invocations of the workgroup, returned to all.
+// Must be reached by every invocation (it holds barriers).
+fn workgroup_reduce(value: f32, lid: u32, is_max: bool) -> f32 {
+    reduce_scratch[lid] = value;
+    workgroupBarrier();
+    for (var s = REDUCE_WG / 2u; s > 0u; s >>= 1u) {
+        if (lid < s) {
+            let o = reduce_scratch[lid + s];
+            reduce_scratch[lid] = select(reduce_scratch[lid] + o, max(reduce_scratch[lid], o), is_max);
+        }
+        workgroupBarrier();
+    }
+    let r = reduce_scratch[0];
+    workgroupBarrier();
+    return r;
+}

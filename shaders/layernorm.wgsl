@@ -1,7 +1,7 @@
 // LayerNorm over the last axis, forward and the backward the AGCAM chain needs.
 // One workgroup per row; rows past 65535 spill into the y dimension of the dispatch.
 
-const WG: u32 = 64u;
+const WG: u32 = REDUCE_WG;
 
 struct LnParams {
     rows: u32,
@@ -26,22 +26,6 @@ struct LnParams {
 // Backward only: the gradient with respect to the norm's output, [rows, dim].
 @group(0) @binding(5) var<storage, read> upstream: array<f32>;
 
-var<workgroup> partial: array<f32, WG>;
-
-fn workgroup_sum(value: f32, lid: u32) -> f32 {
-    partial[lid] = value;
-    workgroupBarrier();
-    for (var s = WG / 2u; s > 0u; s >>= 1u) {
-        if (lid < s) {
-            partial[lid] += partial[lid + s];
-        }
-        workgroupBarrier();
-    }
-    let total = partial[0];
-    workgroupBarrier();
-    return total;
-}
-
 fn input_base(row: u32) -> u32 {
     return (row / p.rows_per_input) * p.input_row_stride * p.dim;
 }
@@ -52,13 +36,13 @@ fn row_stats(base: u32, lid: u32) -> vec2<f32> {
     for (var i = lid; i < p.dim; i += WG) {
         s += x[base + i];
     }
-    let mean = workgroup_sum(s, lid) / f32(p.dim);
+    let mean = workgroup_reduce(s, lid, false) / f32(p.dim);
     var q = 0.0;
     for (var i = lid; i < p.dim; i += WG) {
         let d = x[base + i] - mean;
         q += d * d;
     }
-    let variance = workgroup_sum(q, lid) / f32(p.dim);
+    let variance = workgroup_reduce(q, lid, false) / f32(p.dim);
     return vec2<f32>(mean, inverseSqrt(variance + p.eps));
 }
 
@@ -102,8 +86,8 @@ fn layernorm_backward(
         s_gu += gu;
         s_gux += gu * (x[base + i] - stats.x) * stats.y;
     }
-    let mean_gu = workgroup_sum(s_gu, lid) / f32(p.dim);
-    let mean_gux = workgroup_sum(s_gux, lid) / f32(p.dim);
+    let mean_gu = workgroup_reduce(s_gu, lid, false) / f32(p.dim);
+    let mean_gux = workgroup_reduce(s_gux, lid, false) / f32(p.dim);
     for (var i = lid; i < p.dim; i += WG) {
         let xhat = (x[base + i] - stats.x) * stats.y;
         let dx = stats.y * (gamma[i] * upstream[o + i] - mean_gu - xhat * mean_gux);
