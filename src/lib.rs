@@ -1,6 +1,7 @@
 //! agcam: Attention-Guided CAM for Vision Transformers on wgpu.
 
 pub mod error;
+pub mod eval;
 pub mod explain;
 pub mod gpu;
 pub mod image;
