@@ -15,11 +15,14 @@ use agcam::{Engine, EngineOptions, Method};
 
 const CLASSES: [&str; 3] = ["circle", "square", "triangle"];
 
-/// The first backend that opens, Vulkan before GL (each backend is opened only if needed).
+/// The first backend that opens, Vulkan before GL (each backend is opened only if needed);
+/// `AGCAM_TEST_BACKEND=vulkan|gl` picks one.
 fn gpu() -> Gpu {
-    [Backend::Vulkan, Backend::Gl]
+    let only = std::env::var("AGCAM_TEST_BACKEND").ok();
+    [("vulkan", Backend::Vulkan), ("gl", Backend::Gl)]
         .iter()
-        .find_map(|&b| open_each(&[b]).into_iter().find_map(Result::ok))
+        .filter(|(name, _)| only.as_deref().is_none_or(|o| o == *name))
+        .find_map(|&(_, b)| open_each(&[b]).into_iter().find_map(Result::ok))
         .expect("no GPU adapter: install mesa-vulkan-drivers")
 }
 
