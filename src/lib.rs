@@ -2,6 +2,7 @@
 
 pub mod bench;
 pub mod error;
+pub mod eval;
 pub mod explain;
 pub mod gpu;
 pub mod image;

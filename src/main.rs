@@ -1,5 +1,7 @@
 //! The `agcam` command line: parses arguments, calls the library, prints.
 
+mod cli_eval;
+
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -47,6 +49,9 @@ enum Command {
     Profile(ProfileArgs),
     /// Explanations per second and ms per image, forward-only next to explain, per batch size.
     Bench(BenchArgs),
+    /// Run the paper's evaluation protocols (localization, perturbation) on a dataset folder.
+    #[command(subcommand)]
+    Eval(cli_eval::EvalCommand),
 }
 
 #[derive(Args)]
@@ -538,6 +543,7 @@ fn run(cli: &Cli) -> agcam::Result<bool> {
         Command::Explain(args) => explain(args),
         Command::Predict(args) => predict(args),
         Command::Profile(args) => profile(args),
+        Command::Eval(command) => cli_eval::run(command),
         Command::Devices { json } => {
             let adapters = list_adapters(None);
             if *json {
