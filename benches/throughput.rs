@@ -27,6 +27,7 @@ fn main() {
         iters: 2,
         max_gpu_mem: 4 << 30,
         gemm: agcam::GemmKind::Auto,
+        precision: agcam::Precision::F32,
     };
     for name in [
         "vit_tiny_patch16_224",

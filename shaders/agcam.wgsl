@@ -26,6 +26,17 @@ struct AgcamParams {
 @group(0) @binding(4) var<storage, read_write> out: array<f32>;
 @group(0) @binding(5) var<uniform> p: AgcamParams;
 @group(0) @binding(6) var<storage, read_write> classes: array<u32>;
+// vecmat: `weight` as f16 pairs, read instead of it when W_F16 (the host binds both).
+@group(0) @binding(7) var<storage, read> weight_h: array<u32>;
+
+override W_F16: bool = false;
+
+fn load_weight(i: u32) -> f32 {
+    if (W_F16) {
+        return unpack2x16float(weight_h[i >> 1u])[i & 1u];
+    }
+    return weight[i];
+}
 
 const NONE: u32 = 0xffffffffu;
 
@@ -111,7 +122,7 @@ fn vecmat(
         rows[t] = min(r0 + t, p.rows - 1u) * p.in_dim;
     }
     for (var i = 0u; i < p.in_dim; i++) {
-        let w = weight[i * p.out_dim + j] * scale[i];
+        let w = load_weight(i * p.out_dim + j) * scale[i];
         for (var t = 0u; t < VM_ROWS; t++) {
             acc[t] += input[rows[t] + i] * w;
         }

@@ -35,6 +35,8 @@ struct GemmParams {
 }
 
 override EPILOGUE: u32 = 0u;
+// W holds f16 values, two per u32 (half the memory and bandwidth); arithmetic stays f32.
+override W_F16: bool = false;
 
 @group(0) @binding(0) var<storage, read> a4: array<vec4<f32>>;
 @group(0) @binding(1) var<storage, read> w4: array<vec4<f32>>;
@@ -46,6 +48,26 @@ override EPILOGUE: u32 = 0u;
 // multiple of 4.
 @group(0) @binding(6) var<storage, read> a1: array<f32>;
 @group(0) @binding(7) var<storage, read> w1: array<f32>;
+// The same W as f16 pairs, read instead of w4 / w1 when W_F16 (the host binds W to both).
+@group(0) @binding(8) var<storage, read> w4h: array<vec2<u32>>;
+@group(0) @binding(9) var<storage, read> w1h: array<u32>;
+
+// Four consecutive W values starting at element 4·i.
+fn load_w4(i: u32) -> vec4<f32> {
+    if (W_F16) {
+        let u = w4h[i];
+        return vec4<f32>(unpack2x16float(u.x), unpack2x16float(u.y));
+    }
+    return w4[i];
+}
+
+// W element i.
+fn load_w(i: u32) -> f32 {
+    if (W_F16) {
+        return unpack2x16float(w1h[i >> 1u])[i & 1u];
+    }
+    return w1[i];
+}
 
 // Start of matrix z of a view.
 fn base(v: View, z: u32) -> u32 {
@@ -102,10 +124,10 @@ fn gemm_vec4(@builtin(global_invocation_id) gid: vec3<u32>) {
     let rw3 = w0 + min(n0 + 3u, p.n - 1u) * ldw;
     var acc: array<vec4<f32>, 4>;
     for (var kk = 0u; kk < k4; kk++) {
-        let b0 = w4[rw0 + kk];
-        let b1 = w4[rw1 + kk];
-        let b2 = w4[rw2 + kk];
-        let b3 = w4[rw3 + kk];
+        let b0 = load_w4(rw0 + kk);
+        let b1 = load_w4(rw1 + kk);
+        let b2 = load_w4(rw2 + kk);
+        let b3 = load_w4(rw3 + kk);
         let x0 = a4[ra0 + kk];
         acc[0] += vec4<f32>(dot(x0, b0), dot(x0, b1), dot(x0, b2), dot(x0, b3));
         let x1 = a4[ra1 + kk];
@@ -136,7 +158,12 @@ fn gemm_scalar(@builtin(global_invocation_id) gid: vec3<u32>) {
     }
     var acc: array<vec4<f32>, 4>;
     for (var kk = 0u; kk < p.k; kk++) {
-        let b = vec4<f32>(w1[cols[0] + kk], w1[cols[1] + kk], w1[cols[2] + kk], w1[cols[3] + kk]);
+        let b = vec4<f32>(
+            load_w(cols[0] + kk),
+            load_w(cols[1] + kk),
+            load_w(cols[2] + kk),
+            load_w(cols[3] + kk),
+        );
         for (var i = 0u; i < 4u; i++) {
             acc[i] += a1[rows[i] + kk] * b;
         }
@@ -181,7 +208,7 @@ fn gemm_tiled(
             }
             var wv = 0.0;
             if (n < p.n && k < p.k) {
-                wv = w1[w0 + n * p.w.row + k];
+                wv = load_w(w0 + n * p.w.row + k);
             }
             a_tile[kk * TILE_MN + r] = av;
             w_tile[kk * TILE_MN + r] = wv;

@@ -19,6 +19,10 @@ struct TokenParams {
 @group(0) @binding(3) var<storage, read_write> dst: array<f32>;
 @group(0) @binding(4) var<uniform> p: TokenParams;
 @group(0) @binding(5) var<storage, read> index: array<u32>;
+// gather_indexed: `src` as f16 pairs, read instead of it when SRC_F16 (the host binds both).
+@group(0) @binding(6) var<storage, read> src_h: array<u32>;
+
+override SRC_F16: bool = false;
 
 fn element(wid: vec3<u32>, nwg: vec3<u32>, lid: u32) -> u32 {
     return linear_workgroup(wid, nwg) * WG + lid;
@@ -107,7 +111,12 @@ fn gather_indexed(
         return;
     }
     let d = p.dim;
-    dst[idx] = src[index[idx / d] * d + idx % d];
+    let i = index[idx / d] * d + idx % d;
+    if (SRC_F16) {
+        dst[idx] = unpack2x16float(src_h[i >> 1u])[i & 1u];
+    } else {
+        dst[idx] = src[i];
+    }
 }
 
 // dst[b] = mean of src's patch tokens (all but the class token) of image b: global average

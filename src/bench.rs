@@ -7,7 +7,7 @@ use std::time::Instant;
 use crate::error::Result;
 use crate::explain::{Engine, EngineOptions, Target};
 use crate::gpu::Gpu;
-use crate::kernels::GemmKind;
+use crate::kernels::{GemmKind, Precision};
 use crate::model::Model;
 
 /// What to measure.
@@ -23,6 +23,8 @@ pub struct BenchOptions {
     pub max_gpu_mem: u64,
     /// GEMM kernels.
     pub gemm: GemmKind,
+    /// Weight storage.
+    pub precision: Precision,
 }
 
 /// One measured point.
@@ -36,6 +38,8 @@ pub struct BenchRow {
     pub batch: usize,
     /// `forward` or `explain`.
     pub mode: String,
+    /// Weight storage.
+    pub precision: Precision,
     /// Classes explained per image (0 for forward).
     pub top_k: usize,
     /// Wall-clock milliseconds per image, including upload and readback.
@@ -59,6 +63,7 @@ pub fn run(
             max_batch: batch,
             max_gpu_mem: options.max_gpu_mem,
             gemm: options.gemm,
+            precision: options.precision,
         };
         let mut engine = Engine::with_options(gpu.clone(), model, &engine_options)?;
         // A fixed, non-constant input: some kernels' speed does not depend on values, but a
@@ -86,6 +91,7 @@ pub fn run(
                 adapter: gpu.describe(),
                 batch,
                 mode: if top_k == 0 { "forward" } else { "explain" }.into(),
+                precision: options.precision,
                 top_k,
                 ms_per_image: per_image * 1e3,
                 images_per_s: 1.0 / per_image,

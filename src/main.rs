@@ -9,7 +9,7 @@ use agcam::gpu::{list_adapters, Backend, Gpu, GpuOptions};
 use agcam::model::{load_model, ConfigOverrides, Model, ModelConfig};
 use agcam::output::{write_class, RunInfo, Stems};
 use agcam::pipeline::{collect_images, explain_files, Outcome};
-use agcam::{Engine, EngineOptions, Error, GemmKind, Method, Target};
+use agcam::{Engine, EngineOptions, Error, GemmKind, Method, Precision, Target};
 use clap::{Args, Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 
@@ -94,6 +94,9 @@ struct GpuArgs {
     /// GEMM kernels: registers (CPU rasterizers), tiled (GPUs), or auto by adapter class.
     #[arg(long, value_enum, default_value_t = GemmKind::Auto)]
     gemm: GemmKind,
+    /// Weight storage on the GPU: f16 halves weight memory and bandwidth (arithmetic stays f32).
+    #[arg(long, value_enum, default_value_t = Precision::F32)]
+    precision: Precision,
 }
 
 #[derive(Args)]
@@ -189,6 +192,9 @@ struct BenchArgs {
     /// GEMM kernels: registers (CPU rasterizers), tiled (GPUs), or auto by adapter class.
     #[arg(long, value_enum, default_value_t = GemmKind::Auto)]
     gemm: GemmKind,
+    /// Weight storage on the GPU: f16 halves weight memory and bandwidth (arithmetic stays f32).
+    #[arg(long, value_enum, default_value_t = Precision::F32)]
+    precision: Precision,
 }
 
 fn parse_size(s: &str) -> Result<(usize, usize), String> {
@@ -259,6 +265,7 @@ impl GpuArgs {
             max_batch: self.batch,
             max_gpu_mem: self.max_gpu_mem << 20,
             gemm: self.gemm,
+            precision: self.precision,
         };
         Engine::with_options(gpu, model, &options)
     }
@@ -516,6 +523,7 @@ fn bench(args: &BenchArgs) -> agcam::Result<bool> {
         iters: args.iters,
         max_gpu_mem: args.max_gpu_mem << 20,
         gemm: args.gemm,
+        precision: args.precision,
     };
     println!(
         "{:<24} {:>6} {:>8} {:>6} {:>12} {:>10}",

@@ -3,7 +3,9 @@
 //! score row, and the class token's residual stream before the MLP.
 
 use crate::gpu::Gpu;
-use crate::kernels::{AttnBuffers, AttnShape, Dispatch, Epilogue, Kernels, RowMap, View};
+use crate::kernels::{
+    AttnBuffers, AttnShape, Dispatch, Epilogue, Kernels, Precision, RowMap, View,
+};
 use crate::model::{HostTensor, ModelConfig, Pooling, VitWeights};
 
 /// One block's weights on the GPU.
@@ -41,10 +43,32 @@ pub(crate) struct GpuWeights {
     pub ones: wgpu::Buffer,
 }
 
+/// `data` as f16, two values per u32 (low half first), as `unpack2x16float` reads them.
+fn pack_f16(data: &[f32]) -> Vec<u32> {
+    data.chunks(2)
+        .map(|pair| {
+            let lo = half::f16::from_f32(pair[0]).to_bits() as u32;
+            let hi = pair
+                .get(1)
+                .map_or(0, |&v| half::f16::from_f32(v).to_bits() as u32);
+            lo | hi << 16
+        })
+        .collect()
+}
+
 impl GpuWeights {
-    /// Uploads every tensor once.
-    pub fn upload(gpu: &Gpu, cfg: &ModelConfig, w: &VitWeights) -> GpuWeights {
+    /// Uploads every tensor once; with [`Precision::F16`] the weight matrices as f16.
+    pub fn upload(
+        gpu: &Gpu,
+        cfg: &ModelConfig,
+        w: &VitWeights,
+        precision: Precision,
+    ) -> GpuWeights {
         let up = |name: &str, t: &HostTensor| gpu.storage_from(name, &t.data);
+        let matrix = |name: &str, t: &HostTensor| match precision {
+            Precision::F32 => up(name, t),
+            Precision::F16 => gpu.storage_from(name, &pack_f16(&t.data)),
+        };
         let ones = vec![1.0f32; cfg.embed_dim.max(cfg.mlp_hidden)];
         let ones_buffer = gpu.storage_from("ones", &ones);
         let scale = |name: &str, t: &Option<HostTensor>| match t {
@@ -52,7 +76,7 @@ impl GpuWeights {
             None => ones_buffer.clone(),
         };
         GpuWeights {
-            patch_w: up("patch_embed.proj.weight", &w.patch_w),
+            patch_w: matrix("patch_embed.proj.weight", &w.patch_w),
             patch_b: up("patch_embed.proj.bias", &w.patch_b),
             cls_token: up("cls_token", &w.cls_token),
             pos_embed: up("pos_embed", &w.pos_embed),
@@ -62,23 +86,23 @@ impl GpuWeights {
                 .map(|b| GpuBlock {
                     norm1_w: up("norm1.weight", &b.norm1_w),
                     norm1_b: up("norm1.bias", &b.norm1_b),
-                    qkv_w: up("attn.qkv.weight", &b.qkv_w),
+                    qkv_w: matrix("attn.qkv.weight", &b.qkv_w),
                     qkv_b: up("attn.qkv.bias", &b.qkv_b),
-                    proj_w: up("attn.proj.weight", &b.proj_w),
+                    proj_w: matrix("attn.proj.weight", &b.proj_w),
                     proj_b: up("attn.proj.bias", &b.proj_b),
                     ls1: scale("ls1.gamma", &b.ls1),
                     norm2_w: up("norm2.weight", &b.norm2_w),
                     norm2_b: up("norm2.bias", &b.norm2_b),
-                    fc1_w: up("mlp.fc1.weight", &b.fc1_w),
+                    fc1_w: matrix("mlp.fc1.weight", &b.fc1_w),
                     fc1_b: up("mlp.fc1.bias", &b.fc1_b),
-                    fc2_w: up("mlp.fc2.weight", &b.fc2_w),
+                    fc2_w: matrix("mlp.fc2.weight", &b.fc2_w),
                     fc2_b: up("mlp.fc2.bias", &b.fc2_b),
                     ls2: scale("ls2.gamma", &b.ls2),
                 })
                 .collect(),
             norm_w: up("norm.weight", &w.norm_w),
             norm_b: up("norm.bias", &w.norm_b),
-            head_w: up("head.weight", &w.head_w),
+            head_w: matrix("head.weight", &w.head_w),
             head_b: up("head.bias", &w.head_b),
             ones: ones_buffer,
         }

@@ -172,3 +172,49 @@ fn average_pooling_predicts_and_refuses_agcam() {
         assert_eq!(rollout.len(), 2);
     }
 }
+
+#[test]
+fn f16_weights_stay_close_to_f32() {
+    use agcam::Precision;
+    // Layer scale, widths that are and are not multiples of 4 (vec4 and scalar GEMM paths).
+    for (model, gemms) in [
+        (
+            odd_model(true, (36, 3, 3), 90, 7),
+            [GemmKind::Registers, GemmKind::Tiled],
+        ),
+        (
+            odd_model(false, (30, 2, 5), 62, 8),
+            [GemmKind::Registers, GemmKind::Tiled],
+        ),
+    ] {
+        let cfg = &model.config;
+        let len = 3 * cfg.image_size.0 * cfg.image_size.1;
+        let images = common::noise(2 * len, 11);
+        for gpu in common::gpus() {
+            for gemm in gemms {
+                let run = |precision| {
+                    let options = EngineOptions {
+                        gemm,
+                        precision,
+                        ..Default::default()
+                    };
+                    let mut engine = Engine::with_options(gpu.clone(), &model, &options).unwrap();
+                    engine.explain(&images, &Target::TopK(2)).unwrap()
+                };
+                let (full, half) = (run(Precision::F32), run(Precision::F16));
+                for (f, h) in full.iter().zip(&half) {
+                    for (mf, mh) in f.maps.iter().zip(&h.maps) {
+                        assert_eq!(mf.class, mh.class);
+                        let want: Vec<f64> = mf.map.iter().map(|&v| v as f64).collect();
+                        let (err, scale) = common::max_error(&mh.map, &want);
+                        assert!(
+                            err <= 1e-2 * scale,
+                            "{} {gemm:?}: f16 map error {err:e} of {scale:e}",
+                            gpu.describe()
+                        );
+                    }
+                }
+            }
+        }
+    }
+}

@@ -8,7 +8,7 @@ mod common;
 use std::path::{Path, PathBuf};
 
 use agcam::model::{load_model, ConfigOverrides, Model};
-use agcam::{Engine, Target};
+use agcam::{Engine, EngineOptions, Precision, Target};
 use safetensors::{Dtype, SafeTensors};
 
 const FIXTURES: &[&str] = &["odd_ls", "odd_nols", "vit_ti"];
@@ -135,6 +135,24 @@ fn engine_matches_pytorch_autograd() {
             let mut engine = Engine::new(gpu.clone(), &r.model).unwrap();
             compare(name, &r, &mut engine, &input, "");
         }
+    }
+}
+
+/// vit_ti's weights are f16 values, so f16 storage on the GPU loses nothing: the f16 path must
+/// match the reference as tightly as f32 does.
+#[test]
+fn f16_weights_match_pytorch_when_the_checkpoint_is_f16() {
+    for gpu in common::gpus() {
+        let r = Reference::load("vit_ti");
+        let st = r.st();
+        let (_, input) = tensor(&st, "input");
+        let input: Vec<f32> = input.iter().map(|&v| v as f32).collect();
+        let options = EngineOptions {
+            precision: Precision::F16,
+            ..Default::default()
+        };
+        let mut engine = Engine::with_options(gpu.clone(), &r.model, &options).unwrap();
+        compare("vit_ti f16", &r, &mut engine, &input, "");
     }
 }
 

@@ -11,7 +11,7 @@ use baselines::{record_raw_attention, record_rollout, rollout_bytes_per_image, R
 
 use crate::error::{Error, Result};
 use crate::gpu::Gpu;
-use crate::kernels::{encode, Dispatch, GemmKind, Kernels};
+use crate::kernels::{encode, Dispatch, GemmKind, Kernels, Precision};
 use crate::model::{Model, ModelConfig, Pooling};
 use crate::vit::{
     activation_bytes_per_image, largest_binding_per_image, record_forward, Activations, GpuWeights,
@@ -134,6 +134,8 @@ pub struct EngineOptions {
     pub max_gpu_mem: u64,
     /// GEMM kernels to use (default: chosen by adapter class).
     pub gemm: GemmKind,
+    /// How the weight matrices are stored on the GPU.
+    pub precision: Precision,
 }
 
 impl Default for EngineOptions {
@@ -142,6 +144,7 @@ impl Default for EngineOptions {
             max_batch: 32,
             max_gpu_mem: 2 << 30,
             gemm: GemmKind::Auto,
+            precision: Precision::F32,
         }
     }
 }
@@ -205,8 +208,8 @@ impl Engine {
                 options.max_gpu_mem >> 20
             )));
         }
-        let kernels = Kernels::new(&gpu, options.gemm);
-        let weights = GpuWeights::upload(&gpu, cfg, &model.weights);
+        let kernels = Kernels::new(&gpu, options.gemm, options.precision);
+        let weights = GpuWeights::upload(&gpu, cfg, &model.weights, options.precision);
         Ok(Engine {
             gpu,
             config: cfg.clone(),

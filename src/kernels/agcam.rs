@@ -1,7 +1,7 @@
 //! Launcher of shaders/agcam.wgsl: top-k class choice, the transposed-Linear products of the
 //! backward chain, and the fused ReLU(gradient) × sigmoid(score) map accumulation.
 
-use super::{module, Access, Dispatch, Kernel};
+use super::{module, Access, Dispatch, Kernel, Precision};
 use crate::gpu::Gpu;
 
 const WG: u32 = 64;
@@ -28,8 +28,10 @@ pub(crate) struct AgcamKernels {
 }
 
 impl AgcamKernels {
-    pub fn new(gpu: &Gpu) -> AgcamKernels {
+    /// `precision` is that of the weights `vecmat` reads.
+    pub fn new(gpu: &Gpu, precision: Precision) -> AgcamKernels {
         let m = module(gpu, "agcam");
+        let w_f16 = [("W_F16", (precision == Precision::F16) as u32 as f64)];
         AgcamKernels {
             topk: Kernel::new(
                 gpu,
@@ -53,8 +55,9 @@ impl AgcamKernels {
                     (3, Access::Read),
                     (4, Access::ReadWrite),
                     (5, Access::Uniform),
+                    (7, Access::Read),
                 ],
-                &[],
+                &w_f16,
             ),
             accumulate: Kernel::new(
                 gpu,
@@ -124,7 +127,7 @@ impl AgcamKernels {
         self.vecmat
             .dispatch(
                 gpu,
-                &[input, scale, weight, gate.unwrap_or(input), out, &u],
+                &[input, scale, weight, gate.unwrap_or(input), out, &u, weight],
                 groups,
             )
             .work(

@@ -1,7 +1,7 @@
 //! Launcher of shaders/gemm.wgsl: `C = epilogue(A · Wᵀ)` for nn.Linear layers and, batched over
 //! images × heads with strided views, for the two products of attention.
 
-use super::{module, Access, Dispatch, Kernel};
+use super::{module, Access, Dispatch, Kernel, Precision};
 use crate::gpu::Gpu;
 
 /// What happens to the product before it is stored.
@@ -24,6 +24,7 @@ const EPILOGUES: [Epilogue; 4] = [
     Epilogue::Scaled,
 ];
 
+// A, W, bias, scale, C, params, then W again as f16 pairs (read instead when W_F16).
 const VEC4_BINDINGS: &[(u32, Access)] = &[
     (0, Access::Read),
     (1, Access::Read),
@@ -31,6 +32,7 @@ const VEC4_BINDINGS: &[(u32, Access)] = &[
     (3, Access::Read),
     (4, Access::ReadWrite),
     (5, Access::Uniform),
+    (8, Access::Read),
 ];
 const SCALAR_BINDINGS: &[(u32, Access)] = &[
     (6, Access::Read),
@@ -39,6 +41,7 @@ const SCALAR_BINDINGS: &[(u32, Access)] = &[
     (3, Access::Read),
     (4, Access::ReadWrite),
     (5, Access::Uniform),
+    (9, Access::Read),
 ];
 
 /// A matrix inside a buffer, in elements: where matrix (image, head) starts and how far apart
@@ -98,12 +101,15 @@ pub enum GemmKind {
     Tiled,
 }
 
-/// The GEMM pipelines of one kind, per epilogue: for `Registers`, a vec4 variant (K and views
-/// multiples of 4) and a scalar one; for `Tiled`, one variant.
+/// The GEMM pipelines of one kind, per epilogue and weight format: for `Registers`, a vec4
+/// variant (K and views multiples of 4) and a scalar one; for `Tiled`, one variant.
 pub(crate) struct Gemm {
     tiled: bool,
-    vec4: Vec<Kernel>,
-    scalar: Vec<Kernel>,
+    /// Whether nn.Linear weights are stored as f16 (attention's products always read f32).
+    weights_f16: bool,
+    /// Indexed `[w_f16 as usize][epilogue as usize]`; the f16 half is empty for f32 weights.
+    vec4: [Vec<Kernel>; 2],
+    scalar: [Vec<Kernel>; 2],
 }
 
 /// Output columns and rows per invocation, and invocations per workgroup side, of the
@@ -134,25 +140,40 @@ impl GemmKind {
 }
 
 impl Gemm {
-    pub fn new(gpu: &Gpu, kind: GemmKind) -> Gemm {
+    pub fn new(gpu: &Gpu, kind: GemmKind, precision: Precision) -> Gemm {
         let m = module(gpu, "gemm");
-        let variants = |entry: &str, bindings| {
+        let weights_f16 = precision == Precision::F16;
+        let variants = |entry: &str, bindings, w_f16: bool| -> Vec<Kernel> {
+            if w_f16 && !weights_f16 {
+                return Vec::new();
+            }
             EPILOGUES
                 .iter()
-                .map(|&e| Kernel::new(gpu, &m, entry, bindings, &[("EPILOGUE", e as u32 as f64)]))
+                .map(|&e| {
+                    let constants = [
+                        ("EPILOGUE", e as u32 as f64),
+                        ("W_F16", w_f16 as u32 as f64),
+                    ];
+                    Kernel::new(gpu, &m, entry, bindings, &constants)
+                })
                 .collect()
         };
-        match kind.resolve(gpu) {
-            GemmKind::Tiled => Gemm {
-                tiled: true,
-                vec4: Vec::new(),
-                scalar: variants("gemm_tiled", SCALAR_BINDINGS),
-            },
-            _ => Gemm {
-                tiled: false,
-                vec4: variants("gemm_vec4", VEC4_BINDINGS),
-                scalar: variants("gemm_scalar", SCALAR_BINDINGS),
-            },
+        let tiled = kind.resolve(gpu) == GemmKind::Tiled;
+        let (vec4_entry, scalar_entry) = if tiled {
+            (None, "gemm_tiled")
+        } else {
+            (Some("gemm_vec4"), "gemm_scalar")
+        };
+        let both = |entry: Option<&str>, bindings| {
+            entry.map_or([Vec::new(), Vec::new()], |e| {
+                [variants(e, bindings, false), variants(e, bindings, true)]
+            })
+        };
+        Gemm {
+            tiled,
+            weights_f16,
+            vec4: both(vec4_entry, VEC4_BINDINGS),
+            scalar: both(Some(scalar_entry), SCALAR_BINDINGS),
         }
     }
 
@@ -178,13 +199,14 @@ impl Gemm {
             heads: 1,
         };
         let views = [View::rows(k), View::rows(k), View::rows(n)];
+        let w_f16 = self.weights_f16;
         self.launch(
             gpu,
             [a, w, bias, scale, c],
             views,
             shape,
             epilogue,
-            (1.0, 0),
+            (1.0, 0, w_f16),
         )
     }
 
@@ -212,7 +234,15 @@ impl Gemm {
         };
         let views = [a_view, w_view, c_view];
         let buffers = [a, w, bias, scale, c];
-        self.launch(gpu, buffers, views, shape, epilogue, (1.0, col_offset))
+        let w_f16 = self.weights_f16;
+        self.launch(
+            gpu,
+            buffers,
+            views,
+            shape,
+            epilogue,
+            (1.0, col_offset, w_f16),
+        )
     }
 
     /// `c = alpha · a · wᵀ` for every (image, head) matrix of the views.
@@ -228,13 +258,14 @@ impl Gemm {
     ) -> Dispatch {
         // The Scaled epilogue reads neither bias nor scale: bind anything.
         let views = [a_view, w_view, c_view];
+        let epilogue = Epilogue::Scaled;
         self.launch(
             gpu,
             [a, w, a, a, c],
             views,
             shape,
-            Epilogue::Scaled,
-            (alpha, 0),
+            epilogue,
+            (alpha, 0, false),
         )
     }
 
@@ -245,7 +276,7 @@ impl Gemm {
         [a_view, w_view, c_view]: [View; 3],
         s: Batched,
         epilogue: Epilogue,
-        (alpha, col_offset): (f32, usize),
+        (alpha, col_offset, w_f16): (f32, usize, bool),
     ) -> Dispatch {
         let params = GemmParams {
             m: s.m as u32,
@@ -261,7 +292,7 @@ impl Gemm {
         };
         let uniform = gpu.uniform("gemm params", &params);
         let vec4 = !self.tiled && s.k.is_multiple_of(4) && a_view.aligned() && w_view.aligned();
-        let kernels = if vec4 { &self.vec4 } else { &self.scalar };
+        let kernels = &(if vec4 { &self.vec4 } else { &self.scalar })[w_f16 as usize];
         let side = if self.tiled { TILED_MN } else { TILE * WG };
         let groups = [
             (s.n as u32).div_ceil(side),
@@ -270,11 +301,12 @@ impl Gemm {
         ];
         let count = s.images * s.heads;
         let out_reads = if epilogue == Epilogue::Residual { 2 } else { 1 };
+        let w_bytes = if w_f16 { 2 } else { 4 };
         kernels[epilogue as usize]
-            .dispatch(gpu, &[a, w, bias, scale, c, &uniform], groups)
+            .dispatch(gpu, &[a, w, bias, scale, c, &uniform, w], groups)
             .work(
                 2 * count * s.m * s.n * s.k,
-                4 * count * (s.m * s.k + s.n * s.k + out_reads * s.m * s.n),
+                count * (4 * s.m * s.k + w_bytes * s.n * s.k + 4 * out_reads * s.m * s.n),
             )
     }
 }

@@ -225,6 +225,19 @@ impl Dispatch {
     }
 }
 
+/// How weights are stored on the GPU.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Precision {
+    /// Every tensor in f32.
+    #[default]
+    F32,
+    /// The weight matrices (patch embedding, qkv, projection, MLP, head) in f16: half the
+    /// memory and bandwidth; activations, accumulation and all other arithmetic stay f32.
+    /// Works on every adapter (no SHADER_F16 needed).
+    F16,
+}
+
 /// Every compiled kernel of the engine, created once per device.
 pub(crate) struct Kernels {
     pub gemm: Gemm,
@@ -236,13 +249,13 @@ pub(crate) struct Kernels {
 }
 
 impl Kernels {
-    pub fn new(gpu: &Gpu, gemm: GemmKind) -> Kernels {
+    pub fn new(gpu: &Gpu, gemm: GemmKind, precision: Precision) -> Kernels {
         Kernels {
-            gemm: Gemm::new(gpu, gemm),
+            gemm: Gemm::new(gpu, gemm, precision),
             layernorm: LayerNorm::new(gpu),
             attention: Attention::new(gpu),
-            tokens: Tokens::new(gpu),
-            agcam: AgcamKernels::new(gpu),
+            tokens: Tokens::new(gpu, precision),
+            agcam: AgcamKernels::new(gpu, precision),
             baselines: Baselines::new(gpu),
         }
     }

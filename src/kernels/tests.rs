@@ -84,7 +84,7 @@ fn devices() -> impl Iterator<Item = (&'static Gpu, &'static Kernels)> {
     let gpus = gpus();
     let kernels = KERNELS.get_or_init(|| {
         gpus.iter()
-            .map(|g| Kernels::new(g, GemmKind::Registers))
+            .map(|g| Kernels::new(g, GemmKind::Registers, Precision::F32))
             .collect()
     });
     gpus.iter().zip(kernels)
@@ -97,7 +97,7 @@ fn gemm_devices() -> impl Iterator<Item = (&'static Gpu, &'static Gemm, &'static
     let tiled = TILED.get_or_init(|| {
         gpus()
             .iter()
-            .map(|g| Gemm::new(g, GemmKind::Tiled))
+            .map(|g| Gemm::new(g, GemmKind::Tiled, Precision::F32))
             .collect()
     });
     devices()

@@ -1,6 +1,6 @@
 //! Launcher of shaders/tokens.wgsl: im2col, token assembly and row gathers.
 
-use super::{linear_grid, module, Access, Dispatch, Kernel};
+use super::{linear_grid, module, Access, Dispatch, Kernel, Precision};
 use crate::gpu::Gpu;
 
 const WG: u32 = 256;
@@ -23,7 +23,8 @@ pub(crate) struct Tokens {
 }
 
 impl Tokens {
-    pub fn new(gpu: &Gpu) -> Tokens {
+    /// `precision` is that of the matrix `gather_indexed` reads (the classifier weights).
+    pub fn new(gpu: &Gpu, precision: Precision) -> Tokens {
         let m = module(gpu, "tokens");
         let src_dst: &'static [(u32, Access)] = &[
             (0, Access::Read),
@@ -56,8 +57,9 @@ impl Tokens {
                     (3, Access::ReadWrite),
                     (4, Access::Uniform),
                     (5, Access::Read),
+                    (6, Access::Read),
                 ],
-                &[],
+                &[("SRC_F16", (precision == Precision::F16) as u32 as f64)],
             ),
         }
     }
@@ -148,7 +150,7 @@ impl Tokens {
     ) -> Dispatch {
         let (u, groups) = Self::uniform(gpu, rows * dim, dim, 0, 0);
         self.gather_indexed
-            .dispatch(gpu, &[src, dst, &u, index], groups)
+            .dispatch(gpu, &[src, dst, &u, index, src], groups)
             .work(0, 8 * rows * dim)
     }
 
