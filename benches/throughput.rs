@@ -26,7 +26,7 @@ fn main() {
         top_ks: vec![1],
         iters: 2,
         max_gpu_mem: 4 << 30,
-        gemm: agcam::GemmKind::Auto,
+        kernels: agcam::KernelSet::Auto,
         precision: agcam::Precision::F32,
     };
     for name in [

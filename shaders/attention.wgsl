@@ -88,3 +88,38 @@ fn split_v(
     let e = col % p.head_dim;
     v_t[((img * p.heads + h) * p.head_dim + e) * p.padded + j] = v;
 }
+
+// softmax_rows with one invocation per row and no barriers: CPU rasterizers run this faster.
+@compute @workgroup_size(WG)
+fn softmax_rows_serial(
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+    @builtin(local_invocation_index) lid: u32,
+) {
+    let row = linear_workgroup(wid, nwg) * WG + lid;
+    if (row >= p.rows) {
+        return;
+    }
+    let n = p.tokens;
+    let real_row = row * p.row_step;
+    let o = real_row * p.padded;
+    let is_cls = real_row % n == 0u;
+    var m = -3.4e38;
+    for (var j = 0u; j < n; j++) {
+        let s = scores[o + j];
+        m = max(m, s);
+        if (is_cls) {
+            cls_scores[(real_row / n) * n + j] = s;
+        }
+    }
+    var sum = 0.0;
+    for (var j = 0u; j < n; j++) {
+        let e = exp(scores[o + j] - m);
+        scores[o + j] = e;
+        sum += e;
+    }
+    let inv = 1.0 / sum;
+    for (var j = 0u; j < n; j++) {
+        scores[o + j] *= inv;
+    }
+}

@@ -94,3 +94,37 @@ fn layernorm_backward(
         out[o + i] = select(dx, out[o + i] + dx, p.accumulate != 0u);
     }
 }
+
+// Row index of a one-invocation-per-row dispatch laid out by `linear_grid`.
+fn serial_row(wid: vec3<u32>, nwg: vec3<u32>, lid: u32) -> u32 {
+    return linear_workgroup(wid, nwg) * WG + lid;
+}
+
+// The forward with one invocation per row and no barriers: CPU rasterizers run this faster.
+@compute @workgroup_size(WG)
+fn layernorm_serial(
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+    @builtin(local_invocation_index) lid: u32,
+) {
+    let row = serial_row(wid, nwg, lid);
+    if (row >= p.rows) {
+        return;
+    }
+    let base = input_base(row);
+    var s = 0.0;
+    for (var i = 0u; i < p.dim; i++) {
+        s += x[base + i];
+    }
+    let mean = s / f32(p.dim);
+    var q = 0.0;
+    for (var i = 0u; i < p.dim; i++) {
+        let d = x[base + i] - mean;
+        q += d * d;
+    }
+    let rstd = inverseSqrt(q / f32(p.dim) + p.eps);
+    let o = row * p.dim;
+    for (var i = 0u; i < p.dim; i++) {
+        out[o + i] = (x[base + i] - mean) * rstd * gamma[i] + beta[i];
+    }
+}

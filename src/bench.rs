@@ -7,7 +7,7 @@ use std::time::Instant;
 use crate::error::Result;
 use crate::explain::{Engine, EngineOptions, Target};
 use crate::gpu::Gpu;
-use crate::kernels::{GemmKind, Precision};
+use crate::kernels::{KernelSet, Precision};
 use crate::model::Model;
 
 /// What to measure.
@@ -21,8 +21,8 @@ pub struct BenchOptions {
     pub iters: usize,
     /// GPU memory budget for activations, bytes.
     pub max_gpu_mem: u64,
-    /// GEMM kernels.
-    pub gemm: GemmKind,
+    /// Which shape of kernels runs.
+    pub kernels: KernelSet,
     /// Weight storage.
     pub precision: Precision,
 }
@@ -62,7 +62,7 @@ pub fn run(
         let engine_options = EngineOptions {
             max_batch: batch,
             max_gpu_mem: options.max_gpu_mem,
-            gemm: options.gemm,
+            kernels: options.kernels,
             precision: options.precision,
         };
         let mut engine = Engine::with_options(gpu.clone(), model, &engine_options)?;

@@ -7,7 +7,7 @@ pub mod explain;
 pub mod gpu;
 pub mod image;
 pub(crate) mod kernels;
-pub use kernels::{GemmKind, Precision};
+pub use kernels::{KernelSet, Precision};
 pub mod model;
 pub mod output;
 pub mod pipeline;

@@ -9,7 +9,7 @@ use agcam::gpu::{list_adapters, Backend, Gpu, GpuOptions};
 use agcam::model::{load_model, ConfigOverrides, Model, ModelConfig};
 use agcam::output::{write_class, RunInfo, Stems};
 use agcam::pipeline::{collect_images, explain_files, Outcome};
-use agcam::{Engine, EngineOptions, Error, GemmKind, Method, Precision, Target};
+use agcam::{Engine, EngineOptions, Error, KernelSet, Method, Precision, Target};
 use clap::{Args, Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 
@@ -91,9 +91,9 @@ struct GpuArgs {
     /// GPU memory budget for activations, in MiB.
     #[arg(long, default_value_t = 2048)]
     max_gpu_mem: u64,
-    /// GEMM kernels: registers (CPU rasterizers), tiled (GPUs), or auto by adapter class.
-    #[arg(long, value_enum, default_value_t = GemmKind::Auto)]
-    gemm: GemmKind,
+    /// Kernel shapes: cpu (for llvmpipe/lavapipe), gpu, or auto by adapter class.
+    #[arg(long, value_enum, default_value_t = KernelSet::Auto)]
+    kernels: KernelSet,
     /// Weight storage on the GPU: f16 halves weight memory and bandwidth (arithmetic stays f32).
     #[arg(long, value_enum, default_value_t = Precision::F32)]
     precision: Precision,
@@ -189,9 +189,9 @@ struct BenchArgs {
     /// GPU memory budget for activations, in MiB.
     #[arg(long, default_value_t = 4096)]
     max_gpu_mem: u64,
-    /// GEMM kernels: registers (CPU rasterizers), tiled (GPUs), or auto by adapter class.
-    #[arg(long, value_enum, default_value_t = GemmKind::Auto)]
-    gemm: GemmKind,
+    /// Kernel shapes: cpu (for llvmpipe/lavapipe), gpu, or auto by adapter class.
+    #[arg(long, value_enum, default_value_t = KernelSet::Auto)]
+    kernels: KernelSet,
     /// Weight storage on the GPU: f16 halves weight memory and bandwidth (arithmetic stays f32).
     #[arg(long, value_enum, default_value_t = Precision::F32)]
     precision: Precision,
@@ -264,7 +264,7 @@ impl GpuArgs {
         let options = EngineOptions {
             max_batch: self.batch,
             max_gpu_mem: self.max_gpu_mem << 20,
-            gemm: self.gemm,
+            kernels: self.kernels,
             precision: self.precision,
         };
         Engine::with_options(gpu, model, &options)
@@ -522,7 +522,7 @@ fn bench(args: &BenchArgs) -> agcam::Result<bool> {
         top_ks: args.top_k.clone(),
         iters: args.iters,
         max_gpu_mem: args.max_gpu_mem << 20,
-        gemm: args.gemm,
+        kernels: args.kernels,
         precision: args.precision,
     };
     println!(

@@ -5,7 +5,7 @@
 mod common;
 
 use agcam::model::{Model, ModelConfig};
-use agcam::{Engine, EngineOptions, GemmKind, Target};
+use agcam::{Engine, EngineOptions, KernelSet, Target};
 
 fn odd_model(layer_scale: bool, dims: (usize, usize, usize), mlp: usize, seed: u64) -> Model {
     let mut cfg = ModelConfig::vit("odd", dims, 4, (12, 24), 11);
@@ -15,20 +15,20 @@ fn odd_model(layer_scale: bool, dims: (usize, usize, usize), mlp: usize, seed: u
 }
 
 fn check(model: &Model, batch: usize, target: Target, max_batch: usize) {
-    for gemm in [GemmKind::Registers, GemmKind::Tiled] {
-        check_with(model, batch, target.clone(), max_batch, gemm);
+    for kernels in [KernelSet::Cpu, KernelSet::Gpu] {
+        check_with(model, batch, target.clone(), max_batch, kernels);
     }
 }
 
-fn check_with(model: &Model, batch: usize, target: Target, max_batch: usize, gemm: GemmKind) {
+fn check_with(model: &Model, batch: usize, target: Target, max_batch: usize, kernels: KernelSet) {
     let cfg = &model.config;
     let len = 3 * cfg.image_size.0 * cfg.image_size.1;
     let images = common::noise(batch * len, 7);
     for gpu in common::gpus() {
-        let name = format!("{} {gemm:?}", gpu.describe());
+        let name = format!("{} {kernels:?}", gpu.describe());
         let options = EngineOptions {
             max_batch,
-            gemm,
+            kernels,
             ..Default::default()
         };
         let mut engine = Engine::with_options(gpu, model, &options).unwrap();
@@ -177,24 +177,24 @@ fn average_pooling_predicts_and_refuses_agcam() {
 fn f16_weights_stay_close_to_f32() {
     use agcam::Precision;
     // Layer scale, widths that are and are not multiples of 4 (vec4 and scalar GEMM paths).
-    for (model, gemms) in [
+    for (model, sets) in [
         (
             odd_model(true, (36, 3, 3), 90, 7),
-            [GemmKind::Registers, GemmKind::Tiled],
+            [KernelSet::Cpu, KernelSet::Gpu],
         ),
         (
             odd_model(false, (30, 2, 5), 62, 8),
-            [GemmKind::Registers, GemmKind::Tiled],
+            [KernelSet::Cpu, KernelSet::Gpu],
         ),
     ] {
         let cfg = &model.config;
         let len = 3 * cfg.image_size.0 * cfg.image_size.1;
         let images = common::noise(2 * len, 11);
         for gpu in common::gpus() {
-            for gemm in gemms {
+            for kernels in sets {
                 let run = |precision| {
                     let options = EngineOptions {
-                        gemm,
+                        kernels,
                         precision,
                         ..Default::default()
                     };
@@ -209,7 +209,7 @@ fn f16_weights_stay_close_to_f32() {
                         let (err, scale) = common::max_error(&mh.map, &want);
                         assert!(
                             err <= 1e-2 * scale,
-                            "{} {gemm:?}: f16 map error {err:e} of {scale:e}",
+                            "{} {kernels:?}: f16 map error {err:e} of {scale:e}",
                             gpu.describe()
                         );
                     }

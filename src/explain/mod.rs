@@ -11,7 +11,7 @@ use baselines::{record_raw_attention, record_rollout, rollout_bytes_per_image, R
 
 use crate::error::{Error, Result};
 use crate::gpu::Gpu;
-use crate::kernels::{encode, Dispatch, GemmKind, Kernels, Precision};
+use crate::kernels::{encode, Dispatch, KernelSet, Kernels, Precision};
 use crate::model::{Model, ModelConfig, Pooling};
 use crate::vit::{
     activation_bytes_per_image, largest_binding_per_image, record_forward, Activations, GpuWeights,
@@ -132,8 +132,8 @@ pub struct EngineOptions {
     pub max_batch: usize,
     /// Most bytes of activations to allocate on the GPU (weights not included).
     pub max_gpu_mem: u64,
-    /// GEMM kernels to use (default: chosen by adapter class).
-    pub gemm: GemmKind,
+    /// Which shape of kernels runs (default: chosen by adapter class).
+    pub kernels: KernelSet,
     /// How the weight matrices are stored on the GPU.
     pub precision: Precision,
 }
@@ -143,7 +143,7 @@ impl Default for EngineOptions {
         EngineOptions {
             max_batch: 32,
             max_gpu_mem: 2 << 30,
-            gemm: GemmKind::Auto,
+            kernels: KernelSet::Auto,
             precision: Precision::F32,
         }
     }
@@ -208,7 +208,7 @@ impl Engine {
                 options.max_gpu_mem >> 20
             )));
         }
-        let kernels = Kernels::new(&gpu, options.gemm, options.precision);
+        let kernels = Kernels::new(&gpu, options.kernels, options.precision);
         let weights = GpuWeights::upload(&gpu, cfg, &model.weights, options.precision);
         Ok(Engine {
             gpu,

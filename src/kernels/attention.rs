@@ -63,20 +63,35 @@ pub(crate) struct AttnBuffers<'a> {
 }
 
 pub(crate) struct Attention {
+    /// One invocation per softmax row (CPU kernel set), instead of one workgroup per row.
+    serial: bool,
     softmax: Kernel,
+    softmax_serial: Kernel,
     split_v: Kernel,
 }
 
 const WG: u32 = 64;
 
 impl Attention {
-    pub fn new(gpu: &Gpu) -> Attention {
+    pub fn new(gpu: &Gpu, serial: bool) -> Attention {
         let m = module(gpu, "attention");
         Attention {
+            serial,
             softmax: Kernel::new(
                 gpu,
                 &m,
                 "softmax_rows",
+                &[
+                    (0, Access::ReadWrite),
+                    (1, Access::ReadWrite),
+                    (2, Access::Uniform),
+                ],
+                &[],
+            ),
+            softmax_serial: Kernel::new(
+                gpu,
+                &m,
+                "softmax_rows_serial",
                 &[
                     (0, Access::ReadWrite),
                     (1, Access::ReadWrite),
@@ -155,13 +170,14 @@ impl Attention {
                 scale,
             )
             .named(format!("{name}.scores"));
-        let softmax = self
-            .softmax
-            .dispatch(
-                gpu,
-                &[buf.scores, buf.cls_scores, &uniform],
-                linear_grid((b * h * queries) as u32),
-            )
+        let softmax_rows = (b * h * queries) as u32;
+        let (kernel, groups) = if self.serial {
+            (&self.softmax_serial, linear_grid(softmax_rows.div_ceil(WG)))
+        } else {
+            (&self.softmax, linear_grid(softmax_rows))
+        };
+        let softmax = kernel
+            .dispatch(gpu, &[buf.scores, buf.cls_scores, &uniform], groups)
             .work(4 * b * h * queries * n, 4 * 2 * b * h * queries * n)
             .named(format!("{name}.softmax"));
         let split = self

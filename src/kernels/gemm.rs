@@ -1,7 +1,7 @@
 //! Launcher of shaders/gemm.wgsl: `C = epilogue(A · Wᵀ)` for nn.Linear layers and, batched over
 //! images × heads with strided views, for the two products of attention.
 
-use super::{module, Access, Dispatch, Kernel, Precision};
+use super::{module, Access, Dispatch, Kernel, KernelSet, Precision};
 use crate::gpu::Gpu;
 
 /// What happens to the product before it is stored.
@@ -87,22 +87,8 @@ struct GemmParams {
     _pad: [u32; 2],
 }
 
-/// Which GEMM kernels run: the fastest shape differs between CPU rasterizers and GPUs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum, serde::Serialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum GemmKind {
-    /// By adapter class: `registers` on CPU adapters, `tiled` on GPUs.
-    #[default]
-    Auto,
-    /// 4×4 blocks per invocation from registers, no workgroup memory, vec4 loads where aligned:
-    /// what llvmpipe and lavapipe run fastest.
-    Registers,
-    /// 64×64 tiles per workgroup staged through workgroup memory: what GPUs want.
-    Tiled,
-}
-
-/// The GEMM pipelines of one kind, per epilogue and weight format: for `Registers`, a vec4
-/// variant (K and views multiples of 4) and a scalar one; for `Tiled`, one variant.
+/// The GEMM pipelines of one kernel set, per epilogue and weight format: for the CPU set, a
+/// vec4 variant (K and views multiples of 4) and a scalar one; for the GPU set, one variant.
 pub(crate) struct Gemm {
     tiled: bool,
     /// Whether nn.Linear weights are stored as f16 (attention's products always read f32).
@@ -128,19 +114,8 @@ pub(crate) struct Batched {
     pub heads: usize,
 }
 
-impl GemmKind {
-    /// The concrete kind for `gpu`.
-    pub fn resolve(self, gpu: &Gpu) -> GemmKind {
-        match self {
-            GemmKind::Auto if gpu.is_cpu() => GemmKind::Registers,
-            GemmKind::Auto => GemmKind::Tiled,
-            kind => kind,
-        }
-    }
-}
-
 impl Gemm {
-    pub fn new(gpu: &Gpu, kind: GemmKind, precision: Precision) -> Gemm {
+    pub fn new(gpu: &Gpu, kind: KernelSet, precision: Precision) -> Gemm {
         let m = module(gpu, "gemm");
         let weights_f16 = precision == Precision::F16;
         let variants = |entry: &str, bindings, w_f16: bool| -> Vec<Kernel> {
@@ -158,7 +133,7 @@ impl Gemm {
                 })
                 .collect()
         };
-        let tiled = kind.resolve(gpu) == GemmKind::Tiled;
+        let tiled = kind.resolve(gpu) == KernelSet::Gpu;
         let (vec4_entry, scalar_entry) = if tiled {
             (None, "gemm_tiled")
         } else {

@@ -30,19 +30,39 @@ impl RowMap {
     };
 }
 
+/// Rows per workgroup of the serial kernel (its workgroup size).
+const SERIAL_WG: u32 = 64;
+
 pub(crate) struct LayerNorm {
+    /// One invocation per row (CPU kernel set), instead of one workgroup per row.
+    serial: bool,
     forward: Kernel,
+    forward_serial: Kernel,
     backward: Kernel,
 }
 
 impl LayerNorm {
-    pub fn new(gpu: &Gpu) -> LayerNorm {
+    pub fn new(gpu: &Gpu, serial: bool) -> LayerNorm {
         let m = module(gpu, "layernorm");
         LayerNorm {
+            serial,
             forward: Kernel::new(
                 gpu,
                 &m,
                 "layernorm",
+                &[
+                    (0, Access::Read),
+                    (1, Access::Read),
+                    (2, Access::Read),
+                    (3, Access::ReadWrite),
+                    (4, Access::Uniform),
+                ],
+                &[],
+            ),
+            forward_serial: Kernel::new(
+                gpu,
+                &m,
+                "layernorm_serial",
                 &[
                     (0, Access::Read),
                     (1, Access::Read),
@@ -97,12 +117,16 @@ impl LayerNorm {
             "layernorm params",
             &Self::params(rows, dim, map, eps, false),
         );
-        self.forward
-            .dispatch(
-                gpu,
-                &[x, gamma, beta, out, &uniform],
-                linear_grid(rows as u32),
+        let (kernel, groups) = if self.serial {
+            (
+                &self.forward_serial,
+                linear_grid((rows as u32).div_ceil(SERIAL_WG)),
             )
+        } else {
+            (&self.forward, linear_grid(rows as u32))
+        };
+        kernel
+            .dispatch(gpu, &[x, gamma, beta, out, &uniform], groups)
             .work(8 * rows * dim, 4 * 2 * rows * dim)
     }
 

@@ -11,8 +11,8 @@ mod tokens;
 pub(crate) use agcam::AgcamKernels;
 pub(crate) use attention::{Attention, AttnBuffers, AttnShape};
 pub(crate) use baselines::{Baselines, ChainStep};
-pub use gemm::GemmKind;
 pub(crate) use gemm::{Epilogue, Gemm, View};
+
 pub(crate) use layernorm::{LayerNorm, RowMap};
 pub(crate) use tokens::Tokens;
 
@@ -225,6 +225,32 @@ impl Dispatch {
     }
 }
 
+/// Which shape of kernels runs: what is fastest differs between CPU rasterizers and GPUs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum KernelSet {
+    /// By adapter class: `cpu` on CPU adapters (llvmpipe, lavapipe, WARP), `gpu` elsewhere.
+    #[default]
+    Auto,
+    /// No workgroup memory and no barriers: GEMMs in 4×4 register blocks per invocation with
+    /// vec4 loads where aligned, one invocation per row for LayerNorm and softmax.
+    Cpu,
+    /// GEMMs in 64×64 tiles staged through workgroup memory, one workgroup per row for
+    /// LayerNorm and softmax.
+    Gpu,
+}
+
+impl KernelSet {
+    /// The concrete set for `gpu`.
+    pub fn resolve(self, gpu: &Gpu) -> KernelSet {
+        match self {
+            KernelSet::Auto if gpu.is_cpu() => KernelSet::Cpu,
+            KernelSet::Auto => KernelSet::Gpu,
+            set => set,
+        }
+    }
+}
+
 /// How weights are stored on the GPU.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -249,11 +275,12 @@ pub(crate) struct Kernels {
 }
 
 impl Kernels {
-    pub fn new(gpu: &Gpu, gemm: GemmKind, precision: Precision) -> Kernels {
+    pub fn new(gpu: &Gpu, set: KernelSet, precision: Precision) -> Kernels {
+        let cpu = set.resolve(gpu) == KernelSet::Cpu;
         Kernels {
-            gemm: Gemm::new(gpu, gemm, precision),
-            layernorm: LayerNorm::new(gpu),
-            attention: Attention::new(gpu),
+            gemm: Gemm::new(gpu, set, precision),
+            layernorm: LayerNorm::new(gpu, cpu),
+            attention: Attention::new(gpu, cpu),
             tokens: Tokens::new(gpu, precision),
             agcam: AgcamKernels::new(gpu, precision),
             baselines: Baselines::new(gpu),

@@ -78,31 +78,29 @@ impl Rng {
     }
 }
 
-/// Every test device with its kernels, compiled once per test binary.
+/// Every test device with each kernel set (the CPU set that llvmpipe and lavapipe use, and the
+/// GPU set, which runs here too), compiled once per test binary.
 fn devices() -> impl Iterator<Item = (&'static Gpu, &'static Kernels)> {
-    static KERNELS: OnceLock<Vec<Kernels>> = OnceLock::new();
+    static KERNELS: OnceLock<Vec<(usize, Kernels)>> = OnceLock::new();
     let gpus = gpus();
     let kernels = KERNELS.get_or_init(|| {
         gpus.iter()
-            .map(|g| Kernels::new(g, GemmKind::Registers, Precision::F32))
+            .enumerate()
+            .flat_map(|(i, g)| {
+                [KernelSet::Cpu, KernelSet::Gpu]
+                    .map(|set| (i, Kernels::new(g, set, Precision::F32)))
+            })
             .collect()
     });
-    gpus.iter().zip(kernels)
+    kernels.iter().map(move |(i, k)| (&gpus[*i], k))
 }
 
-/// Every test device with both kinds of GEMM kernels: the register kernels the CPU adapters
-/// use and the tiled kernels GPUs use, both run here.
+/// Every test device with both kernel sets' GEMMs, named by set.
 fn gemm_devices() -> impl Iterator<Item = (&'static Gpu, &'static Gemm, &'static str)> {
-    static TILED: OnceLock<Vec<Gemm>> = OnceLock::new();
-    let tiled = TILED.get_or_init(|| {
-        gpus()
-            .iter()
-            .map(|g| Gemm::new(g, GemmKind::Tiled, Precision::F32))
-            .collect()
-    });
-    devices()
-        .zip(tiled)
-        .flat_map(|((gpu, k), t)| [(gpu, &k.gemm, "registers"), (gpu, t, "tiled")])
+    devices().enumerate().map(|(i, (gpu, k))| {
+        let set = if i % 2 == 0 { "registers" } else { "tiled" };
+        (gpu, &k.gemm, set)
+    })
 }
 
 fn backend(gpu: &Gpu) -> String {
