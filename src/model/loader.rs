@@ -929,36 +929,9 @@ impl Reader<'_, '_> {
         let mut blocks = Vec::with_capacity(depth);
         let mut biases = Vec::with_capacity(depth);
         for i in 0..depth {
-            let b = |bp| Param::Block(i, bp);
-            use BlockParam::*;
-            let ls = |bp| -> Result<Option<HostTensor>> {
-                if layer_scale {
-                    self.req(b(bp), &[d]).map(Some)
-                } else {
-                    Ok(None)
-                }
-            };
-            let qkv_w = self
-                .qkv(b(QkvW), &[d, d])?
-                .ok_or_else(|| self.missing(b(QkvW)))?;
-            let qkv_b = self.qkv(b(QkvB), &[d])?;
-            biases.push(qkv_b.is_some());
-            blocks.push(BlockWeights {
-                norm1_w: self.req(b(Norm1W), &[d])?,
-                norm1_b: self.req(b(Norm1B), &[d])?,
-                qkv_w,
-                qkv_b: qkv_b.unwrap_or_else(|| HostTensor::new(vec![3 * d], vec![0.0; 3 * d])),
-                proj_w: self.req(b(ProjW), &[d, d])?,
-                proj_b: self.req(b(ProjB), &[d])?,
-                ls1: ls(Ls1)?,
-                norm2_w: self.req(b(Norm2W), &[d])?,
-                norm2_b: self.req(b(Norm2B), &[d])?,
-                fc1_w: self.req(b(Fc1W), &[f, d])?,
-                fc1_b: self.req(b(Fc1B), &[f])?,
-                fc2_w: self.req(b(Fc2W), &[d, f])?,
-                fc2_b: self.req(b(Fc2B), &[d])?,
-                ls2: ls(Ls2)?,
-            });
+            let (block, bias) = self.read_block(i, d, f, layer_scale)?;
+            blocks.push(block);
+            biases.push(bias);
         }
         // A qkv bias in some blocks only is a damaged file, not a model variant.
         if let Some(i) = biases.iter().position(|&x| x != biases[0]) {
@@ -995,6 +968,47 @@ impl Reader<'_, '_> {
             qkv_bias: biases[0],
             pooling,
         })
+    }
+
+    /// Block `i`'s weights, and whether it has a qkv bias (zeros stand in when not).
+    fn read_block(
+        &self,
+        i: usize,
+        d: usize,
+        f: usize,
+        layer_scale: bool,
+    ) -> Result<(BlockWeights, bool)> {
+        let b = |bp| Param::Block(i, bp);
+        use BlockParam::*;
+        let ls = |bp| -> Result<Option<HostTensor>> {
+            if layer_scale {
+                self.req(b(bp), &[d]).map(Some)
+            } else {
+                Ok(None)
+            }
+        };
+        let qkv_w = self
+            .qkv(b(QkvW), &[d, d])?
+            .ok_or_else(|| self.missing(b(QkvW)))?;
+        let qkv_b = self.qkv(b(QkvB), &[d])?;
+        let has_bias = qkv_b.is_some();
+        let block = BlockWeights {
+            norm1_w: self.req(b(Norm1W), &[d])?,
+            norm1_b: self.req(b(Norm1B), &[d])?,
+            qkv_w,
+            qkv_b: qkv_b.unwrap_or_else(|| HostTensor::new(vec![3 * d], vec![0.0; 3 * d])),
+            proj_w: self.req(b(ProjW), &[d, d])?,
+            proj_b: self.req(b(ProjB), &[d])?,
+            ls1: ls(Ls1)?,
+            norm2_w: self.req(b(Norm2W), &[d])?,
+            norm2_b: self.req(b(Norm2B), &[d])?,
+            fc1_w: self.req(b(Fc1W), &[f, d])?,
+            fc1_b: self.req(b(Fc1B), &[f])?,
+            fc2_w: self.req(b(Fc2W), &[d, f])?,
+            fc2_b: self.req(b(Fc2B), &[d])?,
+            ls2: ls(Ls2)?,
+        };
+        Ok((block, has_bias))
     }
 
     /// Whether the blocks carry layer scale: all of `ls1`/`ls2` in every block, or none.
