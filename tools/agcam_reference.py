@@ -20,6 +20,7 @@ Run `python3 tools/agcam_reference.py` for the self-check on a small random mode
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
 from dataclasses import dataclass
 
@@ -44,29 +45,37 @@ class AgcamTrace:
     cls_grads: torch.Tensor  # [K, L, B, H, N] CLS row of d logit[class slot] / d A_k
 
 
-def check_supported(model: nn.Module) -> None:
+def check_supported(model: nn.Module, allow_avg: bool = False) -> None:
     """Raise ValueError unless `model` is exactly the architecture of method.md §1.
 
     The references (and the engine) assume class-token pooling through the final LayerNorm, plain
-    pre-norm blocks with optional layer scale, unnormalised q/k and an erf-GELU MLP. Anything else
-    would silently give a different map, so it is refused here instead.
+    pre-norm blocks with optional layer scale and qkv bias, unnormalised q/k and an erf-GELU MLP.
+    timm's `no_embed_class` (DeiT III: the class token gets no position embedding) is the same
+    model with a zero class position. With `allow_avg` (autograd only: the shortcut is
+    class-token only), timm's average pooling of the patch tokens through `fc_norm` is accepted
+    too. Anything else would silently give a different map, so it is refused here instead.
     """
     problems = []
     if not isinstance(model, VisionTransformer):
         problems.append(f"not a timm VisionTransformer: {type(model).__name__}")
     else:
-        if model.global_pool != "token" or model.cls_token is None:
+        avg = allow_avg and model.global_pool == "avg"
+        if model.cls_token is None:
+            problems.append("no class token")
+        if model.global_pool != "token" and not avg:
             problems.append(f"global_pool={model.global_pool!r}: class-token pooling needed")
+        if avg and (model.pool_include_prefix or not isinstance(model.fc_norm, nn.LayerNorm)
+                    or not isinstance(model.norm, nn.Identity)):
+            problems.append("average pooling other than timm's default (fc_norm, prefix excluded)")
         if model.num_prefix_tokens != 1:
             problems.append(f"{model.num_prefix_tokens} prefix tokens (register tokens?)")
-        if model.no_embed_class:
-            problems.append("no_embed_class=True: pos_embed must cover the class token")
         if model.attn_pool is not None:
             problems.append("attention pooling head")
-        for name in ("norm_pre", "fc_norm", "head_drop"):
+        for name in ("norm_pre", "head_drop") + (() if avg else ("fc_norm",)):
             if not isinstance(getattr(model, name), (nn.Identity, nn.Dropout)):
                 problems.append(f"{name} is {type(getattr(model, name)).__name__}")
-        if not isinstance(model.norm, nn.LayerNorm) or model.norm.eps != 1e-6:
+        final = model.fc_norm if avg else model.norm
+        if not isinstance(final, nn.LayerNorm) or final.eps != 1e-6:
             problems.append("final norm is not LayerNorm(eps=1e-6)")
         for i, blk in enumerate(model.blocks):
             attn = getattr(blk, "attn", None)
@@ -151,25 +160,101 @@ def agcam_autograd(
     (K = 1: the predicted class). Images in a batch are independent, so for class slot j the
     gradient of sum_b logits[b, classes[b, j]] gives every image its own gradient in one backward.
     Works in any dtype; the fixtures use float64. `detach_attention_input=False` drops the
-    authors' detach, only to measure how much it matters.
+    authors' detach, only to measure how much it matters. Average-pooled models (timm
+    `global_pool="avg"`) are accepted: autograd needs nothing special for them.
     """
-    check_supported(model)
+    check_supported(model, allow_avg=True)
     record: list = []
     with torch.enable_grad(), _explicit_attention(model, record, detach_attention_input):
-        logits = model(x)
-        classes = _resolve_classes(logits, classes)
-        scores = torch.stack([s[:, :, 0, :] for s, _ in record]).detach()  # [L, B, H, N]
-        probs = [a for _, a in record]
-        grads = []
-        for j in range(classes.shape[1]):
-            target = logits.gather(1, classes[:, j : j + 1]).sum()
-            g = torch.autograd.grad(target, probs, retain_graph=j + 1 < classes.shape[1])
-            grads.append(torch.stack([gk[:, :, 0, :] for gk in g]))  # [L, B, H, N]
+        return _trace(model(x), record, classes, model.patch_embed.grid_size)
+
+
+def _trace(logits: torch.Tensor, record: list, classes, grid) -> AgcamTrace:
+    """The AGCAM maps from a forward's logits and the recorded (S_k, A_k) of every layer."""
+    classes = _resolve_classes(logits, classes)
+    scores = torch.stack([s[:, :, 0, :] for s, _ in record]).detach()  # [L, B, H, N]
+    probs = [a for _, a in record]
+    grads = []
+    for j in range(classes.shape[1]):
+        target = logits.gather(1, classes[:, j : j + 1]).sum()
+        g = torch.autograd.grad(target, probs, retain_graph=j + 1 < classes.shape[1],
+                                allow_unused=True)
+        # With average pooling the class token reaches no logit, so a last-layer A_k can be
+        # unused: its gradient is zero.
+        g = [torch.zeros_like(a) if gk is None else gk for gk, a in zip(g, probs)]
+        grads.append(torch.stack([gk[:, :, 0, :] for gk in g]))  # [L, B, H, N]
     cls_grads = torch.stack(grads)  # [K, L, B, H, N]
     cam = (F.relu(cls_grads) * torch.sigmoid(scores)).sum(dim=(1, 3))  # [K, B, N]
-    gh, gw = model.patch_embed.grid_size
-    maps = cam[:, :, 1:].transpose(0, 1).reshape(x.shape[0], classes.shape[1], gh, gw)
+    gh, gw = grid
+    maps = cam[:, :, 1:].transpose(0, 1).reshape(logits.shape[0], classes.shape[1], gh, gw)
     return AgcamTrace(logits.detach(), classes, maps, scores, cls_grads)
+
+
+def check_supported_hf(model: nn.Module) -> None:
+    """Raise ValueError unless `model` is a transformers ViTForImageClassification that computes
+    method.md §1 (erf GELU, class-token classifier, no pooler)."""
+    from transformers import ViTForImageClassification
+
+    problems = []
+    if not isinstance(model, ViTForImageClassification):
+        problems.append(f"not a ViTForImageClassification: {type(model).__name__}")
+    else:
+        cfg = model.config
+        if cfg.hidden_act != "gelu":
+            problems.append(f"hidden_act={cfg.hidden_act!r}: erf GELU needed")
+        if model.vit.pooler is not None:
+            problems.append("pooler present")
+        for i, layer in enumerate(model.vit.layers):
+            if not all(hasattr(layer.attention, n) for n in ("q_proj", "k_proj", "v_proj", "o_proj")):
+                problems.append(f"layer {i}: attention module of an unknown transformers version")
+    if problems:
+        raise ValueError("unsupported model for AGCAM: " + "; ".join(problems))
+
+
+@contextlib.contextmanager
+def _explicit_attention_hf(model, record: list, detach_input: bool):
+    """`_explicit_attention` for transformers' ViT (v5 module layout: `attention.q_proj`, ...).
+
+    The attention module's input is `layernorm_before(x)`, the same point timm's `attn` sees, so
+    detaching it is the authors' detach.
+    """
+
+    def forward(attn, hidden_states, attention_mask=None, **kwargs):
+        if attention_mask is not None:
+            raise ValueError("attention masks are not part of AGCAM")
+        x = hidden_states.detach() if detach_input else hidden_states
+        b, n, _ = x.shape
+        q, k, v = (proj(x).view(b, n, -1, attn.head_dim).transpose(1, 2)
+                   for proj in (attn.q_proj, attn.k_proj, attn.v_proj))
+        scores = (q @ k.transpose(-2, -1)) * attn.scaling
+        probs = scores.softmax(dim=-1)
+        if not probs.requires_grad:
+            probs.requires_grad_(True)
+        record.append((scores, probs))
+        out = (probs @ v).transpose(1, 2).reshape(b, n, -1)
+        return attn.o_proj(out), probs
+
+    attns = [layer.attention for layer in model.vit.layers]
+    for attn in attns:
+        attn.forward = forward.__get__(attn)
+    try:
+        yield
+    finally:
+        for attn in attns:
+            del attn.forward
+
+
+def agcam_autograd_hf(model, x: torch.Tensor, classes: torch.Tensor | int = 1,
+                      detach_attention_input: bool = True) -> AgcamTrace:
+    """`agcam_autograd` on a transformers ViTForImageClassification, through its own modules
+    (separate q/k/v projections, LayerNorm eps from its config), with the same detach."""
+    check_supported_hf(model)
+    record: list = []
+    h, w = x.shape[-2:]
+    p = model.config.patch_size
+    with torch.enable_grad(), _explicit_attention_hf(model, record, detach_attention_input):
+        logits = model(pixel_values=x).logits
+        return _trace(logits, record, classes, (h // p, w // p))
 
 
 def agcam_maps(model: VisionTransformer, x: torch.Tensor, classes: torch.Tensor | int = 1):
@@ -326,6 +411,102 @@ def randomize_for_testing(model: VisionTransformer, generator: torch.Generator) 
                 p.copy_(normal(p.shape, 0.05))
 
 
+def randomize_hf_for_testing(model, generator: torch.Generator) -> None:
+    """`randomize_for_testing` for a transformers ViTForImageClassification: the same
+    distributions, with q and k (separate `q_proj`/`k_proj` here) scaled for peaky attention."""
+
+    def normal(shape, std, mean=0.0):
+        return torch.randn(shape, generator=generator) * std + mean
+
+    dim = model.config.hidden_size
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if name.endswith(("q_proj.weight", "k_proj.weight")):
+                p.copy_(normal(p.shape, math.sqrt(1.5 / dim)))
+            elif p.dim() >= 2 and not name.endswith(("position_embeddings", "cls_token")):
+                p.copy_(normal(p.shape, 1 / math.sqrt(p[0].numel())))
+            elif "layernorm" in name and name.endswith("weight"):
+                p.copy_(normal(p.shape, 0.2, mean=1.0))
+            elif name.endswith(("position_embeddings", "cls_token")):
+                p.copy_(normal(p.shape, 0.5))
+            else:  # biases
+                p.copy_(normal(p.shape, 0.05))
+
+
+def timm_from_hf(model) -> VisionTransformer:
+    """The timm VisionTransformer with the weights of a transformers ViTForImageClassification
+    (q/k/v concatenated into qkv), for cross-checks. LayerNorm eps is taken from the config."""
+    cfg = model.config
+    size = cfg.image_size if isinstance(cfg.image_size, (list, tuple)) else [cfg.image_size] * 2
+    eps = cfg.layer_norm_eps
+    vt = VisionTransformer(
+        img_size=tuple(size), patch_size=cfg.patch_size, embed_dim=cfg.hidden_size,
+        depth=cfg.num_hidden_layers, num_heads=cfg.num_attention_heads,
+        mlp_ratio=cfg.intermediate_size / cfg.hidden_size, qkv_bias=cfg.qkv_bias,
+        num_classes=cfg.num_labels, global_pool="token",
+        norm_layer=functools.partial(nn.LayerNorm, eps=eps),
+    ).to(next(model.parameters()).dtype).eval()
+    v = model.vit
+    with torch.no_grad():
+        vt.cls_token.copy_(v.embeddings.cls_token)
+        vt.pos_embed.copy_(v.embeddings.position_embeddings)
+        vt.patch_embed.proj.weight.copy_(v.embeddings.patch_embeddings.projection.weight)
+        vt.patch_embed.proj.bias.copy_(v.embeddings.patch_embeddings.projection.bias)
+        for blk, layer in zip(vt.blocks, v.layers):
+            a = layer.attention
+            blk.attn.qkv.weight.copy_(torch.cat([a.q_proj.weight, a.k_proj.weight, a.v_proj.weight]))
+            if cfg.qkv_bias:
+                blk.attn.qkv.bias.copy_(torch.cat([a.q_proj.bias, a.k_proj.bias, a.v_proj.bias]))
+            blk.attn.proj.load_state_dict(a.o_proj.state_dict())
+            blk.norm1.load_state_dict(layer.layernorm_before.state_dict())
+            blk.norm2.load_state_dict(layer.layernorm_after.state_dict())
+            blk.mlp.fc1.load_state_dict(layer.mlp.fc1.state_dict())
+            blk.mlp.fc2.load_state_dict(layer.mlp.fc2.state_dict())
+        vt.norm.load_state_dict(v.layernorm.state_dict())
+        vt.head.load_state_dict(model.classifier.state_dict())
+    return vt
+
+
+def _self_check_families() -> None:
+    """Hugging Face hooks vs timm on the same weights; no_embed_class; average pooling."""
+    from transformers import ViTConfig, ViTForImageClassification
+
+    g = torch.Generator().manual_seed(3)
+    cfg = ViTConfig(hidden_size=32, num_hidden_layers=3, num_attention_heads=4,
+                    intermediate_size=72, image_size=[16, 24], patch_size=8, num_labels=6,
+                    layer_norm_eps=1e-6)
+    hf = ViTForImageClassification(cfg).eval()
+    randomize_hf_for_testing(hf, g)
+    hf.double()
+    x = torch.randn(2, 3, 16, 24, dtype=torch.float64, generator=g)
+    a = agcam_autograd_hf(hf, x, classes=3)
+    b = agcam_autograd(timm_from_hf(hf), x, classes=3)
+    err = (a.maps - b.maps).abs().max().item() / b.maps.abs().max().item()
+    print(f"Hugging Face hooks vs timm on the same weights (float64): map error {err:.3g}, "
+          f"logits error {(a.logits - b.logits).abs().max().item():.3g}")
+    assert torch.equal(a.classes, b.classes) and err < 1e-12
+
+    model = VisionTransformer(img_size=(16, 24), patch_size=8, embed_dim=32, depth=3,
+                              num_heads=4, num_classes=6, no_embed_class=True, init_values=0.5,
+                              qkv_bias=False).eval()
+    randomize_for_testing(model, g)
+    model.double()
+    ref = agcam_autograd(model, x, classes=3)
+    _, classes, maps = agcam_shortcut(model, x, classes=3)
+    err = (maps - ref.maps).abs().max().item() / ref.maps.abs().max().item()
+    print(f"no_embed_class, no qkv bias: shortcut vs autograd {err:.3g}")
+    assert torch.equal(classes, ref.classes) and err < 1e-12
+
+    model = VisionTransformer(img_size=(16, 24), patch_size=8, embed_dim=32, depth=3,
+                              num_heads=4, num_classes=6, global_pool="avg").eval()
+    randomize_for_testing(model, g)
+    model.double()
+    ref = agcam_autograd(model, x, classes=3)
+    print(f"average pooling: max|map| {ref.maps.abs().max().item():.3g} (the class token "
+          "reaches no logit, so its attention row gets no gradient)")
+    assert ref.maps.abs().max().item() == 0.0
+
+
 def _self_check() -> None:
     """Shortcut vs autograd in float64 on a small odd model; also the authors' code path."""
     torch.manual_seed(0)
@@ -359,6 +540,7 @@ def _self_check() -> None:
         worst = max(worst, (cam.double() - ref.maps[b, 0]).abs().max().item() / scale)
     print(f"authors-style (float32 hooks) vs autograd: max relative err {worst:.3g}")
     assert worst < 1e-4
+    _self_check_families()
     print("self-check PASS")
 
 

@@ -1,12 +1,23 @@
 """End-to-end parity of the agcam binary with the float64 PyTorch autograd reference.
 
-    python3 tools/check_parity.py --model vit_base_patch16_224 --agcam target/release/agcam \\
-        [--image path] [--work DIR]
+    python3 tools/check_parity.py --model vit_base_patch16_224 --agcam target/release/agcam \
+        [--image path] [--work DIR] [--init default|test]
+    python3 tools/check_parity.py --hf google/vit-base-patch16-224 --agcam target/release/agcam
+    python3 tools/check_parity.py --hf path/to/config.json --agcam target/release/agcam
 
-Builds the random-init timm model (timm's default init, seed 0), writes it as model.safetensors +
-config.json into the work directory, writes a smooth test PNG of the model's input size unless an
-image is given, runs `agcam explain IMAGE --weights W --config C --out DIR`, and compares the raw
-grid it writes (DIR/<stem>.npy) with the autograd reference on the same preprocessed input.
+`--model`: builds the random-init timm model (seed 0) and writes it with timm's own hub export
+(`save_for_hf`: model.safetensors + config.json) into the work directory. `--hf`: builds a
+random-init transformers ViTForImageClassification from a config (the name
+`google/vit-base-patch16-224` stands for that checkpoint's dimensions, which are transformers'
+ViTConfig defaults, with 1000 classes; anything else is a config.json path) and writes it with
+`save_pretrained` plus a ViTImageProcessor (mean = std = 0.5, as Google's ViT) into the work
+directory. `--init test` replaces the library's init (std 0.02: near-uniform attention, near-tied
+logits) by the fixtures' randomisation, which gives peaky attention and distinct logits.
+
+Then writes a smooth test PNG of the model's input size unless an image is given, runs
+`agcam explain IMAGE --weights WORKDIR --out DIR` with no other flag (the folder must say
+everything), and compares the raw grid it writes (DIR/<stem>.npy) with the autograd reference
+on the same preprocessed input (for `--hf`, autograd through the transformers model itself).
 PASS when max |agcam - torch| <= 1e-3 × max|map| and the predicted classes agree; exit status 1
 otherwise.
 """
@@ -22,36 +33,21 @@ from pathlib import Path
 import numpy as np
 import timm
 import torch
-from timm.layers import LayerScale
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from agcam_reference import agcam_autograd, check_supported  # noqa: E402
-from vit_checkpoint import hub_config, preprocess, save_checkpoint, smooth_image  # noqa: E402
+from agcam_reference import (agcam_autograd, agcam_autograd_hf, check_supported,  # noqa: E402
+                             randomize_for_testing, randomize_hf_for_testing)
+from vit_checkpoint import preprocess_as, save_hf, smooth_image  # noqa: E402
 
 TOLERANCE = 1e-3  # × max|map|
 TIE = 1e-5  # logits closer than this × max|logit| are a tie under f32 noise, not a mismatch
 
 
-def model_args_of(model) -> dict:
-    """The config.json `model_args` of a timm VisionTransformer."""
-    blk = model.blocks[0]
-    ls = blk.ls1
-    return {
-        "embed_dim": model.embed_dim,
-        "depth": len(model.blocks),
-        "num_heads": blk.attn.num_heads,
-        "patch_size": model.patch_embed.patch_size[0],
-        "img_size": list(model.patch_embed.img_size),
-        "mlp_ratio": blk.mlp.fc1.out_features / model.embed_dim,
-        "init_values": ls.init_values if isinstance(ls, LayerScale) else None,
-    }
-
-
-def run_agcam(binary: Path, image: Path, weights: Path, config: Path, out: Path) -> tuple:
-    """Run the binary; return (raw grid [gh, gw], its JSON report)."""
+def run_agcam(binary: Path, image: Path, weights: Path, out: Path) -> tuple:
+    """Run the binary on the model folder with no other flag; return (raw grid [gh, gw], its
+    JSON report)."""
     out.mkdir(parents=True, exist_ok=True)
-    cmd = [str(binary), "explain", str(image), "--weights", str(weights),
-           "--config", str(config), "--out", str(out)]
+    cmd = [str(binary), "explain", str(image), "--weights", str(weights), "--out", str(out)]
     print("running:", " ".join(cmd))
     proc = subprocess.run(cmd, capture_output=True, text=True)
     if proc.returncode != 0:
@@ -61,35 +57,76 @@ def run_agcam(binary: Path, image: Path, weights: Path, config: Path, out: Path)
     return grid, report
 
 
-def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--model", required=True, help="timm ViT name with class-token pooling")
-    ap.add_argument("--agcam", required=True, type=Path, help="path to the agcam binary")
-    ap.add_argument("--image", type=Path, help="input image (default: a generated test PNG)")
-    ap.add_argument("--work", type=Path, help="work directory (default: target/parity/<model>)")
-    args = ap.parse_args()
-    work = args.work or Path("target") / "parity" / args.model
-    work.mkdir(parents=True, exist_ok=True)
+def build_timm(name: str, work: Path, init: str):
+    """Random-init timm model written by timm's hub export; returns (model, size, mean, std)."""
+    from timm.models._hub import save_for_hf
 
     torch.manual_seed(0)
-    model = timm.create_model(args.model, pretrained=False).eval()
+    model = timm.create_model(name, pretrained=False).eval()
     check_supported(model)
-    cfg = model.pretrained_cfg
-    config = hub_config(args.model, model.num_classes, model_args_of(model), cfg["mean"],
-                        cfg["std"])
-    save_checkpoint(work, model, config)
+    if init == "test":
+        randomize_for_testing(model, torch.Generator().manual_seed(0))
+    save_for_hf(model, str(work), safe_serialization=True)
+    cfg = json.loads((work / "config.json").read_text())["pretrained_cfg"]
+    _, h, w = cfg["input_size"]
+    return model, (h, w), cfg["mean"], cfg["std"]
+
+
+def build_hf(spec: str, work: Path, init: str):
+    """Random-init ViTForImageClassification written by save_pretrained (+ image processor)."""
+    from transformers import ViTConfig, ViTForImageClassification
+
+    if spec == "google/vit-base-patch16-224":
+        # That checkpoint's dimensions are ViTConfig's defaults: D 768, 12 layers, 12 heads,
+        # MLP 3072, 224 px, 16-px patches, LayerNorm eps 1e-12, erf GELU; 1000 classes.
+        config = ViTConfig(num_labels=1000)
+    else:
+        config = ViTConfig.from_json_file(spec)
+    torch.manual_seed(0)
+    model = ViTForImageClassification(config).eval()
+    if init == "test":
+        randomize_hf_for_testing(model, torch.Generator().manual_seed(0))
+    mean = std = (0.5, 0.5, 0.5)
+    save_hf(work, model, mean, std)
+    size = config.image_size
+    h, w = size if isinstance(size, (list, tuple)) else (size, size)
+    return model, (h, w), mean, std
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    which = ap.add_mutually_exclusive_group(required=True)
+    which.add_argument("--model", help="timm ViT name with class-token pooling")
+    which.add_argument("--hf", help="transformers ViT config: google/vit-base-patch16-224 or a "
+                       "config.json path")
+    ap.add_argument("--agcam", required=True, type=Path, help="path to the agcam binary")
+    ap.add_argument("--image", type=Path, help="input image (default: a generated test PNG)")
+    ap.add_argument("--work", type=Path, help="work directory (default: target/parity/<name>)")
+    ap.add_argument("--init", choices=("default", "test"), default="default",
+                    help="the library's random init, or the fixtures' randomisation")
+    args = ap.parse_args()
+    label = args.model or "hf-" + Path(args.hf).stem.replace("/", "_")
+    work = args.work or Path("target") / "parity" / label
+    work.mkdir(parents=True, exist_ok=True)
+
+    if args.model:
+        model, size, mean, std = build_timm(args.model, work, args.init)
+        autograd = agcam_autograd
+    else:
+        model, size, mean, std = build_hf(args.hf, work, args.init)
+        autograd = agcam_autograd_hf
     image = args.image
     if image is None:
-        h, w = config["model_args"]["img_size"]
         image = work / "test.png"
-        smooth_image(w, h, seed=0).save(image)
+        smooth_image(size[1], size[0], seed=0).save(image)
 
-    grid, report = run_agcam(args.agcam, image, work / "model.safetensors",
-                             work / "config.json", work / "out")
+    grid, report = run_agcam(args.agcam, image, work, work / "out")
     agcam_class = int(report["predicted_class"])
+    print(f"agcam: predicted {agcam_class} ({report.get('predicted_label')}), "
+          f"GPU {report['timings_ms']['gpu_per_image']:.0f} ms per image on {report['adapter']}")
 
-    x = preprocess(image, config).double()
-    trace = agcam_autograd(model.double(), x, classes=torch.tensor([[agcam_class]]))
+    x = preprocess_as(image, size, mean, std).double()
+    trace = autograd(model.double(), x, classes=torch.tensor([[agcam_class]]))
     logits = trace.logits[0]
     torch_class = int(logits.argmax())
     reference = trace.maps[0, 0].numpy()

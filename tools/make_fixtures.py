@@ -2,11 +2,20 @@
 
     python3 tools/make_fixtures.py
 
-Each fixture is a small random timm ViT with awkward sizes, its checkpoint in the format the
+Each fixture is a small random ViT with awkward sizes, its checkpoint in the format the
 engine reads, and float64 autograd references (tools/agcam_reference.py) stored as float32.
 Everything is seeded, so rerunning reproduces the same files. The script asserts that each
 fixture is a meaningful test (stable top-K ranking, maps neither zero nor flat) and prints the
 statistics it checked.
+
+    python3 tools/make_fixtures.py [NAME ...]   # only the named fixtures
+
+The model-family fixtures (tests/model_families.rs) cover checkpoint formats beyond the plain
+timm ViT: `hf_vit` is a Hugging Face ViTForImageClassification written by `save_pretrained`
+(its reference runs on the transformers model itself, through hooks), `deit3_ls` a DeiT III-style
+timm model (layer scale, no qkv bias, no class-token position), `patch32` 32-px patches with
+bfloat16 weights, and `avgpool` timm's `global_pool="avg"` with `fc_norm`, whose AGCAM maps are
+exactly zero (the class token reaches no logit; see tests/fixtures/README.md).
 """
 
 from __future__ import annotations
@@ -20,8 +29,10 @@ from safetensors.torch import load_file, save_file
 from timm.models.vision_transformer import VisionTransformer
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from agcam_reference import agcam_autograd, agcam_shortcut, randomize_for_testing  # noqa: E402
-from vit_checkpoint import hub_config, preprocess, save_checkpoint, smooth_image  # noqa: E402
+from agcam_reference import (agcam_autograd, agcam_autograd_hf, agcam_shortcut,  # noqa: E402
+                             randomize_for_testing, randomize_hf_for_testing)
+from vit_checkpoint import (hub_config, preprocess, preprocess_as, save_checkpoint,  # noqa: E402
+                            save_hf, smooth_image)
 
 FIXTURES_DIR = Path(__file__).resolve().parent.parent / "tests" / "fixtures"
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
@@ -43,6 +54,10 @@ class Fixture:
     std: tuple[float, float, float]
     weight_dtype: torch.dtype
     seed: int
+    kind: str = "timm"  # "timm": VisionTransformer; "hf": transformers ViTForImageClassification
+    global_pool: str = "token"
+    zero_maps: bool = False  # the maps are exactly zero by construction (average pooling)
+    labels: list[str] | None = None  # class names for the config (default: class0, class1, ...)
 
 
 FIXTURES = [
@@ -66,6 +81,38 @@ FIXTURES = [
             std=(0.5, 0.5, 0.5), weight_dtype=torch.float16, seed=14),
 ]
 
+FAMILY_FIXTURES = [
+    # Hugging Face ViTForImageClassification via save_pretrained: separate q/k/v, LayerNorm eps
+    # 1e-12, intermediate_size not 4·D, id2label names, preprocessor_config.json with its own
+    # mean/std. 4×6 grid (N = 25); head dim 8. model_args are ViTConfig arguments.
+    Fixture("hf_vit", "ViTForImageClassification",
+            dict(hidden_size=32, num_hidden_layers=3, num_attention_heads=4, intermediate_size=72,
+                 image_size=[32, 48], patch_size=8),
+            num_classes=6, batch=2, image_wh=(71, 23), mean=(0.4, 0.5, 0.6),
+            std=(0.3, 0.25, 0.2), weight_dtype=torch.float32, seed=21, kind="hf",
+            labels=["tabby cat", "tiger cat", "lynx", "ocelot", "cheetah", "snow leopard"]),
+    # DeiT III style: layer scale, no qkv bias, no class-token position (no_embed_class);
+    # 14-px patches, 3×4 grid (N = 13, pos_embed has 12 rows); head dim 12; F = 3·D.
+    Fixture("deit3_ls", "deit3_test_patch14",
+            dict(embed_dim=48, depth=3, num_heads=4, patch_size=14, img_size=[42, 56],
+                 mlp_ratio=3.0, init_values=1e-6, qkv_bias=False, no_embed_class=True),
+            num_classes=9, batch=2, image_wh=(90, 33), mean=IMAGENET_MEAN, std=IMAGENET_STD,
+            weight_dtype=torch.float32, seed=22),
+    # 32-px patches on a 64×96 input (2×3 grid, N = 7), bfloat16 weights.
+    Fixture("patch32", "vit_test_patch32",
+            dict(embed_dim=24, depth=2, num_heads=2, patch_size=32, img_size=[64, 96],
+                 mlp_ratio=4.0, init_values=None),
+            num_classes=10, batch=2, image_wh=(50, 120), mean=(0.5, 0.5, 0.5),
+            std=(0.5, 0.5, 0.5), weight_dtype=torch.bfloat16, seed=23),
+    # timm global_pool="avg" with fc_norm (the final norm is the identity and not saved);
+    # 3×5 grid (N = 16). The maps are exactly zero; the logits test the pooling.
+    Fixture("avgpool", "vit_test_avgpool",
+            dict(embed_dim=32, depth=3, num_heads=4, patch_size=8, img_size=[24, 40],
+                 mlp_ratio=2.0, init_values=None),
+            num_classes=8, batch=2, image_wh=(40, 24), mean=IMAGENET_MEAN, std=IMAGENET_STD,
+            weight_dtype=torch.float32, seed=24, global_pool="avg", zero_maps=True),
+]
+
 
 def sanity_stats(logits: torch.Tensor, maps: torch.Tensor, k: int) -> tuple[float, float]:
     """(smallest relative gap between consecutive top-(K+1) logits, smallest map std/mean).
@@ -79,17 +126,24 @@ def sanity_stats(logits: torch.Tensor, maps: torch.Tensor, k: int) -> tuple[floa
     return gap, cv
 
 
-def reference_tensors(model: VisionTransformer, x: torch.Tensor, k: int, prefix: str) -> dict:
-    """f64 autograd references for input x (float32), stored as float32 under `prefix`."""
-    trace = agcam_autograd(model, x.double(), classes=k)
+def reference_tensors(model, x: torch.Tensor, k: int, prefix: str, autograd=agcam_autograd,
+                      zero_maps: bool = False) -> dict:
+    """f64 autograd references for input x (float32), stored as float32 under `prefix`.
+
+    `autograd` is the reference for the model's kind; `zero_maps` says the maps are exactly zero
+    by construction (average pooling), which is asserted instead of the map statistics."""
+    trace = autograd(model, x.double(), classes=k)
     gap, cv = sanity_stats(trace.logits, trace.maps, k)
     zero = (trace.maps == 0).double().mean().item()
     print(f"  {prefix or 'input'}: B={x.shape[0]} top-{k} classes {trace.classes.tolist()}, "
           f"min logit gap {gap:.3g}, min map std/mean {cv:.3g}, "
           f"max|map| {trace.maps.abs().max().item():.4g}, zero map cells {zero:.1%}")
     assert gap > MIN_LOGIT_GAP, f"{prefix}: top-{k} logits too close ({gap:.3g})"
-    assert cv > MIN_MAP_CV, f"{prefix}: a map is nearly constant ({cv:.3g})"
-    assert (trace.maps.flatten(2).amax(dim=2) > 0).all(), f"{prefix}: a map is all zero"
+    if zero_maps:
+        assert (trace.maps == 0).all(), f"{prefix}: maps expected to be exactly zero"
+    else:
+        assert cv > MIN_MAP_CV, f"{prefix}: a map is nearly constant ({cv:.3g})"
+        assert (trace.maps.flatten(2).amax(dim=2) > 0).all(), f"{prefix}: a map is all zero"
     out = {
         f"{prefix}input": x,
         f"{prefix}logits": trace.logits.float(),
@@ -103,32 +157,49 @@ def reference_tensors(model: VisionTransformer, x: torch.Tensor, k: int, prefix:
     return {name: t.contiguous() for name, t in out.items()}
 
 
-def check_round_trip(directory: Path, config: dict) -> None:
-    """Load the written files into a fresh float32 timm model and rerun them with the CLS-only
-    shortcut: the same classes and maps within MAX_F32_ERROR prove the files are
-    self-consistent and that float32 can meet the fixture."""
-    model = VisionTransformer(**config["model_args"], num_classes=config["num_classes"],
-                              global_pool="token").eval()
-    weights = load_file(str(directory / "model.safetensors"))
-    model.load_state_dict({name: t.float() for name, t in weights.items()}, strict=True)
+def check_round_trip(directory: Path, config: dict | None, kind: str = "timm") -> None:
+    """Load the written files into a fresh float32 model and rerun them (timm class-token models
+    with the CLS-only shortcut, the others with float32 autograd): the same classes and maps
+    within MAX_F32_ERROR prove the files are self-consistent and that float32 can meet the
+    fixture."""
+    if kind == "hf":
+        from transformers import ViTForImageClassification
+        model = ViTForImageClassification.from_pretrained(directory).float().eval()
+        run = agcam_autograd_hf
+    else:
+        args = {k: v for k, v in config["model_args"].items() if k != "global_pool"}
+        model = VisionTransformer(**args, num_classes=config["num_classes"],
+                                  global_pool=config["global_pool"]).eval()
+        weights = load_file(str(directory / "model.safetensors"))
+        model.load_state_dict({name: t.float() for name, t in weights.items()}, strict=True)
+        run = agcam_autograd if config["global_pool"] != "token" else None
     ref = load_file(str(directory / "reference.safetensors"))
     for prefix in ("", "image_"):
         k = ref[f"{prefix}classes"].shape[1]
-        _, classes, maps = agcam_shortcut(model, ref[f"{prefix}input"], classes=k)
+        if run is None:
+            _, classes, maps = agcam_shortcut(model, ref[f"{prefix}input"], classes=k)
+        else:
+            trace = run(model, ref[f"{prefix}input"], classes=k)
+            classes, maps = trace.classes, trace.maps
         expected = ref[f"{prefix}maps"]
-        err = ((maps - expected).abs().max() / expected.abs().max()).item()
-        print(f"  {prefix or 'input'}: float32 shortcut from the files, map error {err:.2g}")
+        # All-zero references (average pooling) must be met exactly.
+        err = ((maps - expected).abs().max() / expected.abs().max().clamp(min=1)).item() \
+            if not expected.any() else ((maps - expected).abs().max() / expected.abs().max()).item()
+        print(f"  {prefix or 'input'}: float32 rerun from the files, map error {err:.2g}")
         assert torch.equal(classes.to(torch.int32), ref[f"{prefix}classes"]), "classes differ"
         assert err < MAX_F32_ERROR, f"float32 maps off by {err:.3g}"
 
 
 def make_fixture(fx: Fixture) -> None:
     """Build, randomise, save and reference one fixture."""
+    if fx.kind == "hf":
+        make_hf_fixture(fx)
+        return
     directory = FIXTURES_DIR / fx.name
     print(f"{fx.name}:")
     torch.manual_seed(fx.seed)
     model = VisionTransformer(**fx.model_args, num_classes=fx.num_classes,
-                              global_pool="token").eval()
+                              global_pool=fx.global_pool).eval()
     generator = torch.Generator().manual_seed(fx.seed)
     randomize_for_testing(model, generator)
     if fx.weight_dtype != torch.float32:
@@ -136,18 +207,22 @@ def make_fixture(fx: Fixture) -> None:
         with torch.no_grad():
             for p in model.parameters():
                 p.copy_(p.to(fx.weight_dtype).float())
-    config = hub_config(fx.architecture, fx.num_classes, fx.model_args, fx.mean, fx.std)
+    config = hub_config(fx.architecture, fx.num_classes, fx.model_args, fx.mean, fx.std,
+                        label_names=fx.labels, global_pool=fx.global_pool)
+    if fx.global_pool != "token":  # timm's save_for_hf records it in model_args too
+        config["model_args"] = dict(config["model_args"], global_pool=fx.global_pool)
     save_checkpoint(directory, model, config, fx.weight_dtype)
     model.double()
 
     k = min(5, fx.num_classes)
     h, w = fx.model_args["img_size"]
     x = torch.randn(fx.batch, 3, h, w, generator=generator)
-    tensors = reference_tensors(model, x, k, prefix="")
+    tensors = reference_tensors(model, x, k, prefix="", zero_maps=fx.zero_maps)
 
     image_path = directory / "image.png"
     smooth_image(*fx.image_wh, seed=fx.seed).save(image_path, optimize=True)
-    tensors.update(reference_tensors(model, preprocess(image_path, config), k, prefix="image_"))
+    tensors.update(reference_tensors(model, preprocess(image_path, config), k, prefix="image_",
+                                     zero_maps=fx.zero_maps))
     save_file(tensors, str(directory / "reference.safetensors"), metadata={"format": "pt"})
     check_round_trip(directory, config)
 
@@ -155,6 +230,47 @@ def make_fixture(fx: Fixture) -> None:
     print(f"  files: {sizes}, total {sum(sizes.values()) / 1e6:.2f} MB")
 
 
+def make_hf_fixture(fx: Fixture) -> None:
+    """A Hugging Face fixture: a random-init ViTForImageClassification, randomised like the timm
+    ones, written by `save_pretrained` with a ViTImageProcessor config; the references run on the
+    transformers model itself."""
+    from transformers import ViTConfig, ViTForImageClassification
+
+    directory = FIXTURES_DIR / fx.name
+    print(f"{fx.name}:")
+    torch.manual_seed(fx.seed)
+    labels = fx.labels or [f"class{i}" for i in range(fx.num_classes)]
+    config = ViTConfig(**fx.model_args, num_labels=fx.num_classes,
+                       id2label=dict(enumerate(labels)),
+                       label2id={name: i for i, name in enumerate(labels)})
+    assert config.layer_norm_eps == 1e-12 and config.hidden_act == "gelu"
+    model = ViTForImageClassification(config).eval()
+    generator = torch.Generator().manual_seed(fx.seed)
+    randomize_hf_for_testing(model, generator)
+    save_hf(directory, model, fx.mean, fx.std)
+    model.double()
+
+    k = min(5, fx.num_classes)
+    h, w = fx.model_args["image_size"]
+    x = torch.randn(fx.batch, 3, h, w, generator=generator)
+    tensors = reference_tensors(model, x, k, prefix="", autograd=agcam_autograd_hf)
+    image_path = directory / "image.png"
+    smooth_image(*fx.image_wh, seed=fx.seed).save(image_path, optimize=True)
+    image = preprocess_as(image_path, (h, w), fx.mean, fx.std)
+    tensors.update(reference_tensors(model, image, k, prefix="image_", autograd=agcam_autograd_hf))
+    save_file(tensors, str(directory / "reference.safetensors"), metadata={"format": "pt"})
+    check_round_trip(directory, None, kind="hf")
+
+    sizes = {p.name: p.stat().st_size for p in sorted(directory.iterdir())}
+    print(f"  files: {sizes}, total {sum(sizes.values()) / 1e6:.2f} MB")
+
+
 if __name__ == "__main__":
-    for fixture in FIXTURES:
-        make_fixture(fixture)
+    wanted = set(sys.argv[1:])
+    everything = FIXTURES + FAMILY_FIXTURES
+    unknown = wanted - {fx.name for fx in everything}
+    if unknown:
+        sys.exit(f"unknown fixtures: {sorted(unknown)}")
+    for fixture in everything:
+        if not wanted or fixture.name in wanted:
+            make_fixture(fixture)

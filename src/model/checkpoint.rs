@@ -150,9 +150,29 @@ impl<'a> Checkpoint<'a> {
     /// Reads tensor `name`, checks its shape is `expected`, and converts it to f32.
     /// Returns `Ok(None)` when the file has no such tensor.
     pub(crate) fn read_opt(&self, name: &str, expected: &[usize]) -> Result<Option<HostTensor>> {
+        let mut data = Vec::new();
+        if !self.read_into(name, expected, &mut data)? {
+            return Ok(None);
+        }
+        Ok(Some(HostTensor {
+            shape: expected.to_vec(),
+            data,
+        }))
+    }
+
+    /// Checks that tensor `name` has shape `expected` and appends its values, converted to f32,
+    /// to `out`: the one conversion from the mapped file, straight into the final buffer (so a
+    /// fused qkv assembled from three tensors, or a padded position embedding, is not copied
+    /// again). Returns `Ok(false)` when the file has no such tensor.
+    pub(crate) fn read_into(
+        &self,
+        name: &str,
+        expected: &[usize],
+        out: &mut Vec<f32>,
+    ) -> Result<bool> {
         let view = match self.st.tensor(name) {
             Ok(v) => v,
-            Err(_) => return Ok(None),
+            Err(_) => return Ok(false),
         };
         if view.shape() != expected {
             return Err(Error::Shape {
@@ -161,52 +181,65 @@ impl<'a> Checkpoint<'a> {
                 actual: view.shape().to_vec(),
             });
         }
-        let data = to_f32(view.dtype(), view.data()).ok_or_else(|| {
-            Error::checkpoint(
+        let numel: usize = expected.iter().product();
+        let before = out.len();
+        out.reserve_exact(numel);
+        if !extend_f32(view.dtype(), view.data(), out) {
+            return Err(Error::checkpoint(
                 self.path,
                 format!(
                     "tensor `{name}` has dtype {:?}, which is not supported (supported: {SUPPORTED_DTYPES})",
                     view.dtype()
                 ),
-            )
-        })?;
-        if data.len() != expected.iter().product::<usize>() {
+            ));
+        }
+        if out.len() - before != numel {
             // safetensors validates sizes against shapes; this guards the invariant of HostTensor.
             return Err(Error::checkpoint(
                 self.path,
                 format!(
                     "tensor `{name}` holds {} values for shape {expected:?}",
-                    data.len()
+                    out.len() - before
                 ),
             ));
         }
-        Ok(Some(HostTensor {
-            shape: expected.to_vec(),
-            data,
-        }))
+        Ok(true)
     }
 }
 
-/// Little-endian `bytes` of `dtype` as f32, or `None` for an unsupported dtype.
-fn to_f32(dtype: Dtype, bytes: &[u8]) -> Option<Vec<f32>> {
-    let out = match dtype {
-        Dtype::F32 => bytes
-            .chunks_exact(4)
-            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-            .collect(),
-        Dtype::F16 => bytes
-            .chunks_exact(2)
-            .map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32())
-            .collect(),
-        Dtype::BF16 => bytes
-            .chunks_exact(2)
-            .map(|c| half::bf16::from_le_bytes([c[0], c[1]]).to_f32())
-            .collect(),
-        Dtype::F64 => bytes
-            .chunks_exact(8)
-            .map(|c| f64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]) as f32)
-            .collect(),
-        _ => return None,
-    };
-    Some(out)
+/// Appends little-endian `bytes` of `dtype` to `out` as f32; `false` for an unsupported dtype.
+fn extend_f32(dtype: Dtype, bytes: &[u8], out: &mut Vec<f32>) -> bool {
+    match dtype {
+        Dtype::F32 => {
+            // The common case: on little-endian machines with 4-byte aligned data (safetensors
+            // aligns tensors, and the mapping is page-aligned) this is a plain memcpy.
+            #[cfg(target_endian = "little")]
+            if let Ok(floats) = bytemuck::try_cast_slice::<u8, f32>(bytes) {
+                out.extend_from_slice(floats);
+                return true;
+            }
+            out.extend(
+                bytes
+                    .chunks_exact(4)
+                    .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])),
+            );
+        }
+        Dtype::F16 => out.extend(
+            bytes
+                .chunks_exact(2)
+                .map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32()),
+        ),
+        Dtype::BF16 => out.extend(
+            bytes
+                .chunks_exact(2)
+                .map(|c| half::bf16::from_le_bytes([c[0], c[1]]).to_f32()),
+        ),
+        Dtype::F64 => {
+            out.extend(bytes.chunks_exact(8).map(|c| {
+                f64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]) as f32
+            }))
+        }
+        _ => return false,
+    }
+    true
 }

@@ -1,4 +1,5 @@
-//! The optional JSON config next to a checkpoint (timm `config.json`, or a hand-written one).
+//! The JSON configs next to a checkpoint: timm's hub `config.json`, Hugging Face's `config.json`
+//! and `preprocessor_config.json`, or a hand-written one.
 //!
 //! Only the keys below are read; everything else is ignored. Where several keys can say the same
 //! thing, the first one present wins, in the order listed:
@@ -8,10 +9,25 @@
 //! | attention heads | `model_args.num_heads`, `num_heads`, `num_attention_heads`              |
 //! | image size      | `model_args.img_size`, `img_size`, `image_size` (int or `[h, w]`), `pretrained_cfg.input_size` (`[3, h, w]`) |
 //! | mean / std      | `pretrained_cfg.mean`/`std`, `mean`/`std`, `image_mean`/`image_std`     |
-//! | labels          | `label_names` (list), `labels` (list), `id2label` (`{"0": "name"}`)    |
+//! | labels          | `label_names` (list, or `{"0": name}`; with `label_descriptions` `{name: text}` the texts are used), `labels` (list), `id2label` (`{"0": "name"}`) |
 //! | LayerNorm eps   | `layer_norm_eps`                                                        |
-//! | pooling         | `global_pool` (`"token"`, `""`, `"avg"`)                                |
-//! | name            | `architecture`                                                          |
+//! | pooling         | `global_pool` (`"token"`, `""`, `"avg"`), also `model_args.global_pool` |
+//! | name            | `architecture` (timm), `architectures[0]` (Hugging Face)                |
+//!
+//! Keys checked against the tensors (a disagreement is an error naming both): `hidden_size`,
+//! `model_args.embed_dim`, `num_features` (D); `num_hidden_layers`, `model_args.depth` (L);
+//! `intermediate_size`, `model_args.mlp_ratio` (F); `patch_size`, `model_args.patch_size` (P);
+//! `num_classes` (C); `qkv_bias`, `model_args.qkv_bias`; `model_args.init_values` (layer scale);
+//! `model_args.no_embed_class`; `num_channels`, `model_args.in_chans` (3). Keys that name an
+//! unsupported variant are refused: `hidden_act` other than `"gelu"`, `model_args.act_layer`
+//! other than `"gelu"`, `model_args.class_token: false`, `model_args.reg_tokens > 0`,
+//! `model_args.qk_norm`, `model_args.pre_norm`, `model_args.pool_include_prefix`, and an
+//! `architecture`/`architectures`/`model_type` outside the ViT family (see `family.rs`).
+//!
+//! `preprocessor_config.json` (Hugging Face image processor) supplies `image_mean`/`image_std`
+//! (with `do_normalize`, `do_rescale` and `rescale_factor` folded in) and the input size from
+//! `crop_size` when `do_center_crop`, else `size` (`{"height", "width"}`, an int, or
+//! `{"shortest_edge"}`), each only where `config.json` does not say.
 //!
 //! A `null` value counts as absent. A key that is present with a value of the wrong kind is an
 //! error naming the key and the file.
@@ -28,28 +44,6 @@ use crate::error::{Error, Result};
 pub(crate) struct JsonConfig {
     path: PathBuf,
     root: serde_json::Map<String, Value>,
-}
-
-/// Finds and reads the config of `weights`: `explicit` when given (it must exist and parse), else
-/// `<weights stem>.json` in the same folder, else `config.json` there, else none.
-pub(crate) fn find_config(weights: &Path, explicit: Option<&Path>) -> Result<Option<JsonConfig>> {
-    if let Some(path) = explicit {
-        return JsonConfig::read(path).map(Some);
-    }
-    let dir = weights.parent().unwrap_or_else(|| Path::new(""));
-    let mut candidates = Vec::new();
-    if let Some(stem) = weights.file_stem() {
-        let mut name = stem.to_os_string();
-        name.push(".json");
-        candidates.push(dir.join(name));
-    }
-    candidates.push(dir.join("config.json"));
-    for path in candidates {
-        if path.is_file() {
-            return JsonConfig::read(&path).map(Some);
-        }
-    }
-    Ok(None)
 }
 
 /// A short rendering of a JSON value for error messages.
@@ -108,7 +102,7 @@ impl JsonConfig {
     }
 
     /// The value at a dotted `key` ("model_args.num_heads"); `null` counts as absent.
-    fn get(&self, key: &str) -> Option<&Value> {
+    pub(crate) fn get(&self, key: &str) -> Option<&Value> {
         let mut parts = key.split('.');
         let mut v = self.root.get(parts.next()?)?;
         for p in parts {
@@ -123,7 +117,7 @@ impl JsonConfig {
     }
 
     /// An error about `key` in this file.
-    fn bad(&self, key: &str, expected: &str, found: &Value) -> Error {
+    pub(crate) fn bad(&self, key: &str, expected: &str, found: &Value) -> Error {
         Error::checkpoint(
             &self.path,
             format!("`{key}` must be {expected}, found {}", show(found)),
@@ -151,15 +145,9 @@ impl JsonConfig {
     /// Input (height, width), with the key it came from.
     pub(crate) fn image_size(&self) -> Result<Option<((usize, usize), &'static str)>> {
         for key in ["model_args.img_size", "img_size", "image_size"] {
-            let Some(v) = self.get(key) else { continue };
-            let size = match v {
-                Value::Array(a) if a.len() == 2 => as_usize(&a[0]).zip(as_usize(&a[1])),
-                _ => as_usize(v).map(|s| (s, s)),
-            };
-            return match size {
-                Some(s) => Ok(Some((s, key))),
-                None => Err(self.bad(key, "an integer or [height, width]", v)),
-            };
+            if let Some(s) = self.pair(key)? {
+                return Ok(Some((s, key)));
+            }
         }
         let key = "pretrained_cfg.input_size";
         let Some(v) = self.get(key) else {
@@ -172,6 +160,83 @@ impl JsonConfig {
                 "`{key}` says {c} input channels; only RGB (3) is supported"
             ))),
             _ => Err(self.bad(key, "[3, height, width]", v)),
+        }
+    }
+
+    /// A size given as an integer `s` (meaning `s x s`) or as `[h, w]`.
+    pub(crate) fn pair(&self, key: &str) -> Result<Option<(usize, usize)>> {
+        let Some(v) = self.get(key) else {
+            return Ok(None);
+        };
+        let size = match v {
+            Value::Array(a) if a.len() == 2 => as_usize(&a[0]).zip(as_usize(&a[1])),
+            _ => as_usize(v).map(|s| (s, s)),
+        };
+        size.map(Some)
+            .ok_or_else(|| self.bad(key, "an integer or [height, width]", v))
+    }
+
+    /// A non-negative integer at `key`.
+    pub(crate) fn usize_at(&self, key: &str) -> Result<Option<usize>> {
+        match self.get(key) {
+            None => Ok(None),
+            Some(v) => as_usize(v)
+                .map(Some)
+                .ok_or_else(|| self.bad(key, "a non-negative integer", v)),
+        }
+    }
+
+    /// A number at `key`.
+    pub(crate) fn f64_at(&self, key: &str) -> Result<Option<f64>> {
+        match self.get(key) {
+            None => Ok(None),
+            Some(v) => v
+                .as_f64()
+                .map(Some)
+                .ok_or_else(|| self.bad(key, "a number", v)),
+        }
+    }
+
+    /// A boolean at `key`.
+    pub(crate) fn bool_at(&self, key: &str) -> Result<Option<bool>> {
+        match self.get(key) {
+            None => Ok(None),
+            Some(Value::Bool(b)) => Ok(Some(*b)),
+            Some(v) => Err(self.bad(key, "true or false", v)),
+        }
+    }
+
+    /// A string at `key`.
+    pub(crate) fn str_at(&self, key: &str) -> Result<Option<&str>> {
+        match self.get(key) {
+            None => Ok(None),
+            Some(Value::String(s)) => Ok(Some(s)),
+            Some(v) => Err(self.bad(key, "a string", v)),
+        }
+    }
+
+    /// A list of strings at `key`.
+    pub(crate) fn strings_at(&self, key: &str) -> Result<Option<Vec<&str>>> {
+        let Some(v) = self.get(key) else {
+            return Ok(None);
+        };
+        v.as_array()
+            .and_then(|a| a.iter().map(Value::as_str).collect::<Option<Vec<_>>>())
+            .map(Some)
+            .ok_or_else(|| self.bad(key, "a list of strings", v))
+    }
+
+    /// Which tool wrote this config, from its keys.
+    pub(crate) fn flavour(&self) -> Flavour {
+        if self.get("architectures").is_some() || self.get("model_type").is_some() {
+            Flavour::HuggingFace
+        } else if self.get("architecture").is_some()
+            || self.get("pretrained_cfg").is_some()
+            || self.get("model_args").is_some()
+        {
+            Flavour::Timm
+        } else {
+            Flavour::Plain
         }
     }
 
@@ -201,8 +266,36 @@ impl JsonConfig {
 
     /// Class names in index order, with the key they came from.
     pub(crate) fn labels(&self) -> Result<Option<(Vec<String>, &'static str)>> {
-        for key in ["label_names", "labels"] {
-            let Some(v) = self.get(key) else { continue };
+        if let Some(v) = self.get("label_names") {
+            let key = "label_names";
+            let names = match v {
+                Value::Object(_) => self.indexed(key, v)?,
+                _ => v
+                    .as_array()
+                    .and_then(|a| a.iter().map(|x| x.as_str().map(str::to_string)).collect())
+                    .ok_or_else(|| self.bad(key, "a list of strings", v))?,
+            };
+            // timm: `label_names` are unique ids (ImageNet synsets); `label_descriptions` maps
+            // them to readable names.
+            let dkey = "label_descriptions";
+            return match self.get(dkey) {
+                None => Ok(Some((names, key))),
+                Some(Value::Object(map)) => {
+                    let described = names
+                        .iter()
+                        .map(|n| match map.get(n) {
+                            Some(Value::String(d)) => Ok(d.clone()),
+                            Some(other) => Err(self.bad(&format!("{dkey}.{n}"), "a string", other)),
+                            None => Ok(n.clone()),
+                        })
+                        .collect::<Result<Vec<_>>>()?;
+                    Ok(Some((described, "label_names + label_descriptions")))
+                }
+                Some(other) => Err(self.bad(dkey, "an object {\"name\": \"description\"}", other)),
+            };
+        }
+        let key = "labels";
+        if let Some(v) = self.get(key) {
             let names: Option<Vec<String>> = v
                 .as_array()
                 .and_then(|a| a.iter().map(|x| x.as_str().map(str::to_string)).collect());
@@ -212,9 +305,14 @@ impl JsonConfig {
             };
         }
         let key = "id2label";
-        let Some(v) = self.get(key) else {
-            return Ok(None);
-        };
+        match self.get(key) {
+            None => Ok(None),
+            Some(v) => Ok(Some((self.indexed(key, v)?, key))),
+        }
+    }
+
+    /// Names from an object `{"0": "name", ...}` whose keys are exactly the indices 0..len.
+    fn indexed(&self, key: &str, v: &Value) -> Result<Vec<String>> {
         let Some(map) = v.as_object() else {
             return Err(self.bad(key, "an object {\"0\": \"name\", ...}", v));
         };
@@ -239,7 +337,7 @@ impl JsonConfig {
             }
         }
         // `map.len()` distinct indices below `map.len()`: every slot is filled.
-        Ok(Some((slots.into_iter().flatten().collect(), key)))
+        Ok(slots.into_iter().flatten().collect())
     }
 
     /// LayerNorm epsilon.
@@ -254,15 +352,18 @@ impl JsonConfig {
         }
     }
 
-    /// Pooling from `global_pool`.
-    pub(crate) fn pooling(&self) -> Result<Option<Pooling>> {
-        let key = "global_pool";
-        let Some(v) = self.get(key) else {
+    /// Pooling from `global_pool` (or `model_args.global_pool`), with the key.
+    pub(crate) fn pooling(&self) -> Result<Option<(Pooling, &'static str)>> {
+        let Some((key, v)) = self.first(&["global_pool", "model_args.global_pool"]) else {
             return Ok(None);
         };
         match v.as_str() {
-            Some("token") | Some("") => Ok(Some(Pooling::Token)),
-            Some("avg") => Ok(Some(Pooling::Avg)),
+            Some("token") | Some("") => Ok(Some((Pooling::Token, key))),
+            Some("avg") => Ok(Some((Pooling::Avg, key))),
+            Some("map") => Err(self.error(format!(
+                "`{key}` is \"map\" (attention pooling head, as in SigLIP): not supported; \
+                 supported: \"token\" (or \"\") and \"avg\""
+            ))),
             Some(other) => Err(self.error(format!(
                 "`{key}` is \"{other}\"; supported: \"token\" (or \"\") and \"avg\""
             ))),
@@ -270,15 +371,91 @@ impl JsonConfig {
         }
     }
 
-    /// The architecture name.
+    /// The architecture name: timm's `architecture`, else the first of Hugging Face's
+    /// `architectures`.
     pub(crate) fn architecture(&self) -> Result<Option<String>> {
-        let key = "architecture";
-        match self.get(key) {
-            None => Ok(None),
-            Some(Value::String(s)) => Ok(Some(s.clone())),
-            Some(v) => Err(self.bad(key, "a string", v)),
+        if let Some(a) = self.str_at("architecture")? {
+            return Ok(Some(a.to_string()));
         }
+        Ok(self
+            .strings_at("architectures")?
+            .and_then(|a| a.first().map(|s| s.to_string())))
     }
+
+    /// Normalisation of a Hugging Face image processor config, as the engine's
+    /// `(x / 255 - mean) / std`: `image_mean`/`image_std` when `do_normalize` (default true), and
+    /// `rescale_factor` (default 1/255, none when `do_rescale` is false) folded into both.
+    pub(crate) fn processor_mean_std(&self) -> Result<Option<([f32; 3], [f32; 3])>> {
+        let normalize = self.bool_at("do_normalize")?.unwrap_or(true);
+        let (mean, std) = if normalize {
+            match (self.triple(&["image_mean"])?, self.triple(&["image_std"])?) {
+                (Some((m, _)), Some((s, _))) => (m.map(f64::from), s.map(f64::from)),
+                (None, None) => return Ok(None),
+                (Some(_), None) => {
+                    return Err(self.error("`image_mean` is given but `image_std` is not"))
+                }
+                (None, Some(_)) => {
+                    return Err(self.error("`image_std` is given but `image_mean` is not"))
+                }
+            }
+        } else {
+            ([0.0; 3], [1.0; 3])
+        };
+        let rescale = if self.bool_at("do_rescale")?.unwrap_or(true) {
+            self.f64_at("rescale_factor")?.unwrap_or(1.0 / 255.0)
+        } else {
+            1.0
+        };
+        if !(rescale.is_finite() && rescale > 0.0) {
+            return Err(self.error(format!(
+                "`rescale_factor` is {rescale}: it must be positive"
+            )));
+        }
+        // (p * r - m) / s == (p / 255 - m / (255 r)) / (s / (255 r)).
+        let k = 255.0 * rescale;
+        let k = if (k - 1.0).abs() < 1e-9 { 1.0 } else { k };
+        Ok(Some((
+            mean.map(|m| (m / k) as f32),
+            std.map(|s| (s / k) as f32),
+        )))
+    }
+
+    /// The model input size of a Hugging Face image processor config: `crop_size` when
+    /// `do_center_crop`, else `size`, with the key it came from. `{"shortest_edge": n}` gives
+    /// no size (it depends on the image).
+    pub(crate) fn processor_size(&self) -> Result<Option<((usize, usize), &'static str)>> {
+        let key = if self.bool_at("do_center_crop")?.unwrap_or(false)
+            && self.get("crop_size").is_some()
+        {
+            "crop_size"
+        } else {
+            "size"
+        };
+        let Some(v) = self.get(key) else {
+            return Ok(None);
+        };
+        if let Some(map) = v.as_object() {
+            let h = map.get("height").and_then(as_usize);
+            let w = map.get("width").and_then(as_usize);
+            return match (h, w) {
+                (Some(h), Some(w)) => Ok(Some(((h, w), key))),
+                _ if map.contains_key("shortest_edge") => Ok(None),
+                _ => Err(self.bad(key, "{\"height\": h, \"width\": w} or an integer", v)),
+            };
+        }
+        Ok(self.pair(key)?.map(|s| (s, key)))
+    }
+}
+
+/// Which tool wrote a config.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Flavour {
+    /// timm's hub `config.json` (`architecture`, `pretrained_cfg`, `model_args`).
+    Timm,
+    /// Hugging Face transformers' `config.json` (`architectures`, `model_type`).
+    HuggingFace,
+    /// Neither: a hand-written config with plain keys.
+    Plain,
 }
 
 #[cfg(test)]

@@ -1,36 +1,70 @@
-//! Reads a safetensors checkpoint (timm naming) and its optional JSON config into a [`Model`].
+//! Reads a safetensors checkpoint (timm or Hugging Face naming) and its JSON configs into a
+//! [`Model`].
 //!
-//! The dimensions come from the tensors themselves (D from `cls_token`, P from the patch
-//! embedding, F from `fc1`, C from the head, the number of patch positions from `pos_embed`, the
-//! depth from the block indices); the config and the user's overrides supply what shapes cannot
-//! say (heads, image size for non-square grids, preprocessing, labels). Every tensor is then read
-//! against the shape those dimensions imply.
+//! The dimensions come from the tensors themselves (D from the class token, P from the patch
+//! embedding, F from the first MLP layer, C from the head, the number of positions from the
+//! position embedding, the depth from the block indices); the configs and the user's overrides
+//! supply what shapes cannot say (heads, image size for non-square grids, preprocessing,
+//! labels), and whatever they state about the shapes is checked against them (`family`). Every
+//! tensor is then read against the shape those dimensions imply.
 
 use std::collections::BTreeSet;
 use std::fmt::Write as _;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use super::checkpoint::{Checkpoint, MappedFile};
-use super::config_file::{find_config, JsonConfig};
+use super::config_file::JsonConfig;
 use super::naming::{self, BlockParam, Naming, Param};
+use super::source::{self, Sources};
+use super::{family, labels};
 use super::{BlockWeights, ConfigOverrides, HostTensor, ModelConfig, Pooling, VitWeights};
 use crate::error::{Error, Result};
 
-/// A loaded checkpoint: its configuration and host-side f32 weights.
+/// A loaded checkpoint: its configuration, host-side f32 weights, and where each part came from.
 #[derive(Debug, Clone)]
 pub struct Model {
     /// Architecture, preprocessing and labels.
     pub config: ModelConfig,
     /// The weights, shape-checked against `config`.
     pub weights: VitWeights,
+    /// What was detected, and from which file.
+    pub provenance: Provenance,
 }
 
-/// Loads `weights` (a `.safetensors` file in timm `VisionTransformer` naming), with an optional
-/// sidecar JSON `config`.
+/// Where a loaded model's settings came from, for `agcam inspect` and logs. Each field is a
+/// short human-readable phrase ("`num_attention_heads` in /m/config.json").
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Provenance {
+    /// The checkpoint format detected from the tensor names, e.g. "Hugging Face
+    /// ViTForImageClassification".
+    pub format: String,
+    /// The weights file that was read.
+    pub weights: Option<PathBuf>,
+    /// The model config that was read, if any.
+    pub config: Option<PathBuf>,
+    /// The Hugging Face `preprocessor_config.json` that was read, if any.
+    pub preprocessor: Option<PathBuf>,
+    /// Where the number of heads came from.
+    pub heads: String,
+    /// Where the input size came from.
+    pub image_size: String,
+    /// Where mean and std came from.
+    pub preprocessing: String,
+    /// Where the class names came from (or why there are none).
+    pub labels: String,
+    /// Conversions done while loading (q/k/v fused, a class position added, ...).
+    pub notes: Vec<String>,
+}
+
+/// Loads `weights`, a `.safetensors` checkpoint in timm `VisionTransformer` or Hugging Face
+/// `ViTForImageClassification` naming, or a folder holding one (`model.safetensors`, else the
+/// single `*.safetensors`), with its JSON configs.
 ///
-/// Without `config`, `<weights stem>.json` and then `config.json` next to the weights are used when
-/// present. Settings in `overrides` win over the config, which wins over what the tensor shapes
-/// imply. Tensors in F32, F16, BF16 or F64 are converted to f32; every shape is checked.
+/// The model config is `config` when given, else `<weights stem>.json`, else `config.json` next
+/// to the weights; a Hugging Face `preprocessor_config.json` there is read too. Settings in
+/// `overrides` win over the configs, which win over what the tensor shapes imply; what no source
+/// gives is an error naming the flag that supplies it. Tensors in F32, F16, BF16 or F64 are
+/// converted to f32; every shape is checked.
 ///
 /// # Errors
 /// [`Error::Io`] when a file cannot be read, [`Error::Checkpoint`] for a file that is not a usable
@@ -41,57 +75,75 @@ pub fn load_model(
     config: Option<&Path>,
     overrides: &ConfigOverrides,
 ) -> Result<Model> {
-    let file = MappedFile::open(weights)?;
+    let Sources {
+        weights: weights_path,
+        config: json,
+        preprocessor,
+    } = source::resolve(weights, config)?;
+    let file = MappedFile::open(&weights_path)?;
     let ckpt = file.parse()?;
-    let json = find_config(weights, config)?;
     let names = ckpt.names();
+    if let Some(why) = naming::refusal(names.iter().copied()) {
+        return Err(Error::checkpoint(&weights_path, why));
+    }
     let reader = Reader {
         ckpt: &ckpt,
         naming: naming::detect(names.iter().copied()),
         hint: naming::foreign_layout_hint(names.iter().copied()),
     };
+    let json = json.as_ref();
+    if let Some(j) = json {
+        family::check_hints(j, reader.naming)?;
+    }
     let dims = reader.infer_dims(&names)?;
     reader.check_unexpected(&names, dims.depth)?;
+    if let Some(j) = json {
+        family::check_dims(j, reader.naming, &dims)?;
+    }
 
-    let num_heads = resolve_heads(&reader, json.as_ref(), overrides, dims.embed_dim)?;
-    let image_size = resolve_image_size(&reader, json.as_ref(), overrides, &dims)?;
-    let (mean, std) = resolve_mean_std(json.as_ref(), overrides)?;
-    let labels = match &json {
-        Some(j) => match j.labels()? {
-            Some((labels, key)) if labels.len() != dims.num_classes => {
-                return Err(j.error(format!(
-                    "`{key}` lists {} labels, but the classifier head (`{}`) has {} classes",
-                    labels.len(),
-                    reader.name(Param::HeadW),
-                    dims.num_classes
-                )))
-            }
-            other => other.map(|(labels, _)| labels),
-        },
-        None => None,
-    };
-    let layer_norm_eps = match &json {
+    let mut notes = Vec::new();
+    let (num_heads, heads_from) = resolve_heads(&reader, json, overrides, dims.embed_dim)?;
+    let (image_size, size_from, class_position) =
+        resolve_image_size(&reader, json, preprocessor.as_ref(), overrides, &dims)?;
+    if !class_position {
+        notes.push(
+            "the position embedding has no class-token row (timm no_embed_class, as in DeiT \
+             III): a zero row was put in front"
+                .to_string(),
+        );
+    }
+    let (mean, std, preprocessing) = resolve_mean_std(json, preprocessor.as_ref(), overrides)?;
+    let (labels, labels_from) = resolve_labels(&reader, json, dims.num_classes)?;
+    let layer_norm_eps = match json {
         Some(j) => j.layer_norm_eps()?,
         None => None,
     }
-    .unwrap_or(1e-6);
-    let config_pool = match &json {
-        Some(j) => j.pooling()?,
+    .unwrap_or_else(|| reader.naming.default_layer_norm_eps());
+    let config_pool = match json {
+        Some(j) => j.pooling()?.map(|(p, _)| p),
         None => None,
     };
-    let name = match &json {
+    let name = match json {
         Some(j) => j.architecture()?,
         None => None,
     }
-    .or_else(|| {
-        weights
-            .file_stem()
-            .map(|s| s.to_string_lossy().into_owned())
-    })
+    .or_else(|| default_name(weights, &weights_path))
     .unwrap_or_else(|| "model".to_string());
 
-    let (weights_out, layer_scale, pooling) =
-        reader.read_weights(&dims, config_pool, json.as_ref())?;
+    let read = reader.read_weights(&dims, class_position, config_pool, json)?;
+    if let Some(j) = json {
+        family::check_switches(j, read.qkv_bias, read.layer_scale)?;
+    }
+    if reader
+        .naming
+        .qkv_parts(Param::Block(0, BlockParam::QkvW))
+        .is_some()
+    {
+        notes.push("query, key and value fused into one qkv matrix (q, k, v rows)".to_string());
+    }
+    if !read.qkv_bias {
+        notes.push("no query/key/value bias in the checkpoint: zeros".to_string());
+    }
 
     let config = ModelConfig {
         name,
@@ -103,16 +155,52 @@ pub fn load_model(
         image_size,
         num_classes: dims.num_classes,
         layer_norm_eps,
-        layer_scale,
-        pooling,
+        layer_scale: read.layer_scale,
+        pooling: read.pooling,
         mean,
         std,
         labels,
     };
+    let provenance = Provenance {
+        format: format!("{} names", reader.naming.model_class()),
+        weights: Some(weights_path.clone()),
+        config: json.map(|j| j.path().to_path_buf()),
+        preprocessor: preprocessor.as_ref().map(|p| p.path().to_path_buf()),
+        heads: heads_from,
+        image_size: size_from,
+        preprocessing,
+        labels: labels_from,
+        notes,
+    };
     Ok(Model {
         config,
-        weights: weights_out,
+        weights: read.weights,
+        provenance,
     })
+}
+
+/// The model's name when no config names the architecture: the file stem, or the folder's name
+/// for the generic `model.safetensors`.
+fn default_name(given: &Path, file: &Path) -> Option<String> {
+    let stem = file.file_stem()?.to_string_lossy().into_owned();
+    if stem != "model" {
+        return Some(stem);
+    }
+    let folder = if given.is_dir() {
+        given
+    } else {
+        file.parent()?
+    };
+    folder
+        .canonicalize()
+        .ok()
+        .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
+        .or(Some(stem))
+}
+
+/// "`key` in path".
+fn from_key(key: &str, j: &JsonConfig) -> String {
+    format!("`{key}` in {}", j.path().display())
 }
 
 /// Attention heads for embed dims of the standard ViT sizes (Ti, S, B, L, H).
@@ -133,7 +221,7 @@ fn resolve_heads(
     json: Option<&JsonConfig>,
     overrides: &ConfigOverrides,
     d: usize,
-) -> Result<usize> {
+) -> Result<(usize, String)> {
     let not_divisible =
         |h: usize, from: &str| format!("embed dim D={d} is not divisible by {h} heads ({from})");
     if let Some(h) = overrides.num_heads {
@@ -145,128 +233,255 @@ fn resolve_heads(
             };
             return Err(Error::Invalid(msg));
         }
-        return Ok(h);
+        return Ok((h, "--heads".to_string()));
     }
     if let Some(j) = json {
         if let Some((h, key)) = j.num_heads()? {
             if !d.is_multiple_of(h) {
                 return Err(j.error(not_divisible(h, &format!("`{key}` in the config"))));
             }
-            return Ok(h);
+            return Ok((h, from_key(key, j)));
         }
     }
-    standard_heads(d).ok_or_else(|| {
-        Error::checkpoint(
-            reader.ckpt.path(),
-            format!(
-                "cannot infer the number of attention heads for embed dim D={d}: \
-                 pass --heads N or a config.json with num_heads"
-            ),
-        )
-    })
+    let key = match reader.naming.scheme() {
+        "Hugging Face" => "num_attention_heads",
+        _ => "model_args.num_heads",
+    };
+    standard_heads(d)
+        .map(|h| (h, format!("the standard ViT with D={d}")))
+        .ok_or_else(|| {
+            Error::checkpoint(
+                reader.ckpt.path(),
+                format!(
+                    "cannot infer the number of attention heads for embed dim D={d} (not a \
+                     standard ViT width, and no config gives it): pass --heads N, or --config \
+                     with `{key}`"
+                ),
+            )
+        })
 }
 
-/// `--image-size` > config > the square grid of `pos_embed`; checked against `pos_embed`.
+/// The input size, where it came from, and whether the position embedding has a class-token row:
+/// `--image-size` > config > `preprocessor_config.json` > the square grid of the position
+/// embedding; always checked against the position embedding. A position embedding with exactly
+/// one row per patch is timm's `no_embed_class` (DeiT III), accepted when the size is given or
+/// the config says so.
 fn resolve_image_size(
     reader: &Reader<'_, '_>,
     json: Option<&JsonConfig>,
+    preprocessor: Option<&JsonConfig>,
     overrides: &ConfigOverrides,
     dims: &Dims,
-) -> Result<(usize, usize)> {
+) -> Result<((usize, usize), String, bool)> {
     let p = dims.patch_size;
-    let n = dims.num_patches;
+    let t = dims.pos_tokens;
+    let timm = reader.naming.scheme() == "timm";
+    let pos = reader.name(Param::PosEmbed);
     let fits =
         |s: (usize, usize)| s.0 > 0 && s.1 > 0 && s.0.is_multiple_of(p) && s.1.is_multiple_of(p);
-    let from_config = match json {
-        Some(j) => j.image_size()?.map(|(s, key)| (s, key, j)),
+    let no_embed_class = match json {
+        Some(j) => j.bool_at("model_args.no_embed_class")?,
         None => None,
     };
-    // The size and where it came from.
-    let (size, source): ((usize, usize), String) = if let Some(s) = overrides.image_size {
+    let deit3 = match json {
+        Some(j) => j
+            .str_at("architecture")?
+            .is_some_and(|a| a.starts_with("deit3_")),
+        None => false,
+    };
+
+    // An explicit size, and where it came from.
+    let mut explicit: Option<((usize, usize), String)> = None;
+    if let Some(s) = overrides.image_size {
         if !fits(s) {
             return Err(Error::Invalid(format!(
                 "--image-size {}x{} is not a positive multiple of the patch size {p}",
                 s.0, s.1
             )));
         }
-        (s, "--image-size".to_string())
-    } else if let Some((s, key, j)) = from_config {
-        if !fits(s) {
+        explicit = Some((s, "--image-size".to_string()));
+    } else {
+        for j in json.iter().copied() {
+            if let Some((s, key)) = j.image_size()? {
+                if !fits(s) {
+                    return Err(j.error(format!(
+                        "`{key}` gives an image size of {}x{}, which is not a positive multiple \
+                         of the patch size {p}",
+                        s.0, s.1
+                    )));
+                }
+                explicit = Some((s, from_key(key, j)));
+            }
+        }
+        if explicit.is_none() {
+            if let Some(j) = preprocessor {
+                if let Some((s, key)) = j.processor_size()? {
+                    if fits(s) {
+                        explicit = Some((s, from_key(key, j)));
+                    }
+                }
+            }
+        }
+    }
+
+    let (size, source, class_position) = match explicit {
+        Some((size, source)) => {
+            let g = (size.0 / p).checked_mul(size.1 / p);
+            let class_position = if g.and_then(|g| g.checked_add(1)) == Some(t) {
+                true
+            } else if timm && g == Some(t) {
+                false
+            } else {
+                let (gh, gw) = (size.0 / p, size.1 / p);
+                // The name carries the assumed image size, which the shapes alone do not show.
+                return Err(Error::Shape {
+                    name: format!(
+                        "{pos} (assuming image size {}x{} from {source}: {gh}x{gw} patches of {p} \
+                         px)",
+                        size.0, size.1
+                    ),
+                    expected: vec![1, gh.saturating_mul(gw).saturating_add(1), dims.embed_dim],
+                    actual: vec![1, t, dims.embed_dim],
+                });
+            };
+            (size, source, class_position)
+        }
+        None => {
+            let square = |n: usize| (n > 0 && n.isqrt().pow(2) == n).then(|| n.isqrt());
+            let grid = |g: usize| ((g * p, g * p), format!("the square grid of {pos}"));
+            match (square(t - 1), square(t)) {
+                // An explicit `no_embed_class: true` means no class row.
+                (_, Some(g)) if timm && no_embed_class == Some(true) => {
+                    let (s, src) = grid(g);
+                    (s, src, false)
+                }
+                (Some(g), _) if no_embed_class != Some(true) => {
+                    let (s, src) = grid(g);
+                    (s, src, true)
+                }
+                // DeiT III (`deit3_*`) is timm's no_embed_class family.
+                (_, Some(g)) if timm && deit3 => {
+                    let (s, src) = grid(g);
+                    (s, src, false)
+                }
+                (_, Some(g)) if timm => {
+                    return Err(Error::checkpoint(
+                        reader.ckpt.path(),
+                        format!(
+                            "{pos} holds {t} positions, a square {g}x{g} grid without a \
+                             class-token position (timm's no_embed_class, as in DeiT III): pass \
+                             --image-size {0}x{0} to confirm, or a config with \
+                             `model_args.no_embed_class: true` or `pretrained_cfg.input_size`",
+                            g * p
+                        ),
+                    ));
+                }
+                _ => {
+                    let what = if no_embed_class == Some(true) {
+                        format!(
+                            "{t} positions, which is not a square grid (with \
+                             `model_args.no_embed_class: true` every position is a patch)"
+                        )
+                    } else {
+                        format!("{} patch positions, which is not a square grid", t - 1)
+                    };
+                    return Err(Error::checkpoint(
+                        reader.ckpt.path(),
+                        format!(
+                            "{pos} holds {what}: pass --image-size HxW, or --config with the \
+                             input size (`img_size`, `image_size` or `pretrained_cfg.input_size`)"
+                        ),
+                    ));
+                }
+            }
+        }
+    };
+    if let (Some(b), Some(j)) = (no_embed_class, json) {
+        if b == class_position {
             return Err(j.error(format!(
-                "`{key}` gives an image size of {}x{}, which is not a positive multiple of the \
-                 patch size {p}",
-                s.0, s.1
+                "`model_args.no_embed_class` is {b}, but {pos} has {t} positions for {}x{} \
+                 patches ({})",
+                size.0 / p,
+                size.1 / p,
+                if class_position {
+                    "one of them for the class token"
+                } else {
+                    "none for the class token"
+                }
             )));
         }
-        (s, format!("{key} in {}", j.path().display()))
-    } else {
-        let g = n.isqrt();
-        if g * g != n {
-            let mut msg = format!(
-                "{} holds {n} patch positions, which is not a square grid: pass --image-size HxW \
-                 or a config with img_size",
-                reader.name(Param::PosEmbed)
-            );
-            let all = n + 1;
-            if all.isqrt().pow(2) == all {
-                let _ = write!(
-                    msg,
-                    " (its {all} positions in all make a square: a model without a class-token \
-                     position, timm's `no_embed_class`, is not supported)"
-                );
-            }
-            return Err(Error::checkpoint(reader.ckpt.path(), msg));
-        }
-        ((g * p, g * p), "the square grid of pos_embed".to_string())
-    };
-    let (gh, gw) = (size.0 / p, size.1 / p);
-    if gh.checked_mul(gw) != Some(n) {
-        // The name carries the assumed image size, which the shapes alone do not show.
-        return Err(Error::Shape {
-            name: format!(
-                "{} (assuming image size {}x{} from {source}: {gh}x{gw} patches of {p} px)",
-                reader.name(Param::PosEmbed),
-                size.0,
-                size.1
-            ),
-            expected: vec![1, gh.saturating_mul(gw).saturating_add(1), dims.embed_dim],
-            actual: vec![1, 1 + n, dims.embed_dim],
-        });
     }
-    Ok(size)
+    Ok((size, source, class_position))
 }
 
-/// `--mean`/`--std` > config > 0.5; all finite, std positive.
+/// `--mean`/`--std` > config > `preprocessor_config.json`; all finite, std positive. When no
+/// source gives them the error names the flags.
 fn resolve_mean_std(
     json: Option<&JsonConfig>,
+    preprocessor: Option<&JsonConfig>,
     overrides: &ConfigOverrides,
-) -> Result<([f32; 3], [f32; 3])> {
+) -> Result<([f32; 3], [f32; 3], String)> {
     let mean_ok = |v: &[f32; 3]| v.iter().all(|x| x.is_finite());
     let std_ok = |v: &[f32; 3]| v.iter().all(|x| x.is_finite() && *x > 0.0);
     let (cfg_mean, cfg_std) = match json {
         Some(j) => (j.mean()?, j.std()?),
         None => (None, None),
     };
-    let pick = |which: &str,
-                over: Option<[f32; 3]>,
-                from_cfg: Option<([f32; 3], &str)>,
-                ok: &dyn Fn(&[f32; 3]) -> bool,
-                rule: &str|
+    let processor = match preprocessor {
+        Some(p) => p.processor_mean_std()?.map(|ms| (ms, p)),
+        None => None,
+    };
+    // Where each came from: (0 flag | 1 config | 2 processor, key, file).
+    let mut sources: Vec<(u8, String, String)> = Vec::new();
+    let mut pick = |which: &str,
+                    over: Option<[f32; 3]>,
+                    from_cfg: Option<([f32; 3], &str)>,
+                    from_processor: Option<[f32; 3]>,
+                    ok: &dyn Fn(&[f32; 3]) -> bool,
+                    rule: &str|
      -> Result<[f32; 3]> {
-        match (over, from_cfg, json) {
-            (Some(v), _, _) if !ok(&v) => Err(Error::Invalid(format!("--{which} {v:?}: {rule}"))),
-            (Some(v), _, _) => Ok(v),
-            (None, Some((v, key)), Some(j)) if !ok(&v) => {
-                Err(j.error(format!("`{key}` is {v:?}: {rule}")))
+        if let Some(v) = over {
+            if !ok(&v) {
+                return Err(Error::Invalid(format!("--{which} {v:?}: {rule}")));
             }
-            (None, Some((v, _)), _) => Ok(v),
-            (None, None, _) => Ok([0.5; 3]),
+            sources.push((0, format!("--{which}"), String::new()));
+            return Ok(v);
         }
+        if let (Some((v, key)), Some(j)) = (from_cfg, json) {
+            if !ok(&v) {
+                return Err(j.error(format!("`{key}` is {v:?}: {rule}")));
+            }
+            sources.push((1, format!("`{key}`"), j.path().display().to_string()));
+            return Ok(v);
+        }
+        if let (Some(v), Some((_, p))) = (from_processor, processor) {
+            if !ok(&v) {
+                return Err(p.error(format!("the image processor's {which} is {v:?}: {rule}")));
+            }
+            sources.push((
+                2,
+                format!("`image_{which}`"),
+                p.path().display().to_string(),
+            ));
+            return Ok(v);
+        }
+        let looked = match json {
+            Some(j) => format!("{} gives no {which}", j.path().display()),
+            None => "no config was found".to_string(),
+        };
+        Err(Error::Invalid(format!(
+            "the normalisation {which} is not known ({looked}, and there is no \
+             preprocessor_config.json with `image_{which}`): pass --mean R,G,B and --std R,G,B \
+             (0.5,0.5,0.5 for both for Google's ViT weights; 0.485,0.456,0.406 and \
+             0.229,0.224,0.225 for DeiT and most ImageNet-trained timm models), or --config with \
+             `pretrained_cfg.{which}`"
+        )))
     };
     let mean = pick(
         "mean",
         overrides.mean,
         cfg_mean,
+        processor.map(|((m, _), _)| m),
         &mean_ok,
         "the values must be finite",
     )?;
@@ -274,10 +489,65 @@ fn resolve_mean_std(
         "std",
         overrides.std,
         cfg_std,
+        processor.map(|((_, s), _)| s),
         &std_ok,
         "the values must be positive and finite",
     )?;
-    Ok((mean, std))
+    let show = |(_, key, file): &(u8, String, String)| {
+        if file.is_empty() {
+            key.clone()
+        } else {
+            format!("{key} in {file}")
+        }
+    };
+    let source = match (&sources[0], &sources[1]) {
+        ((a, km, fm), (b, ks, fs)) if a == b && fm == fs => {
+            let keys = format!("{km}/{ks}");
+            if fm.is_empty() {
+                keys
+            } else {
+                format!("{keys} in {fm}")
+            }
+        }
+        (m, s) => format!("mean from {}, std from {}", show(m), show(s)),
+    };
+    Ok((mean, std, source))
+}
+
+/// Class names and where they came from: the config's names (placeholders such as
+/// `LABEL_0` do not count), else the bundled ImageNet-1k list for 1000 classes, else none.
+fn resolve_labels(
+    reader: &Reader<'_, '_>,
+    json: Option<&JsonConfig>,
+    num_classes: usize,
+) -> Result<(Option<Vec<String>>, String)> {
+    let mut why_not = "no config names the classes".to_string();
+    if let Some(j) = json {
+        if let Some((labels, key)) = j.labels()? {
+            if labels.len() != num_classes {
+                return Err(j.error(format!(
+                    "`{key}` lists {} labels, but the classifier head (`{}`) has {num_classes} \
+                     classes",
+                    labels.len(),
+                    reader.name(Param::HeadW),
+                )));
+            }
+            if !labels::are_placeholders(&labels) {
+                return Ok((Some(labels), from_key(key, j)));
+            }
+            why_not = format!(
+                "`{key}` in {} holds placeholders (LABEL_0, ...)",
+                j.path().display()
+            );
+        }
+    }
+    if num_classes == 1000 {
+        return Ok((
+            Some(labels::imagenet_1k()),
+            format!("the bundled ImageNet-1k list ({why_not}; 1000 classes)"),
+        ));
+    }
+    Ok((None, format!("none: {why_not}")))
 }
 
 /// A test on a tensor name.
@@ -285,14 +555,23 @@ type Spot = fn(&str) -> bool;
 
 /// What the tensor shapes say about the model.
 #[derive(Debug, Clone, Copy)]
-struct Dims {
-    embed_dim: usize,
-    depth: usize,
-    patch_size: usize,
-    mlp_hidden: usize,
-    num_classes: usize,
-    /// Patch positions in `pos_embed` (its token count minus the class token).
-    num_patches: usize,
+pub(crate) struct Dims {
+    pub embed_dim: usize,
+    pub depth: usize,
+    pub patch_size: usize,
+    pub mlp_hidden: usize,
+    pub num_classes: usize,
+    /// Rows of the position embedding: one per patch, plus one for the class token unless the
+    /// model is timm's `no_embed_class`.
+    pub pos_tokens: usize,
+}
+
+/// What [`Reader::read_weights`] found besides the weights.
+struct Read {
+    weights: VitWeights,
+    layer_scale: bool,
+    qkv_bias: bool,
+    pooling: Pooling,
 }
 
 /// Parameter access by role over one checkpoint and one naming scheme.
@@ -307,22 +586,34 @@ impl Reader<'_, '_> {
         self.naming.name(p)
     }
 
-    fn has(&self, p: Param) -> bool {
-        self.ckpt.contains(&self.name(p))
+    /// The checkpoint tensors that hold `p` (three for a split qkv, none when the scheme has no
+    /// such parameter).
+    fn tensor_names(&self, p: Param) -> Vec<String> {
+        if !self.naming.has_param(p) {
+            return Vec::new();
+        }
+        match self.naming.qkv_parts(p) {
+            Some(parts) => parts.to_vec(),
+            None => vec![self.name(p)],
+        }
     }
 
-    fn missing(&self, p: Param) -> Error {
-        let mut msg = format!("missing tensor `{}`", self.name(p));
+    fn has(&self, p: Param) -> bool {
+        self.naming.has_param(p) && self.ckpt.contains(&self.name(p))
+    }
+
+    fn missing_name(&self, name: &str) -> Error {
+        let mut msg = format!("missing tensor `{name}`");
         if let Some(h) = self.hint {
             let _ = write!(msg, "; {h}");
         } else {
-            let _ = write!(
-                msg,
-                " (expected {} VisionTransformer naming)",
-                self.naming.scheme()
-            );
+            let _ = write!(msg, " (expected {} naming)", self.naming.model_class());
         }
         Error::checkpoint(self.ckpt.path(), msg)
+    }
+
+    fn missing(&self, p: Param) -> Error {
+        self.missing_name(&self.name(p))
     }
 
     /// The shape of a required tensor.
@@ -350,9 +641,58 @@ impl Reader<'_, '_> {
         self.ckpt.read_opt(&self.name(p), expected)
     }
 
-    /// D, depth, P, F, C and the number of patch positions, from the shapes alone.
+    /// The fused qkv weight `[3D, D]` or bias `[3D]` of a block (`part` is `[D, D]` or `[D]`):
+    /// one tensor, or the query, key and value tensors converted straight into one buffer.
+    /// `None` when the checkpoint has none of it (a bias-free qkv).
+    fn qkv(&self, p: Param, part: &[usize]) -> Result<Option<HostTensor>> {
+        let mut fused = part.to_vec();
+        fused[0] *= 3;
+        let Some(names) = self.naming.qkv_parts(p) else {
+            return self.opt(p, &fused);
+        };
+        let present: Vec<bool> = names.iter().map(|n| self.ckpt.contains(n)).collect();
+        if present.iter().all(|&x| !x) {
+            return Ok(None);
+        }
+        if let Some(i) = present.iter().position(|&x| !x) {
+            let have: Vec<String> = names
+                .iter()
+                .zip(&present)
+                .filter(|(_, &p)| p)
+                .map(|(n, _)| format!("`{n}`"))
+                .collect();
+            let mut msg = format!(
+                "missing tensor `{}`: the checkpoint has {} but not all three of query, key and \
+                 value",
+                names[i],
+                have.join(" and ")
+            );
+            if self.hint.is_none() {
+                let _ = write!(msg, " (expected {} naming)", self.naming.model_class());
+            }
+            return Err(Error::checkpoint(self.ckpt.path(), msg));
+        }
+        let mut data = Vec::with_capacity(fused.iter().product());
+        for name in &names {
+            self.ckpt.read_into(name, part, &mut data)?;
+        }
+        Ok(Some(HostTensor::new(fused, data)))
+    }
+
+    /// D, depth, P, F, C and the number of position rows, from the shapes alone.
     fn infer_dims(&self, names: &[&str]) -> Result<Dims> {
         // D from the class token [1, 1, D].
+        if !self.has(Param::ClsToken) && self.has(Param::PosEmbed) {
+            return Err(Error::checkpoint(
+                self.ckpt.path(),
+                format!(
+                    "the checkpoint has no class token (`{}`): models without one (timm \
+                     `class_token=False`, e.g. the `*_gap_*` ViTs) are not supported, since AGCAM \
+                     reads the class token's attention row",
+                    self.name(Param::ClsToken)
+                ),
+            ));
+        }
         let cls = self.shape(Param::ClsToken)?;
         let embed_dim = match cls.as_slice() {
             [1, 1, d] if *d > 0 => *d,
@@ -433,10 +773,10 @@ impl Reader<'_, '_> {
             }
         };
 
-        // Patch positions from pos_embed [1, 1 + n, D].
+        // Position rows from the position embedding [1, T, D].
         let pos = self.shape(Param::PosEmbed)?;
-        let num_patches = match pos.as_slice() {
-            [1, t, dd] if *dd == d && *t >= 2 => t - 1,
+        let pos_tokens = match pos.as_slice() {
+            [1, t, dd] if *dd == d && *t >= 1 => *t,
             _ => {
                 let t = pos.get(1).copied().unwrap_or(0).max(2);
                 return Err(self.shape_error(Param::PosEmbed, vec![1, t, d], pos));
@@ -449,7 +789,7 @@ impl Reader<'_, '_> {
             patch_size,
             mlp_hidden,
             num_classes,
-            num_patches,
+            pos_tokens,
         })
     }
 
@@ -457,7 +797,7 @@ impl Reader<'_, '_> {
     /// silently get wrong (distillation tokens, registers, QK-norm, ...).
     fn check_unexpected(&self, names: &[&str], depth: usize) -> Result<()> {
         use BlockParam::*;
-        let mut known: BTreeSet<String> = [
+        let mut params = vec![
             Param::ClsToken,
             Param::PosEmbed,
             Param::PatchW,
@@ -468,18 +808,19 @@ impl Reader<'_, '_> {
             Param::FcNormB,
             Param::HeadW,
             Param::HeadB,
-        ]
-        .into_iter()
-        .map(|p| self.name(p))
-        .collect();
+        ];
         for i in 0..depth {
             for bp in [
                 Norm1W, Norm1B, QkvW, QkvB, ProjW, ProjB, Ls1, Norm2W, Norm2B, Fc1W, Fc1B, Fc2W,
                 Fc2B, Ls2,
             ] {
-                known.insert(self.name(Param::Block(i, bp)));
+                params.push(Param::Block(i, bp));
             }
         }
+        let known: BTreeSet<String> = params
+            .into_iter()
+            .flat_map(|p| self.tensor_names(p))
+            .collect();
         let unexpected: Vec<&str> = names
             .iter()
             .copied()
@@ -488,12 +829,8 @@ impl Reader<'_, '_> {
         if unexpected.is_empty() {
             return Ok(());
         }
-        // timm extras that change the forward pass: how to spot them, and what they mean.
-        let known_extras: [(Spot, &str); 4] = [
-            (
-                |n| n.starts_with("dist_token") || n.starts_with("head_dist."),
-                "this looks like a distilled DeiT (`dist_token`, `head_dist`)",
-            ),
+        // Extras that change the forward pass: how to spot them, and what they mean.
+        let known_extras: [(Spot, &str); 6] = [
             (
                 |n| n.starts_with("reg_token"),
                 "this model has register tokens (`reg_token`)",
@@ -506,6 +843,19 @@ impl Reader<'_, '_> {
                 |n| n.starts_with("norm_pre."),
                 "this model has a pre-transformer norm (`norm_pre`, as in CLIP ViTs)",
             ),
+            (
+                |n| n.starts_with("attn_pool."),
+                "this model pools with an attention head (`attn_pool`, as in SigLIP)",
+            ),
+            (
+                |n| n.starts_with("patch_embed.backbone."),
+                "this is a hybrid ViT with a CNN stem (`patch_embed.backbone`)",
+            ),
+            (
+                |n| n.starts_with("vit.pooler."),
+                "this Hugging Face checkpoint has a pooler (`vit.pooler`), as ViTModel with a \
+                 pooling layer does; ViTForImageClassification has none",
+            ),
         ];
         let known_extra = known_extras.iter().find_map(|(spot, what)| {
             unexpected
@@ -517,8 +867,8 @@ impl Reader<'_, '_> {
             .or_else(|| self.hint.map(str::to_string))
             .unwrap_or_else(|| {
                 format!(
-                    "this model has parts a plain {} VisionTransformer does not have",
-                    self.naming.scheme()
+                    "this model has parts a plain {} does not have",
+                    self.naming.model_class()
                 )
             });
         let shown: Vec<String> = unexpected
@@ -537,20 +887,21 @@ impl Reader<'_, '_> {
         ))
     }
 
-    /// Reads every tensor; returns the weights, the layer-scale flag and the pooling.
+    /// Reads every tensor, each converted once straight into its final buffer.
     fn read_weights(
         &self,
         dims: &Dims,
+        class_position: bool,
         config_pool: Option<Pooling>,
         json: Option<&JsonConfig>,
-    ) -> Result<(VitWeights, bool, Pooling)> {
+    ) -> Result<Read> {
         let Dims {
             embed_dim: d,
             depth,
             patch_size: p,
             mlp_hidden: f,
             num_classes: c,
-            num_patches: n,
+            pos_tokens: t,
         } = *dims;
 
         let layer_scale = self.layer_scale(depth)?;
@@ -558,40 +909,41 @@ impl Reader<'_, '_> {
 
         let mut cls_token = self.req(Param::ClsToken, &[1, 1, d])?;
         cls_token.shape = vec![d];
-        let mut pos_embed = self.req(Param::PosEmbed, &[1, 1 + n, d])?;
-        pos_embed.shape = vec![1 + n, d];
+        // Without a class-token row (no_embed_class) the class token gets a zero position: the
+        // same model, in the engine's layout.
+        let n = if class_position { t } else { t + 1 };
+        let mut pos = Vec::with_capacity(n * d);
+        if !class_position {
+            pos.resize(d, 0.0);
+        }
+        if !self
+            .ckpt
+            .read_into(&self.name(Param::PosEmbed), &[1, t, d], &mut pos)?
+        {
+            return Err(self.missing(Param::PosEmbed));
+        }
+        let pos_embed = HostTensor::new(vec![n, d], pos);
         let patch_w = self.req(Param::PatchW, &[d, 3, p, p])?;
         let patch_b = self.req(Param::PatchB, &[d])?;
 
         let mut blocks = Vec::with_capacity(depth);
+        let mut biases = Vec::with_capacity(depth);
         for i in 0..depth {
-            let b = |bp| Param::Block(i, bp);
-            use BlockParam::*;
-            let ls = |bp| -> Result<Option<HostTensor>> {
-                if layer_scale {
-                    self.req(b(bp), &[d]).map(Some)
-                } else {
-                    Ok(None)
-                }
-            };
-            blocks.push(BlockWeights {
-                norm1_w: self.req(b(Norm1W), &[d])?,
-                norm1_b: self.req(b(Norm1B), &[d])?,
-                qkv_w: self.req(b(QkvW), &[3 * d, d])?,
-                qkv_b: self
-                    .opt(b(QkvB), &[3 * d])?
-                    .unwrap_or_else(|| HostTensor::new(vec![3 * d], vec![0.0; 3 * d])),
-                proj_w: self.req(b(ProjW), &[d, d])?,
-                proj_b: self.req(b(ProjB), &[d])?,
-                ls1: ls(Ls1)?,
-                norm2_w: self.req(b(Norm2W), &[d])?,
-                norm2_b: self.req(b(Norm2B), &[d])?,
-                fc1_w: self.req(b(Fc1W), &[f, d])?,
-                fc1_b: self.req(b(Fc1B), &[f])?,
-                fc2_w: self.req(b(Fc2W), &[d, f])?,
-                fc2_b: self.req(b(Fc2B), &[d])?,
-                ls2: ls(Ls2)?,
-            });
+            let (block, bias) = self.read_block(i, d, f, layer_scale)?;
+            blocks.push(block);
+            biases.push(bias);
+        }
+        // A qkv bias in some blocks only is a damaged file, not a model variant.
+        if let Some(i) = biases.iter().position(|&x| x != biases[0]) {
+            let (with, without) = if biases[0] { (0, i) } else { (i, 0) };
+            return Err(Error::checkpoint(
+                self.ckpt.path(),
+                format!(
+                    "the qkv bias is mixed: block {with} has one, block {without} has none \
+                     (`{}` is missing); a model has it in every block or in none",
+                    self.tensor_names(Param::Block(without, BlockParam::QkvB))[0]
+                ),
+            ));
         }
 
         let norm_w = self.req(norm_w_param, &[d])?;
@@ -610,7 +962,53 @@ impl Reader<'_, '_> {
             head_w,
             head_b,
         };
-        Ok((weights, layer_scale, pooling))
+        Ok(Read {
+            weights,
+            layer_scale,
+            qkv_bias: biases[0],
+            pooling,
+        })
+    }
+
+    /// Block `i`'s weights, and whether it has a qkv bias (zeros stand in when not).
+    fn read_block(
+        &self,
+        i: usize,
+        d: usize,
+        f: usize,
+        layer_scale: bool,
+    ) -> Result<(BlockWeights, bool)> {
+        let b = |bp| Param::Block(i, bp);
+        use BlockParam::*;
+        let ls = |bp| -> Result<Option<HostTensor>> {
+            if layer_scale {
+                self.req(b(bp), &[d]).map(Some)
+            } else {
+                Ok(None)
+            }
+        };
+        let qkv_w = self
+            .qkv(b(QkvW), &[d, d])?
+            .ok_or_else(|| self.missing(b(QkvW)))?;
+        let qkv_b = self.qkv(b(QkvB), &[d])?;
+        let has_bias = qkv_b.is_some();
+        let block = BlockWeights {
+            norm1_w: self.req(b(Norm1W), &[d])?,
+            norm1_b: self.req(b(Norm1B), &[d])?,
+            qkv_w,
+            qkv_b: qkv_b.unwrap_or_else(|| HostTensor::new(vec![3 * d], vec![0.0; 3 * d])),
+            proj_w: self.req(b(ProjW), &[d, d])?,
+            proj_b: self.req(b(ProjB), &[d])?,
+            ls1: ls(Ls1)?,
+            norm2_w: self.req(b(Norm2W), &[d])?,
+            norm2_b: self.req(b(Norm2B), &[d])?,
+            fc1_w: self.req(b(Fc1W), &[f, d])?,
+            fc1_b: self.req(b(Fc1B), &[f])?,
+            fc2_w: self.req(b(Fc2W), &[d, f])?,
+            fc2_b: self.req(b(Fc2B), &[d])?,
+            ls2: ls(Ls2)?,
+        };
+        Ok((block, has_bias))
     }
 
     /// Whether the blocks carry layer scale: all of `ls1`/`ls2` in every block, or none.
@@ -619,7 +1017,11 @@ impl Reader<'_, '_> {
         let mut without = Vec::new();
         for i in 0..depth {
             for bp in [BlockParam::Ls1, BlockParam::Ls2] {
-                let name = self.name(Param::Block(i, bp));
+                let p = Param::Block(i, bp);
+                if !self.naming.has_param(p) {
+                    continue;
+                }
+                let name = self.name(p);
                 if self.ckpt.contains(&name) {
                     with.push(name);
                 } else {
@@ -707,9 +1109,11 @@ impl Reader<'_, '_> {
 }
 
 impl Model {
-    /// A multi-line, human-readable description of the model (for `agcam inspect`).
+    /// A multi-line, human-readable description of the model (for `agcam inspect`): the
+    /// architecture, and what was detected from which file.
     pub fn summary(&self) -> String {
         let c = &self.config;
+        let src = &self.provenance;
         let (gh, gw) = c.grid();
         let params = self.weights.num_params();
         let labels = match &c.labels {
@@ -720,17 +1124,35 @@ impl Model {
             Pooling::Token => "class token",
             Pooling::Avg => "average of patch tokens",
         };
-        let rows: [(&str, String); 17] = [
+        let file = |p: &Option<PathBuf>| match p {
+            Some(p) => p.display().to_string(),
+            None => "none".to_string(),
+        };
+        let mut rows: Vec<(&str, String)> = vec![
             ("model", c.name.clone()),
+            ("format", src.format.clone()),
+            ("weights", file(&src.weights)),
+            ("config", file(&src.config)),
+        ];
+        if src.preprocessor.is_some() {
+            rows.push(("preprocessor", file(&src.preprocessor)));
+        }
+        rows.extend([
             ("embed dim (D)", c.embed_dim.to_string()),
             ("depth (L)", c.depth.to_string()),
-            ("heads (H)", c.num_heads.to_string()),
+            (
+                "heads (H)",
+                with_source(c.num_heads.to_string(), &src.heads),
+            ),
             ("head dim", c.head_dim().to_string()),
             ("MLP width (F)", c.mlp_hidden.to_string()),
             ("patch size", format!("{0}x{0} px", c.patch_size)),
             (
                 "image size",
-                format!("{}x{} px (HxW)", c.image_size.0, c.image_size.1),
+                with_source(
+                    format!("{}x{} px (HxW)", c.image_size.0, c.image_size.1),
+                    &src.image_size,
+                ),
             ),
             ("patch grid", format!("{gh}x{gw}")),
             (
@@ -744,17 +1166,32 @@ impl Model {
                 if c.layer_scale { "yes" } else { "no" }.to_string(),
             ),
             ("LayerNorm eps", format!("{:e}", c.layer_norm_eps)),
-            ("mean / std", format!("{:?} / {:?}", c.mean, c.std)),
-            ("labels", labels),
+            (
+                "mean / std",
+                with_source(format!("{:?} / {:?}", c.mean, c.std), &src.preprocessing),
+            ),
+            ("labels", with_source(labels, &src.labels)),
             (
                 "parameters",
                 format!("{params} ({:.1} M)", params as f64 / 1e6),
             ),
-        ];
+        ]);
+        for note in &src.notes {
+            rows.push(("note", note.clone()));
+        }
         let mut s = String::new();
         for (k, v) in rows {
             let _ = writeln!(s, "{k:<15}{v}");
         }
         s
+    }
+}
+
+/// "value (from source)", or the value alone when the source is unknown.
+fn with_source(value: String, source: &str) -> String {
+    if source.is_empty() {
+        value
+    } else {
+        format!("{value} (from {source})")
     }
 }

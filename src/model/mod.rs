@@ -1,21 +1,28 @@
 //! Model description and weights: what a checkpoint holds, independent of where it came from.
 //!
-//! [`load_model`] reads a safetensors checkpoint into a [`Model`]: a [`ModelConfig`] inferred from
-//! the tensor shapes plus an optional JSON config, and [`VitWeights`], host-side f32. Inside:
+//! [`load_model`] reads a safetensors checkpoint, or a folder holding one, into a [`Model`]: a
+//! [`ModelConfig`] inferred from the tensor shapes plus the JSON configs beside it, [`VitWeights`]
+//! (host-side f32), and a [`Provenance`] saying what was detected and from which file. Inside:
+//! `source` finds the files (weights file or folder, `config.json`, `preprocessor_config.json`),
 //! `checkpoint` maps the file and converts tensors, `naming` knows where each parameter lives in
-//! a checkpoint (timm today), `config_file` reads the JSON config, `loader` puts them together.
+//! a checkpoint (timm or Hugging Face), `config_file` reads the JSON configs, `family` checks
+//! the configs against the tensors and refuses unsupported variants, `labels` holds the bundled
+//! ImageNet-1k class names, and `loader` puts them together.
 
 mod checkpoint;
 mod config;
 mod config_file;
+mod family;
+mod labels;
 mod loader;
 mod naming;
 mod random;
+mod source;
 #[cfg(test)]
 mod tests;
 
 pub use config::{ConfigOverrides, ModelConfig, Pooling};
-pub use loader::{load_model, Model};
+pub use loader::{load_model, Model, Provenance};
 
 /// A host tensor in f32, row-major, with its checkpoint shape.
 #[derive(Debug, Clone, PartialEq)]

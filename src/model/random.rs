@@ -1,6 +1,6 @@
 //! Random models of any shape, for benchmarks and tests.
 
-use super::{BlockWeights, HostTensor, Model, ModelConfig, Pooling, VitWeights};
+use super::{BlockWeights, HostTensor, Model, ModelConfig, Pooling, Provenance, VitWeights};
 
 /// A small deterministic generator (SplitMix64), so random models need no extra crate and are
 /// the same on every machine.
@@ -123,6 +123,14 @@ impl Model {
             head_w: t(&[c, d], 0.0, lin(d)),
             head_b: t(&[c], 0.0, 0.1),
         };
-        Model { config, weights }
+        let provenance = Provenance {
+            format: format!("random weights (seed {seed})"),
+            ..Provenance::default()
+        };
+        Model {
+            config,
+            weights,
+            provenance,
+        }
     }
 }

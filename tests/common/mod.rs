@@ -1,6 +1,8 @@
 //! Shared helpers of the integration tests.
 #![allow(dead_code)]
 
+pub mod parity;
+
 use agcam::gpu::{open_each, Backend, Gpu};
 
 /// One device per available backend among Vulkan and GL (lavapipe and llvmpipe on CI), so
