@@ -56,10 +56,12 @@ enum Command {
 
 #[derive(Args)]
 struct ModelArgs {
-    /// Checkpoint (.safetensors, timm naming). Default: the bundled demo model.
+    /// Checkpoint: a .safetensors file or a folder holding one (timm or Hugging Face ViT).
+    /// Default: the bundled demo model.
     #[arg(long, short = 'w')]
     weights: Option<PathBuf>,
-    /// JSON config (timm hub style); default: <weights stem>.json or config.json beside it.
+    /// JSON config; default: <stem>.json, else config.json beside the weights (a
+    /// preprocessor_config.json there is read too).
     #[arg(long)]
     config: Option<PathBuf>,
     /// Number of attention heads, when neither the config nor the embedding width tells.
@@ -248,7 +250,11 @@ impl ModelArgs {
             mean: self.mean,
             std: self.std,
         };
-        load_model(&weights, self.config.as_deref(), &overrides)
+        let model = load_model(&weights, self.config.as_deref(), &overrides)?;
+        for warning in &model.provenance.warnings {
+            eprintln!("warning: {warning}");
+        }
+        Ok(model)
     }
 }
 

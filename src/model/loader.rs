@@ -54,6 +54,9 @@ pub struct Provenance {
     pub labels: String,
     /// Conversions done while loading (q/k/v fused, a class position added, ...).
     pub notes: Vec<String>,
+    /// Assumptions the user should confirm, e.g. a default mean/std because nothing gave one.
+    /// The CLI prints them.
+    pub warnings: Vec<String>,
 }
 
 /// Loads `weights`, a `.safetensors` checkpoint in timm `VisionTransformer` or Hugging Face
@@ -112,7 +115,9 @@ pub fn load_model(
                 .to_string(),
         );
     }
-    let (mean, std, preprocessing) = resolve_mean_std(json, preprocessor.as_ref(), overrides)?;
+    let mut warnings = Vec::new();
+    let (mean, std, preprocessing) =
+        resolve_mean_std(json, preprocessor.as_ref(), overrides, &mut warnings)?;
     let (labels, labels_from) = resolve_labels(&reader, json, dims.num_classes)?;
     let layer_norm_eps = match json {
         Some(j) => j.layer_norm_eps()?,
@@ -171,6 +176,7 @@ pub fn load_model(
         preprocessing,
         labels: labels_from,
         notes,
+        warnings,
     };
     Ok(Model {
         config,
@@ -414,12 +420,18 @@ fn resolve_image_size(
     Ok((size, source, class_position))
 }
 
-/// `--mean`/`--std` > config > `preprocessor_config.json`; all finite, std positive. When no
-/// source gives them the error names the flags.
+/// The normalisation used when nothing else gives one: Google's ViT weights (and the AGCAM
+/// paper's model) use 0.5 for mean and std.
+const DEFAULT_MEAN_STD: [f32; 3] = [0.5; 3];
+
+/// `--mean`/`--std` > config > `preprocessor_config.json` > 0.5; all finite, std positive.
+/// Falling back to 0.5 adds a warning that names the flags, since DeiT and most timm ImageNet
+/// models use other values.
 fn resolve_mean_std(
     json: Option<&JsonConfig>,
     preprocessor: Option<&JsonConfig>,
     overrides: &ConfigOverrides,
+    warnings: &mut Vec<String>,
 ) -> Result<([f32; 3], [f32; 3], String)> {
     let mean_ok = |v: &[f32; 3]| v.iter().all(|x| x.is_finite());
     let std_ok = |v: &[f32; 3]| v.iter().all(|x| x.is_finite() && *x > 0.0);
@@ -469,13 +481,8 @@ fn resolve_mean_std(
             Some(j) => format!("{} gives no {which}", j.path().display()),
             None => "no config was found".to_string(),
         };
-        Err(Error::Invalid(format!(
-            "the normalisation {which} is not known ({looked}, and there is no \
-             preprocessor_config.json with `image_{which}`): pass --mean R,G,B and --std R,G,B \
-             (0.5,0.5,0.5 for both for Google's ViT weights; 0.485,0.456,0.406 and \
-             0.229,0.224,0.225 for DeiT and most ImageNet-trained timm models), or --config with \
-             `pretrained_cfg.{which}`"
-        )))
+        sources.push((3, format!("default 0.5 ({looked})"), String::new()));
+        Ok(DEFAULT_MEAN_STD)
     };
     let mean = pick(
         "mean",
@@ -493,6 +500,20 @@ fn resolve_mean_std(
         &std_ok,
         "the values must be positive and finite",
     )?;
+    let defaulted: Vec<&str> = sources
+        .iter()
+        .zip(["mean", "std"])
+        .filter(|((from, _, _), _)| *from == 3)
+        .map(|(_, which)| which)
+        .collect();
+    if !defaulted.is_empty() {
+        warnings.push(format!(
+            "normalisation {} not given by any config: using 0.5,0.5,0.5, right for Google's \
+             ViT weights; DeiT and most ImageNet-trained timm models need \
+             --mean 0.485,0.456,0.406 --std 0.229,0.224,0.225",
+            defaulted.join(" and ")
+        ));
+    }
     let show = |(_, key, file): &(u8, String, String)| {
         if file.is_empty() {
             key.clone()
@@ -502,7 +523,11 @@ fn resolve_mean_std(
     };
     let source = match (&sources[0], &sources[1]) {
         ((a, km, fm), (b, ks, fs)) if a == b && fm == fs => {
-            let keys = format!("{km}/{ks}");
+            let keys = if km == ks {
+                km.clone()
+            } else {
+                format!("{km}/{ks}")
+            };
             if fm.is_empty() {
                 keys
             } else {

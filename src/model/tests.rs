@@ -1385,27 +1385,24 @@ fn what_cannot_be_inferred_names_the_flag() {
     };
     assert_eq!(load(dir.0.path(), None, &o).config.num_heads, 4);
 
-    // No mean/std: no preprocessor_config.json, nothing in config.json.
+    // No mean/std: no preprocessor_config.json, nothing in config.json. The default 0.5 is
+    // used, visibly: a warning names the flags.
     let dir = hf_folder(&s, &s.config());
     std::fs::remove_file(dir.path("preprocessor_config.json")).unwrap();
-    let e = load_err(dir.0.path(), None, &ConfigOverrides::default());
-    assert_msg(
-        &e,
-        &[
-            "normalisation mean is not known",
-            "--mean",
-            "--std",
-            "config.json gives no mean",
-        ],
-    );
+    let m = load(dir.0.path(), None, &ConfigOverrides::default());
+    assert_eq!((m.config.mean, m.config.std), ([0.5; 3], [0.5; 3]));
+    assert!(m.provenance.preprocessing.contains("default 0.5"));
+    let warning = m.provenance.warnings.join("\n");
+    for part in ["mean and std", "--mean", "--std", "0.485,0.456,0.406"] {
+        assert!(warning.contains(part), "{part} not in {warning}");
+    }
     let o = ConfigOverrides {
-        mean: Some([0.5; 3]),
+        mean: Some([0.25; 3]),
         ..Default::default()
     };
-    assert_msg(
-        &load_err(dir.0.path(), None, &o),
-        &["normalisation std is not known", "--std"],
-    );
+    let m = load(dir.0.path(), None, &o);
+    assert_eq!((m.config.mean, m.config.std), ([0.25; 3], [0.5; 3]));
+    assert!(m.provenance.warnings.join("").contains("normalisation std not given"));
     let m = load(dir.0.path(), None, &norm());
     assert_eq!(m.provenance.preprocessing, "--mean/--std");
 
