@@ -7,6 +7,7 @@ pub mod image;
 pub(crate) mod kernels;
 pub mod model;
 pub mod reference;
+pub mod synth;
 pub(crate) mod vit;
 
 pub use error::{Error, Result};
