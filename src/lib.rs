@@ -12,6 +12,7 @@ pub mod model;
 pub mod output;
 pub mod pipeline;
 pub mod reference;
+pub mod synth;
 pub(crate) mod vit;
 
 pub use error::{Error, Result};

@@ -1402,7 +1402,11 @@ fn what_cannot_be_inferred_names_the_flag() {
     };
     let m = load(dir.0.path(), None, &o);
     assert_eq!((m.config.mean, m.config.std), ([0.25; 3], [0.5; 3]));
-    assert!(m.provenance.warnings.join("").contains("normalisation std not given"));
+    assert!(m
+        .provenance
+        .warnings
+        .join("")
+        .contains("normalisation std not given"));
     let m = load(dir.0.path(), None, &norm());
     assert_eq!(m.provenance.preprocessing, "--mean/--std");
 

@@ -1,0 +1,173 @@
+//! `agcam profile` and `agcam bench`.
+
+use std::path::PathBuf;
+
+use agcam::gpu::{Backend, Gpu, GpuOptions};
+use agcam::model::{load_model, ConfigOverrides, Model};
+use agcam::{Error, KernelSet, Precision, Target};
+use clap::Args;
+
+use super::{random_model, GpuArgs, ModelArgs};
+
+#[derive(Args)]
+pub struct ProfileArgs {
+    #[command(flatten)]
+    pub model: ModelArgs,
+    /// Profile random weights of a standard timm architecture instead of a checkpoint
+    /// (vit_tiny_patch16_224, vit_small_patch16_224, vit_base_patch16_224,
+    /// vit_large_patch16_224).
+    #[arg(long, conflicts_with = "weights")]
+    pub random: Option<String>,
+    #[command(flatten)]
+    pub gpu: GpuArgs,
+    /// Classes explained per image.
+    #[arg(long, default_value_t = 1)]
+    pub top_k: usize,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args)]
+pub struct BenchArgs {
+    /// Checkpoint to measure (default: random weights of the --random architectures).
+    #[arg(long, short = 'w')]
+    pub weights: Option<PathBuf>,
+    /// Config of --weights.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// Standard architectures with random weights, comma-separated.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "vit_tiny_patch16_224,vit_small_patch16_224,vit_base_patch16_224"
+    )]
+    pub random: Vec<String>,
+    /// Batch sizes, comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "1,8,32,64")]
+    pub batches: Vec<usize>,
+    /// Classes explained per image, comma-separated (each is one explain point).
+    #[arg(long, value_delimiter = ',', default_value = "1")]
+    pub top_k: Vec<usize>,
+    /// Timed repetitions per point, after one warm-up.
+    #[arg(long, default_value_t = 3)]
+    pub iters: usize,
+    /// Write all points as JSON to this file.
+    #[arg(long)]
+    pub json: Option<PathBuf>,
+    /// Graphics API to use (default: the best adapter of any).
+    #[arg(long, value_enum)]
+    pub backend: Option<Backend>,
+    /// Adapter index from `agcam devices`.
+    #[arg(long)]
+    pub adapter: Option<usize>,
+    /// GPU memory budget for activations, in MiB.
+    #[arg(long, default_value_t = 4096)]
+    pub max_gpu_mem: u64,
+    /// Kernel shapes: cpu (for llvmpipe/lavapipe), gpu, or auto by adapter class.
+    #[arg(long, value_enum, default_value_t = KernelSet::Auto)]
+    pub kernels: KernelSet,
+    /// Weight storage on the GPU: f16 halves weight memory and bandwidth (arithmetic stays f32).
+    #[arg(long, value_enum, default_value_t = Precision::F32)]
+    pub precision: Precision,
+}
+
+pub fn profile(args: &ProfileArgs) -> agcam::Result<bool> {
+    let model = match &args.random {
+        Some(name) => random_model(name)?,
+        None => args.model.load()?,
+    };
+    let mut engine = args.gpu.engine(&model)?;
+    let batch = engine.capacity();
+    let images: Vec<f32> = (0..batch * engine.image_len())
+        .map(|i| ((i * 7919) % 1000) as f32 / 500.0 - 1.0)
+        .collect();
+    // Once to record pipelines and warm caches, then the measured run.
+    engine.explain(&images, &Target::TopK(args.top_k))?;
+    let profile = engine.profile(&images, args.top_k)?;
+    if args.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&profile).expect("JSON of plain values")
+        );
+        return Ok(true);
+    }
+    let total = profile.total_ms();
+    println!(
+        "{} on {}: batch {}, top-k {}, {} clock, total {:.2} ms ({:.2} ms per image)",
+        model.config.name,
+        profile.adapter,
+        profile.batch,
+        profile.top_k,
+        profile.clock,
+        total,
+        total / profile.batch as f64
+    );
+    println!(
+        "{:<34} {:<16} {:>10} {:>7} {:>9} {:>8}",
+        "launch", "kernel", "ms", "share", "GFLOP/s", "GB/s"
+    );
+    for k in &profile.kernels {
+        println!(
+            "{:<34} {:<16} {:>10.3} {:>6.1}% {:>9.2} {:>8.2}",
+            k.name,
+            k.kernel,
+            k.ms,
+            100.0 * k.ms / total,
+            k.gflop_per_s,
+            k.gb_per_s
+        );
+    }
+    Ok(true)
+}
+
+pub fn bench(args: &BenchArgs) -> agcam::Result<bool> {
+    if args.iters == 0 || args.batches.contains(&0) || args.top_k.contains(&0) {
+        return Err(Error::Invalid(
+            "--iters, --batches and --top-k must be at least 1".into(),
+        ));
+    }
+    let models: Vec<Model> = match &args.weights {
+        Some(w) => vec![load_model(
+            w,
+            args.config.as_deref(),
+            &ConfigOverrides::default(),
+        )?],
+        None => args
+            .random
+            .iter()
+            .map(|n| random_model(n))
+            .collect::<agcam::Result<_>>()?,
+    };
+    let gpu = Gpu::new(&GpuOptions {
+        backend: args.backend,
+        adapter: args.adapter,
+    })?;
+    eprintln!("adapter: {}", gpu.describe());
+    let options = agcam::bench::BenchOptions {
+        batches: args.batches.clone(),
+        top_ks: args.top_k.clone(),
+        iters: args.iters,
+        max_gpu_mem: args.max_gpu_mem << 20,
+        kernels: args.kernels,
+        precision: args.precision,
+    };
+    println!(
+        "{:<24} {:>6} {:>8} {:>6} {:>12} {:>10}",
+        "model", "batch", "mode", "top-k", "ms/image", "images/s"
+    );
+    let mut all = Vec::new();
+    for model in &models {
+        all.extend(agcam::bench::run(&gpu, model, &options, |r| {
+            println!(
+                "{:<24} {:>6} {:>8} {:>6} {:>12.2} {:>10.2}",
+                r.model, r.batch, r.mode, r.top_k, r.ms_per_image, r.images_per_s
+            );
+        })?);
+    }
+    if let Some(path) = &args.json {
+        let text = serde_json::to_string_pretty(&all).expect("JSON of plain values");
+        std::fs::write(path, text + "\n").map_err(|e| Error::io(path, e))?;
+    }
+    Ok(true)
+}

@@ -1,0 +1,188 @@
+//! The subcommands of the `agcam` binary, each a thin layer over the library: argument groups
+//! shared by several commands live here, one file per command family beside it.
+
+pub mod bench;
+pub mod eval;
+pub mod explain;
+pub mod synth;
+
+use std::path::{Path, PathBuf};
+
+use agcam::gpu::{Backend, Gpu, GpuOptions};
+use agcam::model::{load_model, ConfigOverrides, Model, ModelConfig};
+use agcam::{Engine, EngineOptions, Error, KernelSet, Precision};
+use clap::Args;
+use indicatif::{ProgressBar, ProgressStyle};
+
+/// The bundled demo checkpoint and sample images, used when no other is given.
+const DEMO_WEIGHTS: &str = "weights/demo.safetensors";
+const DEMO_SAMPLES: &str = "weights/samples";
+
+#[derive(Args)]
+pub struct ModelArgs {
+    /// Checkpoint: a .safetensors file or a folder holding one (timm or Hugging Face ViT).
+    /// Default: the bundled demo model.
+    #[arg(long, short = 'w')]
+    pub weights: Option<PathBuf>,
+    /// JSON config; default: <stem>.json, else config.json beside the weights (a
+    /// preprocessor_config.json there is read too).
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// Number of attention heads, when neither the config nor the embedding width tells.
+    #[arg(long)]
+    pub heads: Option<usize>,
+    /// Model input size HxW (e.g. 224x224), when the config does not say and the grid is
+    /// not square.
+    #[arg(long, value_parser = parse_size)]
+    pub image_size: Option<(usize, usize)>,
+    /// Normalisation mean, three comma-separated values (default: config, else 0.5,0.5,0.5).
+    #[arg(long, value_parser = parse_triple)]
+    pub mean: Option<[f32; 3]>,
+    /// Normalisation std, three comma-separated values (default: config, else 0.5,0.5,0.5).
+    #[arg(long, value_parser = parse_triple)]
+    pub std: Option<[f32; 3]>,
+}
+
+#[derive(Args)]
+pub struct GpuArgs {
+    /// Graphics API to use (default: the best adapter of any).
+    #[arg(long, value_enum)]
+    pub backend: Option<Backend>,
+    /// Adapter index from `agcam devices`.
+    #[arg(long)]
+    pub adapter: Option<usize>,
+    /// Most images per GPU chunk.
+    #[arg(long, default_value_t = 32)]
+    pub batch: usize,
+    /// GPU memory budget for activations, in MiB.
+    #[arg(long, default_value_t = 2048)]
+    pub max_gpu_mem: u64,
+    /// Kernel shapes: cpu (for llvmpipe/lavapipe), gpu, or auto by adapter class.
+    #[arg(long, value_enum, default_value_t = KernelSet::Auto)]
+    pub kernels: KernelSet,
+    /// Weight storage on the GPU: f16 halves weight memory and bandwidth (arithmetic stays f32).
+    #[arg(long, value_enum, default_value_t = Precision::F32)]
+    pub precision: Precision,
+}
+
+pub fn parse_size(s: &str) -> Result<(usize, usize), String> {
+    let (h, w) = s
+        .split_once(['x', 'X'])
+        .ok_or_else(|| format!("expected HxW, e.g. 224x224, not `{s}`"))?;
+    let num = |v: &str| {
+        v.trim()
+            .parse::<usize>()
+            .ok()
+            .filter(|&n| n > 0)
+            .ok_or_else(|| format!("`{v}` is not a positive integer"))
+    };
+    Ok((num(h)?, num(w)?))
+}
+
+pub fn parse_triple(s: &str) -> Result<[f32; 3], String> {
+    let values: Vec<f32> = s
+        .split(',')
+        .map(|v| v.trim().parse::<f32>().map_err(|e| format!("`{v}`: {e}")))
+        .collect::<Result<_, _>>()?;
+    values
+        .try_into()
+        .map_err(|v: Vec<f32>| format!("expected 3 comma-separated values, got {}", v.len()))
+}
+
+/// A bundled file: relative to the working directory, else to the source tree the binary was
+/// built from, so the quick start works from anywhere on the machine that built it.
+pub fn bundled(relative: &str) -> PathBuf {
+    let here = PathBuf::from(relative);
+    if here.exists() {
+        return here;
+    }
+    let built = Path::new(env!("CARGO_MANIFEST_DIR")).join(relative);
+    if built.exists() {
+        built
+    } else {
+        here
+    }
+}
+
+impl ModelArgs {
+    pub fn load(&self) -> agcam::Result<Model> {
+        let weights = self
+            .weights
+            .clone()
+            .unwrap_or_else(|| bundled(DEMO_WEIGHTS));
+        let overrides = ConfigOverrides {
+            num_heads: self.heads,
+            image_size: self.image_size,
+            mean: self.mean,
+            std: self.std,
+        };
+        let model = load_model(&weights, self.config.as_deref(), &overrides)?;
+        for warning in &model.provenance.warnings {
+            eprintln!("warning: {warning}");
+        }
+        Ok(model)
+    }
+}
+
+impl GpuArgs {
+    pub fn engine(&self, model: &Model) -> agcam::Result<Engine> {
+        let gpu = Gpu::new(&GpuOptions {
+            backend: self.backend,
+            adapter: self.adapter,
+        })?;
+        if self.batch == 0 {
+            return Err(Error::Invalid("--batch must be at least 1".into()));
+        }
+        let options = EngineOptions {
+            max_batch: self.batch,
+            max_gpu_mem: self.max_gpu_mem << 20,
+            kernels: self.kernels,
+            precision: self.precision,
+        };
+        Engine::with_options(gpu, model, &options)
+    }
+}
+
+pub fn inputs_or_samples(images: &[PathBuf]) -> Vec<PathBuf> {
+    if images.is_empty() {
+        vec![bundled(DEMO_SAMPLES)]
+    } else {
+        images.to_vec()
+    }
+}
+
+pub fn progress(len: usize) -> ProgressBar {
+    let bar = ProgressBar::new(len as u64);
+    bar.set_style(
+        ProgressStyle::with_template("{bar:30} {pos}/{len} images  {per_sec}  eta {eta}")
+            .expect("valid template"),
+    );
+    bar
+}
+
+/// Prints a line above the progress bar, or plainly when the bar is hidden (not a terminal).
+pub fn say(bar: &ProgressBar, line: String) {
+    if bar.is_hidden() {
+        eprintln!("{line}");
+    } else {
+        bar.println(line);
+    }
+}
+
+pub fn class_name(model: &Model, class: usize) -> String {
+    match model.config.label(class) {
+        Some(label) => format!("{class} ({label})"),
+        None => class.to_string(),
+    }
+}
+
+/// Random weights for a standard architecture name.
+pub fn random_model(name: &str) -> agcam::Result<Model> {
+    let config = ModelConfig::standard(name).ok_or_else(|| {
+        Error::Invalid(format!(
+            "unknown architecture `{name}`: use one of {}",
+            ModelConfig::STANDARD.join(", ")
+        ))
+    })?;
+    Ok(Model::random(config, 0))
+}

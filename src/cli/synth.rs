@@ -1,0 +1,67 @@
+//! `agcam synth`.
+
+use std::path::PathBuf;
+
+use agcam::synth::{generate, Layout, SynthOptions, DEFAULT_SCALE};
+use clap::Args;
+
+use super::progress;
+
+#[derive(Args)]
+pub struct SynthArgs {
+    /// Dataset root (created if missing).
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Number of pictures.
+    #[arg(long, default_value_t = 1000)]
+    pub count: usize,
+    /// Seed; the same seed gives byte-identical files.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Folder layout: `voc` or `imagenet`.
+    #[arg(long, default_value = "voc")]
+    pub layout: Layout,
+    /// Smallest picture side in pixels.
+    #[arg(long, default_value_t = 160)]
+    pub min_size: u32,
+    /// Largest picture side in pixels.
+    #[arg(long, default_value_t = 400)]
+    pub max_size: u32,
+    /// Share of pictures with a distractor object, in [0, 1].
+    #[arg(long, default_value_t = 0.3)]
+    pub distractor_share: f64,
+    /// Smallest target size, as a fraction of the shorter picture side.
+    #[arg(long, default_value_t = DEFAULT_SCALE.0)]
+    pub scale_min: f64,
+    /// Largest target size, as a fraction of the shorter picture side.
+    #[arg(long, default_value_t = DEFAULT_SCALE.1)]
+    pub scale_max: f64,
+    /// Clutter density (1 = default, 0 = none).
+    #[arg(long, default_value_t = 1.0)]
+    pub clutter: f64,
+    /// Worker threads (0 = one per core); does not change the output.
+    #[arg(long, default_value_t = 0)]
+    pub threads: usize,
+}
+
+pub fn synth(a: &SynthArgs) -> agcam::Result<bool> {
+    let opts = SynthOptions {
+        out: a.out.clone(),
+        count: a.count,
+        seed: a.seed,
+        layout: a.layout,
+        min_size: a.min_size,
+        max_size: a.max_size,
+        distractor_share: a.distractor_share,
+        scale_min: a.scale_min,
+        scale_max: a.scale_max,
+        clutter: a.clutter,
+        threads: a.threads,
+    };
+    opts.validate()?;
+    let bar = progress(opts.count);
+    let summary = generate(&opts, |done| bar.set_position(done as u64))?;
+    bar.finish_and_clear();
+    println!("{summary}");
+    Ok(true)
+}
