@@ -15,11 +15,11 @@ use super::{progress, GpuArgs, ModelArgs};
 
 #[derive(Subcommand)]
 pub enum EvalCommand {
-    /// Box localization (method.md §4): boxes from the thresholded map of the predicted class
+    /// Box localization, as in the AGCAM paper: boxes from the thresholded map of the predicted class
     /// against the ground-truth boxes, on correctly classified images. Prints pixel accuracy,
     /// IoU, Dice, precision and recall.
     Localization(LocalizationArgs),
-    /// Pixel perturbation (method.md §4): the ground-truth class's probability as the most (MoRF)
+    /// Pixel perturbation, as in the AGCAM paper: the ground-truth class's probability as the most (MoRF)
     /// or least (LeRF) relevant pixels are removed. Prints the AUCs, ABPC and the mean curves.
     Perturbation(PerturbationArgs),
 }
