@@ -100,6 +100,53 @@ fn store_block(z: u32, m0: u32, n0: u32, acc: array<vec4<f32>, 4>) {
     }
 }
 
+// The CPU kernel for matrices of 8 rows or more: each invocation computes 8 rows × 8 columns,
+// with the rows the same for the whole workgroup. llvmpipe runs invocations as SIMD lanes and
+// turns a load whose address is the same on every lane into one scalar load, so A costs almost
+// nothing and each W load feeds 8 rows: 1.7× the 4×4 kernel's GFLOP/s on lavapipe.
+const WIDE_ROWS: u32 = 8u;
+
+@compute @workgroup_size(64)
+fn gemm_wide(
+    @builtin(global_invocation_id) gid: vec3<u32>,
+    @builtin(workgroup_id) wid: vec3<u32>,
+) {
+    let n0 = gid.x * 8u;
+    let m0 = wid.y * WIDE_ROWS;
+    let z = gid.z;
+    if (n0 >= p.n) {
+        return;
+    }
+    let k4 = p.k / 4u;
+    let a0 = base(p.a, z) / 4u;
+    let w0 = base(p.w, z) / 4u;
+    let lda = p.a.row / 4u;
+    let ldw = p.w.row / 4u;
+    var rw: array<u32, 8>;
+    for (var j = 0u; j < 8u; j++) {
+        rw[j] = w0 + min(n0 + j, p.n - 1u) * ldw;
+    }
+    var acc: array<vec4<f32>, 16>;
+    for (var kk = 0u; kk < k4; kk++) {
+        var b: array<vec4<f32>, 8>;
+        for (var j = 0u; j < 8u; j++) {
+            b[j] = load_w4(rw[j] + kk);
+        }
+        for (var i = 0u; i < WIDE_ROWS; i++) {
+            let x = a4[a0 + min(m0 + i, p.m - 1u) * lda + kk];
+            acc[2u * i] += vec4<f32>(dot(x, b[0]), dot(x, b[1]), dot(x, b[2]), dot(x, b[3]));
+            acc[2u * i + 1u] += vec4<f32>(dot(x, b[4]), dot(x, b[5]), dot(x, b[6]), dot(x, b[7]));
+        }
+    }
+    let c_base = base(p.c, z);
+    for (var i = 0u; i < WIDE_ROWS; i++) {
+        for (var j = 0u; j < 4u; j++) {
+            store(c_base, m0 + i, n0 + j, acc[2u * i][j]);
+            store(c_base, m0 + i, n0 + 4u + j, acc[2u * i + 1u][j]);
+        }
+    }
+}
+
 @compute @workgroup_size(8, 8)
 fn gemm_vec4(@builtin(global_invocation_id) gid: vec3<u32>) {
     let n0 = gid.x * 4u;

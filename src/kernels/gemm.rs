@@ -96,7 +96,13 @@ pub(crate) struct Gemm {
     /// Indexed `[w_f16 as usize][epilogue as usize]`; the f16 half is empty for f32 weights.
     vec4: [Vec<Kernel>; 2],
     scalar: [Vec<Kernel>; 2],
+    /// CPU set only: the 8 × 8 kernel for products of at least [`WIDE_MIN_ROWS`] rows.
+    wide: [Vec<Kernel>; 2],
 }
+
+/// Rows from which the CPU set uses `gemm_wide` (8 rows per workgroup, uniform): below, its
+/// padding rows would cost more than its faster inner loop saves.
+const WIDE_MIN_ROWS: usize = 16;
 
 /// Output columns and rows per invocation, and invocations per workgroup side, of the
 /// register kernels; output side of the tiled kernel's workgroup tile.
@@ -149,6 +155,7 @@ impl Gemm {
             weights_f16,
             vec4: both(vec4_entry, VEC4_BINDINGS),
             scalar: both(Some(scalar_entry), SCALAR_BINDINGS),
+            wide: both((!tiled).then_some("gemm_wide"), VEC4_BINDINGS),
         }
     }
 
@@ -267,13 +274,17 @@ impl Gemm {
         };
         let uniform = gpu.uniform("gemm params", &params);
         let vec4 = !self.tiled && s.k.is_multiple_of(4) && a_view.aligned() && w_view.aligned();
-        let kernels = &(if vec4 { &self.vec4 } else { &self.scalar })[w_f16 as usize];
-        let side = if self.tiled { TILED_MN } else { TILE * WG };
-        let groups = [
-            (s.n as u32).div_ceil(side),
-            (s.m as u32).div_ceil(side),
-            (s.images * s.heads) as u32,
-        ];
+        let wide = vec4 && s.m >= WIDE_MIN_ROWS;
+        let (kernels, groups) = if wide {
+            let groups = [(s.n as u32).div_ceil(8 * 64), (s.m as u32).div_ceil(8), 1];
+            (&self.wide, groups)
+        } else {
+            let side = if self.tiled { TILED_MN } else { TILE * WG };
+            let groups = [(s.n as u32).div_ceil(side), (s.m as u32).div_ceil(side), 1];
+            (if vec4 { &self.vec4 } else { &self.scalar }, groups)
+        };
+        let kernels = &kernels[w_f16 as usize];
+        let groups = [groups[0], groups[1], (s.images * s.heads) as u32];
         let count = s.images * s.heads;
         let out_reads = if epilogue == Epilogue::Residual { 2 } else { 1 };
         let w_bytes = if w_f16 { 2 } else { 4 };
