@@ -189,6 +189,7 @@ impl Kernel {
 }
 
 /// Compiles one shader file.
+///
 /// Shaders are compiled without wgpu's injected bounds checks (20–25 % faster GEMMs on
 /// lavapipe): every kernel clamps or guards its own indices, and the kernel tests run each
 /// one at edge shapes against f64 references. `AGCAM_CHECKED_SHADERS=1` restores the checks,
