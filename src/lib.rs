@@ -1,4 +1,4 @@
-//! agcam: Attention-Guided CAM for Vision Transformers on wgpu.
+#![doc = include_str!("../README.md")]
 
 pub mod bench;
 pub mod error;
