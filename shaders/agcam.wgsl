@@ -38,6 +38,20 @@ fn load_weight(i: u32) -> f32 {
     return weight[i];
 }
 
+// vecmat4: `weight` read four columns at a time (f32, or f16 pairs when W_F16); accumulate: V
+// (always f32) four elements at a time.
+@group(0) @binding(8) var<storage, read> weight4: array<vec4<f32>>;
+@group(0) @binding(9) var<storage, read> weight4h: array<vec2<u32>>;
+
+// Weight elements 4·i .. 4·i + 3.
+fn load_weight4(i: u32) -> vec4<f32> {
+    if (W_F16) {
+        let u = weight4h[i];
+        return vec4<f32>(unpack2x16float(u.x), unpack2x16float(u.y));
+    }
+    return weight4[i];
+}
+
 const NONE: u32 = 0xffffffffu;
 
 // Whether class j with logit x comes before class i with logit y: larger first, then lower index.
@@ -110,22 +124,25 @@ const VM_ROWS: u32 = 4u;
 @compute @workgroup_size(WG)
 fn vecmat(
     @builtin(global_invocation_id) gid: vec3<u32>,
+    @builtin(workgroup_id) wid: vec3<u32>,
 ) {
     let j = gid.x;
-    let r0 = gid.y * VM_ROWS;
+    // From the workgroup id, so that compilers see the rows (and the input loads) as uniform
+    // across the workgroup: llvmpipe then loads each input value once, not once per lane.
+    let r0 = wid.y * VM_ROWS;
     if (j >= p.out_dim || r0 >= p.rows) {
         return;
     }
-    var acc: array<f32, VM_ROWS>;
-    var rows: array<u32, VM_ROWS>;
-    for (var t = 0u; t < VM_ROWS; t++) {
-        rows[t] = min(r0 + t, p.rows - 1u) * p.in_dim;
-    }
+    // Four rows in named registers: private arrays indexed in loops cost llvmpipe memory traffic.
+    let last = p.rows - 1u;
+    let x0 = min(r0, last) * p.in_dim;
+    let x1 = min(r0 + 1u, last) * p.in_dim;
+    let x2 = min(r0 + 2u, last) * p.in_dim;
+    let x3 = min(r0 + 3u, last) * p.in_dim;
+    var acc = vec4<f32>(0.0);
     for (var i = 0u; i < p.in_dim; i++) {
         let w = load_weight(i * p.out_dim + j) * scale[i];
-        for (var t = 0u; t < VM_ROWS; t++) {
-            acc[t] += input[rows[t] + i] * w;
-        }
+        acc += vec4<f32>(input[x0 + i], input[x1 + i], input[x2 + i], input[x3 + i]) * w;
     }
     for (var t = 0u; t < VM_ROWS; t++) {
         let r = r0 + t;
@@ -139,6 +156,48 @@ fn vecmat(
     }
 }
 
+// vecmat for out_dim a multiple of 4: each invocation serves 4 adjacent columns with one vec4
+// weight load. llvmpipe loads per-lane data one lane at a time, so a vec4 load costs about what
+// a scalar one does: 4x fewer weight loads.
+@compute @workgroup_size(WG)
+fn vecmat4(
+    @builtin(global_invocation_id) gid: vec3<u32>,
+    @builtin(workgroup_id) wid: vec3<u32>,
+) {
+    let j4 = gid.x;
+    let r0 = wid.y * VM_ROWS;
+    let out4 = p.out_dim / 4u;
+    if (j4 >= out4 || r0 >= p.rows) {
+        return;
+    }
+    let last = p.rows - 1u;
+    let x0 = min(r0, last) * p.in_dim;
+    let x1 = min(r0 + 1u, last) * p.in_dim;
+    let x2 = min(r0 + 2u, last) * p.in_dim;
+    let x3 = min(r0 + 3u, last) * p.in_dim;
+    var acc: array<vec4<f32>, 4>;
+    for (var i = 0u; i < p.in_dim; i++) {
+        let w = load_weight4(i * out4 + j4) * scale[i];
+        acc[0] += input[x0 + i] * w;
+        acc[1] += input[x1 + i] * w;
+        acc[2] += input[x2 + i] * w;
+        acc[3] += input[x3 + i] * w;
+    }
+    for (var t = 0u; t < VM_ROWS; t++) {
+        let r = r0 + t;
+        if (r < p.rows) {
+            for (var e = 0u; e < 4u; e++) {
+                let j = 4u * j4 + e;
+                var v = acc[t][e];
+                if (p.flag != 0u) {
+                    v *= gelu_grad(aux[(r / p.per_image) * p.out_dim + j]);
+                }
+                out[r * p.out_dim + j] = v;
+            }
+        }
+    }
+}
+
 // The fused AGCAM kernel for one layer:
 // out[r, j-1] (+)= Σ_h ReLU(⟨dO[r, h], V[r / K, j, h]⟩) · sigmoid(S[r / K, h, j]), j = 1..N-1.
 // input: dO [R, D] (gradient of the merged attention output), weight: V [B·N, D],
@@ -146,10 +205,12 @@ fn vecmat(
 @compute @workgroup_size(WG)
 fn accumulate(
     @builtin(global_invocation_id) gid: vec3<u32>,
+    @builtin(workgroup_id) wid: vec3<u32>,
 ) {
     let n = p.in_dim;
     let j = gid.x + 1u;
-    let r = gid.y;
+    // Uniform across the workgroup (see vecmat): the dO row is loaded once per workgroup.
+    let r = wid.y;
     if (j >= n || r >= p.rows) {
         return;
     }
@@ -161,8 +222,16 @@ fn accumulate(
         var g = 0.0;
         let go = r * dim + h * d;
         let vo = (img * n + j) * dim + h * d;
-        for (var e = 0u; e < d; e++) {
-            g += input[go + e] * weight[vo + e];
+        if (d % 4u == 0u) {
+            // V through its vec4 view (binding 8): a quarter of the per-lane loads.
+            for (var e = 0u; e < d; e += 4u) {
+                let o = vec4<f32>(input[go + e], input[go + e + 1u], input[go + e + 2u], input[go + e + 3u]);
+                g += dot(o, weight4[(vo + e) / 4u]);
+            }
+        } else {
+            for (var e = 0u; e < d; e++) {
+                g += input[go + e] * weight[vo + e];
+            }
         }
         let s = aux[(img * p.heads + h) * n + j];
         total += max(g, 0.0) / (1.0 + exp(-s));

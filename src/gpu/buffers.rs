@@ -5,18 +5,23 @@ use wgpu::util::DeviceExt;
 use super::Gpu;
 use crate::error::{Error, Result};
 
+/// Smallest storage buffer: kernels may bind any buffer through a vec4 view, which needs 16
+/// bytes, and wgpu rejects empty bindings.
+pub const MIN_STORAGE_BYTES: u64 = 16;
+
 /// Usage of buffers that kernels read and write, and that can be filled or read back by copies.
 const STORAGE: wgpu::BufferUsages = wgpu::BufferUsages::STORAGE
     .union(wgpu::BufferUsages::COPY_SRC)
     .union(wgpu::BufferUsages::COPY_DST);
 
 impl Gpu {
-    /// A storage buffer holding `data`.
+    /// A storage buffer holding `data` (zero-padded to at least [`MIN_STORAGE_BYTES`]).
     pub fn storage_from<T: bytemuck::Pod>(&self, label: &str, data: &[T]) -> wgpu::Buffer {
-        // wgpu rejects zero-sized bindings; keep at least one element's worth.
         let bytes: &[u8] = bytemuck::cast_slice(data);
-        if bytes.is_empty() {
-            return self.storage(label, 4);
+        if bytes.len() < MIN_STORAGE_BYTES as usize {
+            let mut padded = vec![0u8; MIN_STORAGE_BYTES as usize];
+            padded[..bytes.len()].copy_from_slice(bytes);
+            return self.storage_from(label, &padded);
         }
         self.device
             .create_buffer_init(&wgpu::util::BufferInitDescriptor {
@@ -26,11 +31,11 @@ impl Gpu {
             })
     }
 
-    /// An uninitialised (zeroed) storage buffer of `bytes` bytes (at least 4).
+    /// A zeroed storage buffer of `bytes` bytes (at least [`MIN_STORAGE_BYTES`]).
     pub fn storage(&self, label: &str, bytes: u64) -> wgpu::Buffer {
         self.device.create_buffer(&wgpu::BufferDescriptor {
             label: Some(label),
-            size: bytes.max(4).next_multiple_of(4),
+            size: bytes.max(MIN_STORAGE_BYTES).next_multiple_of(4),
             usage: STORAGE,
             mapped_at_creation: false,
         })

@@ -1,6 +1,7 @@
 //! Device and adapter choice, and the small buffer helpers every kernel launcher uses.
 
 mod buffers;
+pub use buffers::MIN_STORAGE_BYTES;
 mod context;
 #[cfg(test)]
 pub(crate) mod testing;

@@ -24,6 +24,8 @@ struct AgcamParams {
 pub(crate) struct AgcamKernels {
     topk: Kernel,
     vecmat: Kernel,
+    /// vecmat for output widths that are multiples of 4 (vec4 weight loads).
+    vecmat4: Kernel,
     accumulate: Kernel,
 }
 
@@ -59,6 +61,21 @@ impl AgcamKernels {
                 ],
                 &w_f16,
             ),
+            vecmat4: Kernel::new(
+                gpu,
+                &m,
+                "vecmat4",
+                &[
+                    (0, Access::Read),
+                    (1, Access::Read),
+                    (3, Access::Read),
+                    (4, Access::ReadWrite),
+                    (5, Access::Uniform),
+                    (8, Access::Read),
+                    (9, Access::Read),
+                ],
+                &w_f16,
+            ),
             accumulate: Kernel::new(
                 gpu,
                 &m,
@@ -69,6 +86,7 @@ impl AgcamKernels {
                     (3, Access::Read),
                     (4, Access::ReadWrite),
                     (5, Access::Uniform),
+                    (8, Access::Read),
                 ],
                 &[],
             ),
@@ -119,21 +137,23 @@ impl AgcamKernels {
             ..Default::default()
         };
         let u = gpu.uniform("vecmat params", &params);
+        let gate = gate.unwrap_or(input);
+        let (kernel, buffers, columns) = if out_dim.is_multiple_of(4) {
+            let b = vec![input, scale, gate, out, &u, weight, weight];
+            (&self.vecmat4, b, out_dim / 4)
+        } else {
+            let b = vec![input, scale, weight, gate, out, &u, weight];
+            (&self.vecmat, b, out_dim)
+        };
         let groups = [
-            (out_dim as u32).div_ceil(WG),
+            (columns as u32).div_ceil(WG),
             (rows as u32).div_ceil(VM_ROWS),
             1,
         ];
-        self.vecmat
-            .dispatch(
-                gpu,
-                &[input, scale, weight, gate.unwrap_or(input), out, &u, weight],
-                groups,
-            )
-            .work(
-                2 * rows * in_dim * out_dim,
-                4 * (in_dim * out_dim + rows * (in_dim + out_dim)),
-            )
+        kernel.dispatch(gpu, &buffers, groups).work(
+            2 * rows * in_dim * out_dim,
+            4 * (in_dim * out_dim + rows * (in_dim + out_dim)),
+        )
     }
 
     /// `maps[r] (+)= Σ_h ReLU(dO[r, h] · V[b, j, h]) · sigmoid(S[b, h, j])` over patch keys j.
@@ -163,7 +183,7 @@ impl AgcamKernels {
         let dim = heads * head_dim;
         let images = rows / per_image;
         self.accumulate
-            .dispatch(gpu, &[d_out, v, cls_scores, maps, &u], groups)
+            .dispatch(gpu, &[d_out, v, cls_scores, maps, &u, v], groups)
             .work(
                 2 * rows * tokens * dim,
                 4 * (rows * dim + images * tokens * (dim + heads) + 2 * rows * tokens),
