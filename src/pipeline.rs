@@ -89,19 +89,60 @@ pub fn prepare(path: &Path, cfg: &ModelConfig) -> Result<Prepared> {
     })
 }
 
-/// Prepares `paths` on all CPU cores, keeping their order.
-fn prepare_all(paths: &[PathBuf], cfg: &ModelConfig) -> Vec<Result<Prepared>> {
+/// Prepares the image of every item (`path` says where it is) on all CPU cores, in order.
+fn prepare_all<T: Sync>(
+    items: &[T],
+    path: &(impl Fn(&T) -> &Path + Sync),
+    cfg: &ModelConfig,
+) -> Vec<Result<Prepared>> {
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let per_thread = paths.len().div_ceil(threads).max(1);
+    let per_thread = items.len().div_ceil(threads).max(1);
     std::thread::scope(|s| {
-        let handles: Vec<_> = paths
+        let handles: Vec<_> = items
             .chunks(per_thread)
-            .map(|part| s.spawn(move || part.iter().map(|p| prepare(p, cfg)).collect::<Vec<_>>()))
+            .map(|part| {
+                s.spawn(move || {
+                    part.iter()
+                        .map(|i| prepare(path(i), cfg))
+                        .collect::<Vec<_>>()
+                })
+            })
             .collect();
         handles
             .into_iter()
             .flat_map(|h| h.join().expect("preprocessing thread panicked"))
             .collect()
+    })
+}
+
+/// Runs `work` on consecutive chunks of up to `capacity` items with their prepared images
+/// (decoded, resized, normalised for `cfg`; `path` says where each item's image is), while the
+/// next chunk is being prepared on CPU threads: decoding overlaps the GPU work of `work`.
+pub fn for_each_prepared_chunk<'a, T: Sync>(
+    items: &'a [T],
+    path: impl Fn(&T) -> &Path + Sync,
+    cfg: &ModelConfig,
+    capacity: usize,
+    mut work: impl FnMut(&'a [T], Vec<Result<Prepared>>) -> Result<()>,
+) -> Result<()> {
+    let chunks: Vec<&[T]> = items.chunks(capacity.max(1)).collect();
+    let path = &path;
+    std::thread::scope(|s| {
+        let mut pending = chunks
+            .first()
+            .map(|&c| s.spawn(move || prepare_all(c, path, cfg)));
+        for (i, &chunk) in chunks.iter().enumerate() {
+            let prepared = pending
+                .take()
+                .expect("one chunk in flight")
+                .join()
+                .expect("preprocessing thread panicked");
+            pending = chunks
+                .get(i + 1)
+                .map(|&c| s.spawn(move || prepare_all(c, path, cfg)));
+            work(chunk, prepared)?;
+        }
+        Ok(())
     })
 }
 
@@ -144,22 +185,16 @@ pub fn explain_files(
         ));
     }
     let cfg = engine.config().clone();
-    let chunks: Vec<&[PathBuf]> = paths.chunks(engine.capacity()).collect();
-    std::thread::scope(|s| {
-        let cfg = &cfg;
-        let mut pending = chunks.first().map(|c| s.spawn(move || prepare_all(c, cfg)));
-        for i in 0..chunks.len() {
-            let prepared = pending
-                .take()
-                .expect("one chunk in flight")
-                .join()
-                .expect("preprocessing thread panicked");
-            pending = chunks
-                .get(i + 1)
-                .map(|c| s.spawn(move || prepare_all(c, cfg)));
+    let capacity = engine.capacity();
+    for_each_prepared_chunk(
+        paths,
+        PathBuf::as_path,
+        &cfg,
+        capacity,
+        |chunk, prepared| {
             let mut ok = Vec::new();
             let mut results: Vec<Option<Outcome>> = Vec::with_capacity(prepared.len());
-            for (path, p) in chunks[i].iter().zip(prepared) {
+            for (path, p) in chunk.iter().zip(prepared) {
                 match p {
                     Ok(p) => {
                         ok.push(p);
@@ -187,7 +222,7 @@ pub fn explain_files(
                     gpu_ms,
                 }));
             }
-        }
-        Ok(())
-    })
+            Ok(())
+        },
+    )
 }

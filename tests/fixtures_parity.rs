@@ -6,7 +6,7 @@
 mod common;
 
 use agcam::{Engine, EngineOptions, Precision};
-use common::parity::{compare, dir, tensor, Reference};
+use common::parity::{compare, cpu_reference_matches, dir, tensor, Reference};
 
 const FIXTURES: &[&str] = &["odd_ls", "odd_nols", "vit_ti"];
 
@@ -65,38 +65,6 @@ fn cpu_reference_matches_pytorch_autograd() {
     // The f64 reference the kernel tests rely on is itself checked here (small fixtures only:
     // it is slow).
     for name in ["odd_ls", "odd_nols"] {
-        let r = Reference::load(name);
-        let st = r.st();
-        let (ishape, input) = tensor(&st, "input");
-        let (cshape, classes) = tensor(&st, "classes");
-        let (_, logits) = tensor(&st, "logits");
-        let (_, maps) = tensor(&st, "maps");
-        let len: usize = ishape[1..].iter().product();
-        let k = cshape[1];
-        let c = r.model.config.num_classes;
-        let cells = maps.len() / (cshape[0] * k);
-        for b in 0..ishape[0] {
-            let image: Vec<f32> = input[b * len..][..len].iter().map(|&v| v as f32).collect();
-            let cls: Vec<usize> = classes[b * k..][..k].iter().map(|&c| c as usize).collect();
-            let out = agcam::reference::explain(&r.model.config, &r.model.weights, &image, &cls);
-            for (x, y) in out.logits.iter().zip(&logits[b * c..]) {
-                assert!(
-                    (x - y).abs() <= 1e-5 * y.abs().max(1.0),
-                    "{name}: logit {x} vs {y}"
-                );
-            }
-            for (s, m) in out.maps.iter().enumerate() {
-                let want = &maps[(b * k + s) * cells..][..cells];
-                let scale = want.iter().fold(0.0f64, |a, v| a.max(v.abs()));
-                let err = m
-                    .iter()
-                    .zip(want)
-                    .fold(0.0f64, |a, (x, y)| a.max((x - y).abs()));
-                assert!(
-                    err <= 1e-5 * scale,
-                    "{name}: image {b} slot {s}: {err:e} of {scale:e}"
-                );
-            }
-        }
+        cpu_reference_matches(name, &Reference::load(name));
     }
 }

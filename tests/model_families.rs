@@ -17,7 +17,7 @@ mod common;
 
 use agcam::model::{Model, Pooling};
 use agcam::{Engine, Target};
-use common::parity::{compare_all, dir, tensor, Reference};
+use common::parity::{compare_all, cpu_reference_matches, dir, tensor, Reference};
 
 fn load(name: &str) -> Reference {
     Reference::load_from(name, &dir(name))
@@ -29,43 +29,6 @@ fn engine_matches(name: &str) {
     for gpu in common::gpus() {
         let mut engine = Engine::new(gpu, &r.model).unwrap_or_else(|e| panic!("{name}: {e}"));
         compare_all(name, &r, &mut engine);
-    }
-}
-
-/// The f64 CPU reference of the crate against the fixture (class-token models).
-fn cpu_reference_matches(name: &str) {
-    let r = load(name);
-    let st = r.st();
-    let (ishape, input) = tensor(&st, "input");
-    let (cshape, classes) = tensor(&st, "classes");
-    let (_, logits) = tensor(&st, "logits");
-    let (_, maps) = tensor(&st, "maps");
-    let len: usize = ishape[1..].iter().product();
-    let k = cshape[1];
-    let c = r.model.config.num_classes;
-    let cells = maps.len() / (cshape[0] * k);
-    for b in 0..ishape[0] {
-        let image: Vec<f32> = input[b * len..][..len].iter().map(|&v| v as f32).collect();
-        let cls: Vec<usize> = classes[b * k..][..k].iter().map(|&c| c as usize).collect();
-        let out = agcam::reference::explain(&r.model.config, &r.model.weights, &image, &cls);
-        for (x, y) in out.logits.iter().zip(&logits[b * c..]) {
-            assert!(
-                (x - y).abs() <= 1e-5 * y.abs().max(1.0),
-                "{name}: logit {x} vs {y}"
-            );
-        }
-        for (s, m) in out.maps.iter().enumerate() {
-            let want = &maps[(b * k + s) * cells..][..cells];
-            let scale = want.iter().fold(0.0f64, |a, v| a.max(v.abs()));
-            let err = m
-                .iter()
-                .zip(want)
-                .fold(0.0f64, |a, (x, y)| a.max((x - y).abs()));
-            assert!(
-                err <= 1e-5 * scale,
-                "{name}: image {b} slot {s}: {err:e} of {scale:e}"
-            );
-        }
     }
 }
 
@@ -290,6 +253,6 @@ fn avgpool_logits_match_and_agcam_is_refused() {
 #[test]
 fn cpu_reference_matches_family_fixtures() {
     for name in ["hf_vit", "deit3_ls", "patch32"] {
-        cpu_reference_matches(name);
+        cpu_reference_matches(name, &load(name));
     }
 }

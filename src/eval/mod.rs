@@ -37,7 +37,7 @@ pub use perturbation::{
 use crate::error::{Error, Result};
 use crate::explain::Engine;
 use crate::model::ModelConfig;
-use crate::pipeline::{prepare, Prepared};
+use crate::pipeline::Prepared;
 
 /// What happened to one image in a protocol run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -126,52 +126,18 @@ fn validate_limit(limit: Option<usize>) -> Result<()> {
     Ok(())
 }
 
-/// Prepares `paths` on all CPU cores, keeping their order.
-fn prepare_all(samples: &[Sample], cfg: &ModelConfig) -> Vec<Result<Prepared>> {
-    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let per_thread = samples.len().div_ceil(threads).max(1);
-    std::thread::scope(|s| {
-        let handles: Vec<_> = samples
-            .chunks(per_thread)
-            .map(|part| {
-                s.spawn(move || {
-                    part.iter()
-                        .map(|p| prepare(&p.image, cfg))
-                        .collect::<Vec<_>>()
-                })
-            })
-            .collect();
-        handles
-            .into_iter()
-            .flat_map(|h| h.join().expect("preprocessing thread panicked"))
-            .collect()
-    })
-}
-
 /// Runs `work` on consecutive chunks of `capacity` samples with their decoded inputs, while
 /// the next chunk is being decoded on CPU threads.
 fn for_each_chunk<'s>(
     samples: &'s [Sample],
     cfg: &ModelConfig,
     capacity: usize,
-    mut work: impl FnMut(&'s [Sample], Vec<Result<Prepared>>) -> Result<()>,
+    work: impl FnMut(&'s [Sample], Vec<Result<Prepared>>) -> Result<()>,
 ) -> Result<()> {
-    let chunks: Vec<&[Sample]> = samples.chunks(capacity.max(1)).collect();
-    std::thread::scope(|s| {
-        let mut pending = chunks.first().map(|c| s.spawn(move || prepare_all(c, cfg)));
-        for i in 0..chunks.len() {
-            let prepared = pending
-                .take()
-                .expect("one chunk in flight")
-                .join()
-                .expect("preprocessing thread panicked");
-            pending = chunks
-                .get(i + 1)
-                .map(|c| s.spawn(move || prepare_all(c, cfg)));
-            work(chunks[i], prepared)?;
-        }
-        Ok(())
-    })
+    fn image(s: &Sample) -> &std::path::Path {
+        &s.image
+    }
+    crate::pipeline::for_each_prepared_chunk(samples, image, cfg, capacity, work)
 }
 
 /// The samples a run covers: all, or the first `limit`.
