@@ -20,21 +20,16 @@ import subprocess
 import sys
 from pathlib import Path
 
-import timm
-import torch
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "tools"))
-from check_parity import model_args_of  # noqa: E402
-from vit_checkpoint import hub_config, save_checkpoint  # noqa: E402
+from check_parity import build_timm  # noqa: E402
 
 
 def save_model(name: str, directory: Path) -> None:
-    torch.manual_seed(0)
-    model = timm.create_model(name, pretrained=False).eval()
-    cfg = model.pretrained_cfg
-    config = hub_config(name, model.num_classes, model_args_of(model), cfg["mean"], cfg["std"])
-    save_checkpoint(directory, model, config)
+    """timm's default random init (seed 0), written by timm's own hub export."""
+    directory.mkdir(parents=True, exist_ok=True)
+    build_timm(name, directory, "default")
 
 
 def main() -> int:
