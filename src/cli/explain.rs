@@ -1,10 +1,12 @@
 //! `agcam explain` and `agcam predict`.
 
 use std::path::PathBuf;
+use std::time::Instant;
 
+use agcam::model::Model;
 use agcam::output::{write_class, RunInfo, Stems};
-use agcam::pipeline::{collect_images, explain_files, Outcome};
-use agcam::{Error, Method, Target};
+use agcam::pipeline::{collect_images, explain_files, for_each_prepared_chunk, Outcome};
+use agcam::{Engine, Error, Method, Target};
 use clap::Args;
 
 use super::{class_name, inputs_or_samples, progress, say, GpuArgs, ModelArgs};
@@ -45,12 +47,6 @@ pub struct PredictArgs {
 }
 
 pub fn explain(args: &ExplainArgs) -> agcam::Result<bool> {
-    let model = args.model.load()?;
-    let target = match (args.class, args.top_k) {
-        (Some(c), _) => Target::Class(c),
-        (None, Some(k)) => Target::TopK(k),
-        (None, None) => Target::Predicted,
-    };
     if !(0.0..=1.0).contains(&args.alpha) {
         return Err(Error::Invalid(format!(
             "--alpha must be between 0 and 1, not {}",
@@ -58,7 +54,12 @@ pub fn explain(args: &ExplainArgs) -> agcam::Result<bool> {
         )));
     }
     let paths = collect_images(&inputs_or_samples(&args.images))?;
-    let mut engine = args.gpu.engine(&model)?;
+    let (model, mut engine) = load_and_upload(&args.model, &args.gpu)?;
+    let target = match (args.class, args.top_k) {
+        (Some(c), _) => Target::Class(c),
+        (None, Some(k)) => Target::TopK(k),
+        (None, None) => Target::Predicted,
+    };
     std::fs::create_dir_all(&args.out).map_err(|e| Error::io(&args.out, e))?;
     let info = RunInfo {
         config: model.config.clone(),
@@ -66,12 +67,7 @@ pub fn explain(args: &ExplainArgs) -> agcam::Result<bool> {
         alpha: args.alpha,
         method: args.method,
     };
-    eprintln!(
-        "{} images, model {}, on {}",
-        paths.len(),
-        model.config.name,
-        info.adapter
-    );
+    eprintln!("{} images", paths.len());
     let suffixed = matches!(target, Target::TopK(k) if k > 1);
     let bar = progress(paths.len());
     let mut stems = Stems::default();
@@ -136,40 +132,64 @@ pub fn explain(args: &ExplainArgs) -> agcam::Result<bool> {
 }
 
 pub fn predict(args: &PredictArgs) -> agcam::Result<bool> {
-    let model = args.model.load()?;
     let paths = collect_images(&inputs_or_samples(&args.images))?;
-    let mut engine = args.gpu.engine(&model)?;
+    let (model, mut engine) = load_and_upload(&args.model, &args.gpu)?;
     let mut failed = 0usize;
-    for chunk in paths.chunks(engine.capacity()) {
-        let mut ok = Vec::new();
-        let mut inputs = Vec::new();
-        for path in chunk {
-            match agcam::pipeline::prepare(path, &model.config) {
-                Ok(p) => {
-                    inputs.extend_from_slice(&p.input);
-                    ok.push(p.path);
-                }
-                Err(e) => {
-                    failed += 1;
-                    eprintln!("error: {e}");
+    let capacity = engine.capacity();
+    for_each_prepared_chunk(
+        &paths,
+        |p| p.as_path(),
+        &model.config,
+        capacity,
+        |_, prepared| {
+            let mut ok = Vec::new();
+            let mut inputs = Vec::new();
+            for p in prepared {
+                match p {
+                    Ok(p) => {
+                        inputs.extend_from_slice(&p.input);
+                        ok.push(p.path);
+                    }
+                    Err(e) => {
+                        failed += 1;
+                        eprintln!("error: {e}");
+                    }
                 }
             }
-        }
-        if ok.is_empty() {
-            continue;
-        }
-        for (path, logits) in ok.iter().zip(engine.predict(&inputs)?) {
-            println!("{}", path.display());
-            for (rank, s) in agcam::explain::top_classes(&logits, 5).iter().enumerate() {
-                println!(
-                    "  {}. {:<30} logit {:>9.4}  p {:.4}",
-                    rank + 1,
-                    class_name(&model, s.class),
-                    s.logit,
-                    s.probability
-                );
+            if ok.is_empty() {
+                return Ok(());
             }
-        }
-    }
+            for (path, logits) in ok.iter().zip(engine.predict(&inputs)?) {
+                println!("{}", path.display());
+                for (rank, s) in agcam::explain::top_classes(&logits, 5).iter().enumerate() {
+                    println!(
+                        "  {}. {:<30} logit {:>9.4}  p {:.4}",
+                        rank + 1,
+                        class_name(&model, s.class),
+                        s.logit,
+                        s.probability
+                    );
+                }
+            }
+            Ok(())
+        },
+    )?;
     Ok(failed == 0)
+}
+
+/// Reads the checkpoint and uploads it, saying how long each took (model load time is what
+/// users of large checkpoints wait for first).
+fn load_and_upload(model: &ModelArgs, gpu: &GpuArgs) -> agcam::Result<(Model, Engine)> {
+    let start = Instant::now();
+    let loaded = model.load()?;
+    let read = start.elapsed().as_secs_f64();
+    let start = Instant::now();
+    let engine = gpu.engine(&loaded)?;
+    eprintln!(
+        "model {}: read in {read:.2} s, on {} in {:.2} s",
+        loaded.config.name,
+        engine.gpu().describe(),
+        start.elapsed().as_secs_f64()
+    );
+    Ok((loaded, engine))
 }
