@@ -160,3 +160,84 @@ fn predict_and_devices() {
     assert!(o.status.success());
     assert!(String::from_utf8_lossy(&o.stdout).contains("llvmpipe") || !o.stdout.is_empty());
 }
+
+/// The target (non-distractor) object's class name in one of `agcam synth`'s VOC annotations.
+fn target_name(xml: &str) -> String {
+    let object = xml
+        .split("<object>")
+        .skip(1)
+        .find(|o| o.contains("<distractor>0</distractor>"))
+        .expect("a target object");
+    let start = object.find("<name>").unwrap() + "<name>".len();
+    object[start..start + object[start..].find("</name>").unwrap()].to_string()
+}
+
+/// The README's quick start: no arguments explains the bundled samples with the bundled demo
+/// model, and the model names every sample's target object.
+#[test]
+fn quick_start_explains_the_bundled_samples() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    let o = Command::new(env!("CARGO_BIN_EXE_agcam"))
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .args(["explain", "--out", s(&out)])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    let samples = Path::new(env!("CARGO_MANIFEST_DIR")).join("weights/samples");
+    let mut seen = 0;
+    for entry in std::fs::read_dir(&samples).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_none_or(|e| e != "png") {
+            continue;
+        }
+        let stem = path.file_stem().unwrap().to_str().unwrap();
+        let xml = std::fs::read_to_string(samples.join(format!("annotations/{stem}.xml"))).unwrap();
+        let record: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(out.join(format!("{stem}.json"))).unwrap())
+                .unwrap();
+        assert_eq!(record["predicted_label"], target_name(&xml), "{stem}");
+        assert!(out.join(format!("{stem}.png")).is_file());
+        seen += 1;
+    }
+    assert_eq!(seen, 6, "the bundled samples");
+}
+
+/// `agcam eval` reads the ImageNet validation layout as `agcam synth --layout imagenet` writes
+/// it, unchanged, for both protocols.
+#[test]
+fn eval_reads_the_imagenet_layout() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("imagenet");
+    let o = agcam(&[
+        "synth",
+        "--out",
+        s(&data),
+        "--count",
+        "4",
+        "--seed",
+        "5",
+        "--layout",
+        "imagenet",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    for protocol in ["localization", "perturbation"] {
+        let json = dir.path().join(format!("{protocol}.json"));
+        let o = agcam(&[
+            "eval",
+            protocol,
+            "--data",
+            s(&data),
+            "--limit",
+            "2",
+            "--json",
+            s(&json),
+        ]);
+        assert!(o.status.success(), "{protocol}: {}", stderr(&o));
+        let report: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+        assert_eq!(report["counts"]["total"], 2, "{protocol}: {report}");
+        let layout = report["dataset"]["detected"]["layout"].as_str().unwrap();
+        assert!(layout.starts_with("imagenet"), "{protocol}: {layout}");
+    }
+}
