@@ -2,7 +2,7 @@
 # The tables of EVALUATION.md: a held-out synthetic set (seed 4; the demo model was trained on
 # seeds 1 and 3 and monitored on seed 2), then localization and pixel perturbation for AGCAM and
 # both baselines with the bundled demo model. Perturbation scores 22 inputs per picture, so on a
-# CPU-only machine it runs on the first PERT_LIMIT pictures (default 100; 0 = all).
+# CPU-only machine it runs on the first PERT_LIMIT pictures (default 300; 0 = all).
 #
 #   cargo build --release && bash scripts/evaluate-demo.sh [OUT_DIR]
 set -euo pipefail
@@ -10,7 +10,7 @@ OUT=${1:-/tmp/agcam-eval}
 BIN=${BIN:-target/release/agcam}
 DATA="$OUT/heldout_s4"
 COUNT=${COUNT:-1000}
-PERT_LIMIT=${PERT_LIMIT:-100}
+PERT_LIMIT=${PERT_LIMIT:-300}
 mkdir -p "$OUT"
 limit=()
 [ "$PERT_LIMIT" -gt 0 ] && limit=(--limit "$PERT_LIMIT")
