@@ -35,9 +35,8 @@ step "top-k cost, ViT-B/16 batch 1"
 
 step "ViT-L/16 384 checkpoint load (read, then upload), second run with a warm page cache"
 L=/tmp/agcam-compare/vit_large_patch16_384
-[ -f "$L/model.safetensors" ] || python3 -c "import sys; sys.path.insert(0, 'tools')
-from pathlib import Path; from check_parity import build_timm
-Path('$L').mkdir(parents=True, exist_ok=True); build_timm('vit_large_patch16_384', Path('$L'), 'default')"
+[ -f "$L/model.safetensors" ] || python3 -c "import sys; sys.path.insert(0, 'benches')
+from pathlib import Path; from compare import save_model; save_model('vit_large_patch16_384', Path('$L'))"
 for run in 1 2; do
     "$BIN" predict tests/fixtures/image/rgb_37x23.png --weights "$L" --backend vulkan 2>&1 \
         | grep "read in" | tee -a "$OUT/load_vit_large.txt"

@@ -34,7 +34,6 @@ import argparse
 import importlib.util
 import json
 import math
-import os
 import random
 import re
 import shutil
@@ -335,49 +334,13 @@ def train(args, stages, val_set, num_classes):
 # AGCAM sanity check
 
 
-def agcam_compact(model: VisionTransformer, x: torch.Tensor, cls: torch.Tensor) -> torch.Tensor:
-    """Raw AGCAM grids [B, gh, gw] by autograd, as docs/method.md §2 defines them.
-
-    Every attention block sees a detached input and computes its attention explicitly; the raw
-    logit of `cls` is differentiated w.r.t. each post-softmax attention A_k; the map is
-    sum over layers and heads of ReLU(dA_k[CLS, 1:]) * sigmoid(S_k[CLS, 1:]).
-    """
-    record = []
-
-    def forward(attn, inp, attn_mask=None, is_causal=False):
-        inp = inp.detach()
-        b, n, _ = inp.shape
-        q, k, v = attn.qkv(inp).reshape(b, n, 3, attn.num_heads, attn.head_dim).permute(2, 0, 3, 1, 4)
-        s = (q @ k.transpose(-2, -1)) * attn.scale
-        a = s.softmax(-1)
-        if not a.requires_grad:
-            a.requires_grad_(True)
-        record.append((s, a))
-        return attn.proj((a @ v).transpose(1, 2).reshape(b, n, -1))
-
-    for blk in model.blocks:
-        blk.attn.forward = forward.__get__(blk.attn)
-    try:
-        with torch.enable_grad():
-            logits = model(x)
-            target = logits.gather(1, cls[:, None]).sum()
-            grads = torch.autograd.grad(target, [a for _, a in record])
-    finally:
-        for blk in model.blocks:
-            del blk.attn.forward
-    cam = sum((F.relu(gk[:, :, 0, 1:]) * torch.sigmoid(s[:, :, 0, 1:].detach())).sum(1)
-              for (s, _), gk in zip(record, grads))
-    gh, gw = model.patch_embed.grid_size
-    return cam.reshape(-1, gh, gw)
-
-
-def load_reference():
-    """tools/agcam_reference.py of this repository, to cross-check the maps computed here."""
-    path = REPO / "tools" / "agcam_reference.py"
-    spec = importlib.util.spec_from_file_location("agcam_reference", path)
+def agcam_reference():
+    """tools/agcam_reference.py: the autograd AGCAM of docs/method.md §2 the fixtures use."""
+    spec = importlib.util.spec_from_file_location("agcam_reference",
+                                                  REPO / "tools" / "agcam_reference.py")
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
-    return mod, path
+    return mod
 
 
 def patch_in_box(r: int, c: int, ann: dict, box) -> bool:
@@ -389,21 +352,19 @@ def patch_in_box(r: int, c: int, ann: dict, box) -> bool:
 
 
 def localization_check(model, val_set, count: int, distractor_count: int):
-    ref, ref_path = load_reference()
+    ref = agcam_reference()
     anns = val_set["anns"]
     plain = list(range(min(count, len(anns))))
     with_d = [i for i, a in enumerate(anns) if len(a["objects"]) > 1][:distractor_count]
     todo = sorted(set(plain) | set(with_d))
     model.eval()
-    maps, preds, max_ref_err = {}, {}, 0.0
+    maps, preds = {}, {}
     for s in range(0, len(todo), 25):
         idx = todo[s:s + 25]
         x = to_input(val_set["hi"][idx])
         with torch.no_grad():
             pred = model(x).argmax(1)
-        cam = agcam_compact(model, x, pred).detach()
-        other = ref.agcam_autograd(model, x, pred[:, None]).maps[:, 0].detach()
-        max_ref_err = max(max_ref_err, float((other - cam).abs().max() / cam.abs().max()))
+        cam = ref.agcam_autograd(model, x, pred[:, None]).maps[:, 0].detach()
         for k, i in enumerate(idx):
             maps[i], preds[i] = cam[k], int(pred[k])
 
@@ -439,8 +400,7 @@ def localization_check(model, val_set, count: int, distractor_count: int):
         "distractor_argmax_in_distractor_box": d_distractor / max(1, len(with_d)),
         "distractor_argmax_in_neither": d_neither / max(1, len(with_d)),
         "map_class": "predicted",
-        "reference": str(ref_path.relative_to(REPO)),
-        "reference_max_rel_err": max_ref_err,
+        "reference": "tools/agcam_reference.py",
     }
     return result
 
