@@ -156,43 +156,57 @@ fn vecmat(
     }
 }
 
-// vecmat for out_dim a multiple of 4: each invocation serves 4 adjacent columns with one vec4
-// weight load. llvmpipe loads per-lane data one lane at a time, so a vec4 load costs about what
-// a scalar one does: 4x fewer weight loads.
+// vecmat for out_dim a multiple of 4: each invocation serves VM4_ROWS rows × VM_COLS4 vec4
+// columns. llvmpipe loads per-lane data one lane at a time, and the rows are the same for the
+// whole workgroup (one scalar load each), so every weight load feeds VM4_ROWS rows.
+const VM4_ROWS: u32 = 8u;
+const VM_COLS4: u32 = 4u;
+
 @compute @workgroup_size(WG)
 fn vecmat4(
     @builtin(global_invocation_id) gid: vec3<u32>,
     @builtin(workgroup_id) wid: vec3<u32>,
 ) {
-    let j4 = gid.x;
-    let r0 = wid.y * VM_ROWS;
+    let j4 = gid.x * VM_COLS4;
+    let r0 = wid.y * VM4_ROWS;
     let out4 = p.out_dim / 4u;
     if (j4 >= out4 || r0 >= p.rows) {
         return;
     }
-    let last = p.rows - 1u;
-    let x0 = min(r0, last) * p.in_dim;
-    let x1 = min(r0 + 1u, last) * p.in_dim;
-    let x2 = min(r0 + 2u, last) * p.in_dim;
-    let x3 = min(r0 + 3u, last) * p.in_dim;
-    var acc: array<vec4<f32>, 4>;
-    for (var i = 0u; i < p.in_dim; i++) {
-        let w = load_weight4(i * out4 + j4) * scale[i];
-        acc[0] += input[x0 + i] * w;
-        acc[1] += input[x1 + i] * w;
-        acc[2] += input[x2 + i] * w;
-        acc[3] += input[x3 + i] * w;
+    var rows: array<u32, VM4_ROWS>;
+    for (var t = 0u; t < VM4_ROWS; t++) {
+        rows[t] = min(r0 + t, p.rows - 1u) * p.in_dim;
     }
-    for (var t = 0u; t < VM_ROWS; t++) {
+    var cols: array<u32, VM_COLS4>;
+    for (var c = 0u; c < VM_COLS4; c++) {
+        cols[c] = min(j4 + c, out4 - 1u);
+    }
+    var acc: array<array<vec4<f32>, VM_COLS4>, VM4_ROWS>;
+    for (var i = 0u; i < p.in_dim; i++) {
+        let s = scale[i];
+        var w: array<vec4<f32>, VM_COLS4>;
+        for (var c = 0u; c < VM_COLS4; c++) {
+            w[c] = load_weight4(i * out4 + cols[c]) * s;
+        }
+        for (var t = 0u; t < VM4_ROWS; t++) {
+            let x = input[rows[t] + i];
+            for (var c = 0u; c < VM_COLS4; c++) {
+                acc[t][c] += x * w[c];
+            }
+        }
+    }
+    for (var t = 0u; t < VM4_ROWS; t++) {
         let r = r0 + t;
-        if (r < p.rows) {
-            for (var e = 0u; e < 4u; e++) {
-                let j = 4u * j4 + e;
-                var v = acc[t][e];
-                if (p.flag != 0u) {
-                    v *= gelu_grad(aux[(r / p.per_image) * p.out_dim + j]);
+        for (var c = 0u; c < VM_COLS4; c++) {
+            if (r < p.rows && j4 + c < out4) {
+                for (var e = 0u; e < 4u; e++) {
+                    let j = 4u * (j4 + c) + e;
+                    var v = acc[t][c][e];
+                    if (p.flag != 0u) {
+                        v *= gelu_grad(aux[(r / p.per_image) * p.out_dim + j]);
+                    }
+                    out[r * p.out_dim + j] = v;
                 }
-                out[r * p.out_dim + j] = v;
             }
         }
     }

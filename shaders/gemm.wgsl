@@ -6,10 +6,13 @@
 // Matrices may be strided views into larger buffers, and batched over the dispatch's z axis,
 // z = image · heads + head, so one launch covers every head of every image in attention.
 //
-// EPILOGUE 0: C = acc + bias
-// EPILOGUE 1: C = gelu(acc + bias)
-// EPILOGUE 2: C = C + scale ⊙ (acc + bias)      (residual add with layer scale, in place)
-// EPILOGUE 3: C = alpha · acc                    (attention: scores and A·V)
+// Epilogue 0: C = acc + bias
+// Epilogue 1: C = gelu(acc + bias)
+// Epilogue 2: C = C + scale ⊙ (acc + bias)      (residual add with layer scale, in place;
+//                                                 not in gemm_block, see there)
+// Epilogue 3: C = alpha · acc                    (attention: scores and A·V)
+// The epilogue is a uniform, not an override constant: one pipeline serves all four, which
+// matters on CPU rasterizers, where compiling the large register-blocked kernel takes seconds.
 
 struct View {
     offset: u32,
@@ -30,11 +33,10 @@ struct GemmParams {
     alpha: f32,
     // bias and scale are read at column + col_offset: a slice of a Linear's output features.
     col_offset: u32,
-    _pad1: u32,
-    _pad2: u32,
+    epilogue: u32,
+    _pad: u32,
 }
 
-override EPILOGUE: u32 = 0u;
 // W holds f16 values, two per u32 (half the memory and bandwidth); arithmetic stays f32.
 override W_F16: bool = false;
 
@@ -80,11 +82,11 @@ fn store(c_base: u32, row: u32, col: u32, acc: f32) {
     }
     let i = c_base + row * p.c.row + col;
     let f = col + p.col_offset;
-    if (EPILOGUE == 0u) {
+    if (p.epilogue == 0u) {
         c[i] = acc + bias[f];
-    } else if (EPILOGUE == 1u) {
+    } else if (p.epilogue == 1u) {
         c[i] = gelu(acc + bias[f]);
-    } else if (EPILOGUE == 2u) {
+    } else if (p.epilogue == 2u) {
         c[i] = c[i] + scale[f] * (acc + bias[f]);
     } else {
         c[i] = p.alpha * acc;
@@ -143,6 +145,86 @@ fn gemm_wide(
         for (var j = 0u; j < 4u; j++) {
             store(c_base, m0 + i, n0 + j, acc[2u * i][j]);
             store(c_base, m0 + i, n0 + 4u + j, acc[2u * i + 1u][j]);
+        }
+    }
+}
+
+// The CPU kernel for large products: each invocation computes BLOCK_ROWS rows × BLOCK_COLS
+// columns, the rows shared by the whole workgroup. llvmpipe loads a value that differs between
+// invocations one lane at a time, but a value the same on every lane with one scalar load, so
+// the cost is set by how often each W load (per lane) and A load (shared) is reused: R and C
+// times. The accumulators spill to the stack; that costs less than the loads they save (on
+// lavapipe, 2 cores, [1576×768]·[768×3072]: 8×8 per invocation 15 GFLOP/s, 16×16 26, 32×24 37).
+// Loops of at most 32 iterations are unrolled by Mesa, so both block sides stay ≤ 32.
+const BLOCK_ROWS: u32 = 32u;
+const BLOCK_COLS: u32 = 24u;
+
+@compute @workgroup_size(8)
+fn gemm_block(
+    @builtin(global_invocation_id) gid: vec3<u32>,
+    @builtin(workgroup_id) wid: vec3<u32>,
+) {
+    let n0 = gid.x * BLOCK_COLS;
+    let m0 = wid.y * BLOCK_ROWS;
+    let z = gid.z;
+    if (n0 >= p.n) {
+        return;
+    }
+    let k4 = p.k / 4u;
+    let a0 = base(p.a, z) / 4u;
+    let w0 = base(p.w, z) / 4u;
+    let lda = p.a.row / 4u;
+    let ldw = p.w.row / 4u;
+    var rw: array<u32, BLOCK_COLS>;
+    for (var j = 0u; j < BLOCK_COLS; j++) {
+        rw[j] = w0 + min(n0 + j, p.n - 1u) * ldw;
+    }
+    var ra: array<u32, BLOCK_ROWS>;
+    for (var i = 0u; i < BLOCK_ROWS; i++) {
+        ra[i] = a0 + min(m0 + i, p.m - 1u) * lda;
+    }
+    var acc: array<array<f32, BLOCK_COLS>, BLOCK_ROWS>;
+    for (var kk = 0u; kk < k4; kk++) {
+        var b: array<vec4<f32>, BLOCK_COLS>;
+        for (var j = 0u; j < BLOCK_COLS; j++) {
+            b[j] = load_w4(rw[j] + kk);
+        }
+        for (var i = 0u; i < BLOCK_ROWS; i++) {
+            let x = a4[ra[i] + kk];
+            for (var j = 0u; j < BLOCK_COLS; j++) {
+                acc[i][j] += dot(x, b[j]);
+            }
+        }
+    }
+    // The epilogue is written for Mesa's compile time as much as for speed: every statement
+    // here is unrolled BLOCK_ROWS × BLOCK_COLS times, and Mesa's time to compile grows fast with
+    // per-lane loads and branches there (reading C for a residual took it from 8 s to 30 s).
+    // So: bias loaded once per column, one select per element, GELU in a rolled second loop,
+    // and no residual epilogue (the host adds the branch with `residual_add`).
+    let c_base = base(p.c, z);
+    let rows = min(BLOCK_ROWS, p.m - m0);
+    let cols = min(BLOCK_COLS, p.n - n0);
+    var col_bias: array<f32, BLOCK_COLS>;
+    if (p.epilogue != 3u) {
+        for (var j = 0u; j < BLOCK_COLS; j++) {
+            col_bias[j] = bias[min(n0 + j, p.n - 1u) + p.col_offset];
+        }
+    }
+    let scaled = p.epilogue == 3u;
+    for (var i = 0u; i < BLOCK_ROWS; i++) {
+        for (var j = 0u; j < BLOCK_COLS; j++) {
+            if (i < rows && j < cols) {
+                let v = select(acc[i][j] + col_bias[j], p.alpha * acc[i][j], scaled);
+                c[c_base + (m0 + i) * p.c.row + n0 + j] = v;
+            }
+        }
+    }
+    if (p.epilogue == 1u) {
+        for (var i = 0u; i < rows; i++) {
+            for (var j = 0u; j < cols; j++) {
+                let e = c_base + (m0 + i) * p.c.row + n0 + j;
+                c[e] = gelu(c[e]);
+            }
         }
     }
 }
@@ -273,4 +355,23 @@ fn gemm_tiled(
         workgroupBarrier();
     }
     store_block(z, m_base + lid.y * 4u, n_base + lid.x * 4u, acc);
+}
+
+// C[row] += scale ⊙ A[row] over the views (n columns from col_offset): the residual add that
+// follows gemm_block, whose epilogue does not read C. Rows past the 65535-workgroup limit of y
+// are covered by striding.
+@compute @workgroup_size(64)
+fn residual_add(
+    @builtin(global_invocation_id) gid: vec3<u32>,
+    @builtin(num_workgroups) groups: vec3<u32>,
+) {
+    let col = gid.x;
+    if (col >= p.n) {
+        return;
+    }
+    let s = scale[col + p.col_offset];
+    for (var row = gid.y; row < p.m; row += groups.y) {
+        let i = p.c.offset + row * p.c.row + col;
+        c[i] += s * a1[p.a.offset + row * p.a.row + col];
+    }
 }

@@ -210,6 +210,18 @@ impl Activations {
     }
 }
 
+/// Appends dispatches that together make one step: the first takes `name`, the others
+/// `name.add` (a residual branch added by a second kernel, see `Gemm::residual`).
+fn push_named(out: &mut Vec<Dispatch>, dispatches: Vec<Dispatch>, name: &str) {
+    for (i, d) in dispatches.into_iter().enumerate() {
+        out.push(d.named(if i == 0 {
+            name.to_string()
+        } else {
+            format!("{name}.add")
+        }));
+    }
+}
+
 /// Records the forward pass of `batch` images (already in `acts.images`) up to the logits.
 /// With `keep_mixed` (one [B, N, N] buffer per layer), also keeps each layer's head-averaged
 /// attention mixed with the identity, for attention rollout.
@@ -356,19 +368,17 @@ pub(crate) fn record_forward(
                     .named(name("attn.head_mean")),
             );
         }
-        out.push(
-            k.gemm
-                .linear_strided(
-                    gpu,
-                    (&acts.attn_out, tokens_view(d)),
-                    (&blk.proj_w, View::rows(d)),
-                    (&blk.proj_b, &blk.ls1, 0),
-                    (&acts.x, tokens_view(d)),
-                    (q_rows, d, d),
-                    Epilogue::Residual,
-                )
-                .named(name("attn.proj")),
+        // LN1's output in `normed` is dead once qkv is computed: it holds the branch.
+        let proj = k.gemm.residual(
+            gpu,
+            (&acts.attn_out, tokens_view(d)),
+            (&blk.proj_w, View::rows(d)),
+            (&blk.proj_b, &blk.ls1, 0),
+            (&acts.x, tokens_view(d)),
+            &acts.normed,
+            (q_rows, d, d),
         );
+        push_named(&mut out, proj, &name("attn.proj"));
         out.push(
             k.tokens
                 .gather_strided(gpu, &acts.x, &keep.y_cls, batch, d, n)
@@ -407,19 +417,17 @@ pub(crate) fn record_forward(
                 )
                 .named(name("mlp.fc1")),
         );
-        out.push(
-            k.gemm
-                .linear_strided(
-                    gpu,
-                    (&acts.hidden, View::rows(f)),
-                    (&blk.fc2_w, View::rows(f)),
-                    (&blk.fc2_b, &blk.ls2, 0),
-                    (&acts.x, tokens_view(d)),
-                    (q_rows, d, f),
-                    Epilogue::Residual,
-                )
-                .named(name("mlp.fc2")),
+        // LN2's output in `normed` is dead once fc1 has read it.
+        let fc2 = k.gemm.residual(
+            gpu,
+            (&acts.hidden, View::rows(f)),
+            (&blk.fc2_w, View::rows(f)),
+            (&blk.fc2_b, &blk.ls2, 0),
+            (&acts.x, tokens_view(d)),
+            &acts.normed,
+            (q_rows, d, f),
         );
+        push_named(&mut out, fc2, &name("mlp.fc2"));
     }
 
     // Class-token pooling: logits = head(LN(x_L)[CLS]).

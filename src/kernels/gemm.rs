@@ -17,13 +17,6 @@ pub(crate) enum Epilogue {
     Scaled = 3,
 }
 
-const EPILOGUES: [Epilogue; 4] = [
-    Epilogue::Bias,
-    Epilogue::Gelu,
-    Epilogue::Residual,
-    Epilogue::Scaled,
-];
-
 // A, W, bias, scale, C, params, then W again as f16 pairs (read instead when W_F16).
 const VEC4_BINDINGS: &[(u32, Access)] = &[
     (0, Access::Read),
@@ -42,6 +35,14 @@ const SCALAR_BINDINGS: &[(u32, Access)] = &[
     (4, Access::ReadWrite),
     (5, Access::Uniform),
     (9, Access::Read),
+];
+
+// A (the branch), scale, C, params.
+const RESIDUAL_ADD_BINDINGS: &[(u32, Access)] = &[
+    (6, Access::Read),
+    (3, Access::Read),
+    (4, Access::ReadWrite),
+    (5, Access::Uniform),
 ];
 
 /// A matrix inside a buffer, in elements: where matrix (image, head) starts and how far apart
@@ -84,25 +85,39 @@ struct GemmParams {
     c: View,
     alpha: f32,
     col_offset: u32,
-    _pad: [u32; 2],
+    epilogue: u32,
+    _pad: u32,
 }
 
-/// The GEMM pipelines of one kernel set, per epilogue and weight format: for the CPU set, a
-/// vec4 variant (K and views multiples of 4) and a scalar one; for the GPU set, one variant.
+/// The GEMM pipelines of one kernel set, per weight format: for the CPU set, a vec4 variant
+/// (K and views multiples of 4) and a scalar one; for the GPU set, one variant.
 pub(crate) struct Gemm {
     tiled: bool,
     /// Whether nn.Linear weights are stored as f16 (attention's products always read f32).
     weights_f16: bool,
-    /// Indexed `[w_f16 as usize][epilogue as usize]`; the f16 half is empty for f32 weights.
-    vec4: [Vec<Kernel>; 2],
-    scalar: [Vec<Kernel>; 2],
+    /// Indexed by `w_f16 as usize`; the f16 entry is `None` for f32 weights.
+    vec4: [Option<Kernel>; 2],
+    scalar: [Option<Kernel>; 2],
     /// CPU set only: the 8 × 8 kernel for products of at least [`WIDE_MIN_ROWS`] rows.
-    wide: [Vec<Kernel>; 2],
+    wide: [Option<Kernel>; 2],
+    /// CPU set, not on OpenGL: the 32 × 24 kernel for products of at least [`BLOCK_MIN_ROWS`]
+    /// rows, with every epilogue but [`Epilogue::Residual`] (see [`Gemm::residual`]). Mesa takes seconds to compile it, and wgpu's GL backend panics when a thread waits
+    /// more than a second for its context while another compiles, so GL uses `gemm_wide`.
+    block: [Option<Kernel>; 2],
+    /// `c += scale ⊙ a` after a `gemm_block` residual branch.
+    residual_add: Kernel,
 }
 
 /// Rows from which the CPU set uses `gemm_wide` (8 rows per workgroup, uniform): below, its
 /// padding rows would cost more than its faster inner loop saves.
 const WIDE_MIN_ROWS: usize = 16;
+
+/// Rows from which the CPU set uses `gemm_block` (`BLOCK_ROWS` × `BLOCK_COLS` per invocation,
+/// 8 invocations per workgroup; the constants of gemm.wgsl).
+const BLOCK_MIN_ROWS: usize = 64;
+const BLOCK_ROWS: u32 = 32;
+const BLOCK_COLS: u32 = 24;
+const BLOCK_WG: u32 = 8;
 
 /// Output columns and rows per invocation, and invocations per workgroup side, of the
 /// register kernels; output side of the tiled kernel's workgroup tile.
@@ -124,20 +139,11 @@ impl Gemm {
     pub fn new(gpu: &Gpu, kind: KernelSet, precision: Precision) -> Gemm {
         let m = module(gpu, "gemm");
         let weights_f16 = precision == Precision::F16;
-        let variants = |entry: &str, bindings, w_f16: bool| -> Vec<Kernel> {
-            if w_f16 && !weights_f16 {
-                return Vec::new();
-            }
-            EPILOGUES
-                .iter()
-                .map(|&e| {
-                    let constants = [
-                        ("EPILOGUE", e as u32 as f64),
-                        ("W_F16", w_f16 as u32 as f64),
-                    ];
-                    Kernel::new(gpu, &m, entry, bindings, &constants)
-                })
-                .collect()
+        let variant = |entry: &str, bindings, w_f16: bool| -> Option<Kernel> {
+            (!w_f16 || weights_f16).then(|| {
+                let constants = [("W_F16", w_f16 as u32 as f64)];
+                Kernel::new(gpu, &m, entry, bindings, &constants)
+            })
         };
         let tiled = kind.resolve(gpu) == KernelSet::Gpu;
         let (vec4_entry, scalar_entry) = if tiled {
@@ -146,16 +152,19 @@ impl Gemm {
             (Some("gemm_vec4"), "gemm_scalar")
         };
         let both = |entry: Option<&str>, bindings| {
-            entry.map_or([Vec::new(), Vec::new()], |e| {
-                [variants(e, bindings, false), variants(e, bindings, true)]
+            entry.map_or([None, None], |e| {
+                [variant(e, bindings, false), variant(e, bindings, true)]
             })
         };
+        let gl = gpu.info.backend == wgpu::Backend::Gl;
         Gemm {
             tiled,
             weights_f16,
             vec4: both(vec4_entry, VEC4_BINDINGS),
             scalar: both(Some(scalar_entry), SCALAR_BINDINGS),
             wide: both((!tiled).then_some("gemm_wide"), VEC4_BINDINGS),
+            block: both((!tiled && !gl).then_some("gemm_block"), VEC4_BINDINGS),
+            residual_add: Kernel::new(gpu, &m, "residual_add", RESIDUAL_ADD_BINDINGS, &[]),
         }
     }
 
@@ -227,6 +236,61 @@ impl Gemm {
         )
     }
 
+    /// A residual branch, in place: `c += scale ⊙ (a · wᵀ + bias)` over strided views, as
+    /// [`Gemm::linear_strided`] with [`Epilogue::Residual`]. Where the product runs on
+    /// `gemm_block`, whose epilogue does not read C, the branch goes to `scratch` (`m` rows of
+    /// `n`) and a second dispatch adds it; elsewhere one dispatch does it all.
+    #[allow(clippy::too_many_arguments)]
+    pub fn residual(
+        &self,
+        gpu: &Gpu,
+        a: (&wgpu::Buffer, View),
+        w: (&wgpu::Buffer, View),
+        (bias, scale, col_offset): (&wgpu::Buffer, &wgpu::Buffer, usize),
+        (c, c_view): (&wgpu::Buffer, View),
+        scratch: &wgpu::Buffer,
+        (m, n, k): (usize, usize, usize),
+    ) -> Vec<Dispatch> {
+        let terms = (bias, scale, col_offset);
+        if !self.runs_on_block(m, k, a.1, w.1) {
+            let c = (c, c_view);
+            let d = self.linear_strided(gpu, a, w, terms, c, (m, n, k), Epilogue::Residual);
+            return vec![d];
+        }
+        let branch = (scratch, View::rows(n));
+        let product = self.linear_strided(gpu, a, w, terms, branch, (m, n, k), Epilogue::Bias);
+        let params = GemmParams {
+            m: m as u32,
+            n: n as u32,
+            k: 0,
+            heads: 1,
+            a: View::rows(n),
+            w: View::rows(0),
+            c: c_view,
+            alpha: 1.0,
+            col_offset: col_offset as u32,
+            epilogue: Epilogue::Residual as u32,
+            _pad: 0,
+        };
+        let uniform = gpu.uniform("residual_add params", &params);
+        let groups = [(n as u32).div_ceil(64), (m as u32).min(65535), 1];
+        let add = self
+            .residual_add
+            .dispatch(gpu, &[scratch, scale, c, &uniform], groups)
+            .work(2 * m * n, 4 * (3 * m * n + n));
+        vec![product, add]
+    }
+
+    /// Whether a product of `m` rows and depth `k` over these views runs on `gemm_block`.
+    fn runs_on_block(&self, m: usize, k: usize, a_view: View, w_view: View) -> bool {
+        self.block[0].is_some() && m >= BLOCK_MIN_ROWS && self.vec4_ok(k, a_view, w_view)
+    }
+
+    /// Whether A and W can be read as vec4 by the CPU set's kernels.
+    fn vec4_ok(&self, k: usize, a_view: View, w_view: View) -> bool {
+        !self.tiled && k.is_multiple_of(4) && a_view.aligned() && w_view.aligned()
+    }
+
     /// `c = alpha · a · wᵀ` for every (image, head) matrix of the views.
     #[allow(clippy::too_many_arguments)]
     pub fn batched(
@@ -270,12 +334,23 @@ impl Gemm {
             c: c_view,
             alpha,
             col_offset: col_offset as u32,
-            _pad: [0; 2],
+            epilogue: epilogue as u32,
+            _pad: 0,
         };
         let uniform = gpu.uniform("gemm params", &params);
-        let vec4 = !self.tiled && s.k.is_multiple_of(4) && a_view.aligned() && w_view.aligned();
-        let wide = vec4 && s.m >= WIDE_MIN_ROWS;
-        let (kernels, groups) = if wide {
+        let vec4 = self.vec4_ok(s.k, a_view, w_view);
+        // gemm_block has no residual epilogue: `residual` routes around it, and a direct
+        // Residual launch (the kernel tests) takes the next kernel.
+        let block = epilogue != Epilogue::Residual && self.runs_on_block(s.m, s.k, a_view, w_view);
+        let (kernels, groups) = if block {
+            let cols = BLOCK_COLS * BLOCK_WG;
+            let groups = [
+                (s.n as u32).div_ceil(cols),
+                (s.m as u32).div_ceil(BLOCK_ROWS),
+                1,
+            ];
+            (&self.block, groups)
+        } else if vec4 && s.m >= WIDE_MIN_ROWS {
             let groups = [(s.n as u32).div_ceil(8 * 64), (s.m as u32).div_ceil(8), 1];
             (&self.wide, groups)
         } else {
@@ -283,12 +358,14 @@ impl Gemm {
             let groups = [(s.n as u32).div_ceil(side), (s.m as u32).div_ceil(side), 1];
             (if vec4 { &self.vec4 } else { &self.scalar }, groups)
         };
-        let kernels = &kernels[w_f16 as usize];
+        let kernel = kernels[w_f16 as usize]
+            .as_ref()
+            .expect("the GEMM variant for this kernel set and weight format");
         let groups = [groups[0], groups[1], (s.images * s.heads) as u32];
         let count = s.images * s.heads;
         let out_reads = if epilogue == Epilogue::Residual { 2 } else { 1 };
         let w_bytes = if w_f16 { 2 } else { 4 };
-        kernels[epilogue as usize]
+        kernel
             .dispatch(gpu, &[a, w, bias, scale, c, &uniform, w], groups)
             .work(
                 2 * count * s.m * s.n * s.k,

@@ -247,8 +247,9 @@ pub enum KernelSet {
     /// By adapter class: `cpu` on CPU adapters (llvmpipe, lavapipe, WARP), `gpu` elsewhere.
     #[default]
     Auto,
-    /// No workgroup memory and no barriers: GEMMs in 4×4 register blocks per invocation with
-    /// vec4 loads where aligned, one invocation per row for LayerNorm and softmax.
+    /// No workgroup memory and no barriers: GEMMs in register blocks per invocation with vec4
+    /// loads where aligned (32×24 from 64 rows, 8×8 on OpenGL, 4×4 for small products), one
+    /// invocation per row for LayerNorm and softmax.
     Cpu,
     /// GEMMs in 64×64 tiles staged through workgroup memory, one workgroup per row for
     /// LayerNorm and softmax.

@@ -231,6 +231,9 @@ const LINEAR_SHAPES: &[(usize, usize, usize)] = &[
     (6, 11, 7),
     (197, 769, 768),
     (197, 769, 191),
+    // gemm_block (CPU set, 64 rows or more): partial row blocks, N below one workgroup's columns.
+    (65, 7, 4),
+    (100, 193, 36),
 ];
 
 fn check_linear(epilogue: Epilogue, seed: u64) {
@@ -262,17 +265,32 @@ fn check_linear(epilogue: Epilogue, seed: u64) {
             let scale_buf = gpu.storage_from("scale", &scale);
             // Every epilogue starts from c0: the ones that overwrite must overwrite everything.
             let c = gpu.storage_from("c", &c0);
-            let d = gemm.linear(
-                gpu,
-                &a_buf,
-                &w_buf,
-                &bias_buf,
-                &scale_buf,
-                &c,
-                (m, n, k),
-                epilogue,
-            );
-            run(gpu, &[d]);
+            let dispatches = if epilogue == Epilogue::Residual {
+                // Through `residual`, which splits the branch and the add on gemm_block.
+                let scratch = gpu.storage("scratch", (m * n * 4) as u64);
+                gemm.residual(
+                    gpu,
+                    (&a_buf, View::rows(k)),
+                    (&w_buf, View::rows(k)),
+                    (&bias_buf, &scale_buf, 0),
+                    (&c, View::rows(n)),
+                    &scratch,
+                    (m, n, k),
+                )
+            } else {
+                let d = gemm.linear(
+                    gpu,
+                    &a_buf,
+                    &w_buf,
+                    &bias_buf,
+                    &scale_buf,
+                    &c,
+                    (m, n, k),
+                    epilogue,
+                );
+                vec![d]
+            };
+            run(gpu, &dispatches);
             check(
                 &format!("gemm_{path}.linear.{epilogue:?}"),
                 &format!("m={m} n={n} k={k}"),
@@ -1212,13 +1230,16 @@ fn agcam_topk_orders_ties_by_index() {
 #[test]
 fn agcam_vecmat_matches_f64() {
     let mut rng = Rng::new(14);
-    // (rows, per_image, in_dim, out_dim); rows not multiples of VM_ROWS = 4.
+    // (rows, per_image, in_dim, out_dim); rows not multiples of VM_ROWS = 4 or VM4_ROWS = 8,
+    // output widths that are and are not multiples of 4 and of 16 (VM_COLS4 vec4 per lane).
     let shapes = [
         (1, 1, 1, 1),
         (3, 3, 7, 5),
         (6, 3, 192, 769),
         (7, 7, 769, 192),
         (6, 2, 192, 192),
+        (19, 19, 33, 36),
+        (20, 10, 8, 1028),
     ];
     for (rows, per_image, in_dim, out_dim) in shapes {
         let input = rng.vec(rows * in_dim, -1.0, 1.0);
