@@ -303,13 +303,15 @@ fn gemm_scalar(@builtin(global_invocation_id) gid: vec3<u32>) {
 // The same product for real GPUs: a 64×64 tile of C per workgroup of 16×16 invocations, each
 // computing 4×4 from registers, with A and W staged through workgroup memory TILE_K columns at a
 // time so that every global element is read once per workgroup instead of once per invocation.
-// Loads are scalar and bounds-checked, so any K, stride or offset works.
+// Loads are scalar and bounds-checked, so any K, stride or offset works. Tiles and products are
+// `half`: f16 with --precision f16 on adapters with SHADER_F16 (half the workgroup memory,
+// packed f16 multiplies), else f32; the sums are f32 either way.
 
 const TILE_MN: u32 = 64u;
 const TILE_K: u32 = 16u;
 // TILE_K × TILE_MN each, k-major, so that the inner loop reads 4 consecutive rows or columns.
-var<workgroup> a_tile: array<f32, 1024>;
-var<workgroup> w_tile: array<f32, 1024>;
+var<workgroup> a_tile: array<half, 1024>;
+var<workgroup> w_tile: array<half, 1024>;
 
 @compute @workgroup_size(16, 16)
 fn gemm_tiled(
@@ -339,18 +341,18 @@ fn gemm_tiled(
             if (n < p.n && k < p.k) {
                 wv = load_w(w0 + n * p.w.row + k);
             }
-            a_tile[kk * TILE_MN + r] = av;
-            w_tile[kk * TILE_MN + r] = wv;
+            a_tile[kk * TILE_MN + r] = half(av);
+            w_tile[kk * TILE_MN + r] = half(wv);
         }
         workgroupBarrier();
         for (var kk = 0u; kk < TILE_K; kk++) {
             let ao = kk * TILE_MN + lid.y * 4u;
             let wo = kk * TILE_MN + lid.x * 4u;
-            let b = vec4<f32>(w_tile[wo], w_tile[wo + 1u], w_tile[wo + 2u], w_tile[wo + 3u]);
-            acc[0] += a_tile[ao] * b;
-            acc[1] += a_tile[ao + 1u] * b;
-            acc[2] += a_tile[ao + 2u] * b;
-            acc[3] += a_tile[ao + 3u] * b;
+            let b = vec4<half>(w_tile[wo], w_tile[wo + 1u], w_tile[wo + 2u], w_tile[wo + 3u]);
+            acc[0] += vec4<f32>(a_tile[ao] * b);
+            acc[1] += vec4<f32>(a_tile[ao + 1u] * b);
+            acc[2] += vec4<f32>(a_tile[ao + 2u] * b);
+            acc[3] += vec4<f32>(a_tile[ao + 3u] * b);
         }
         workgroupBarrier();
     }

@@ -1,7 +1,7 @@
 //! Launcher of shaders/gemm.wgsl: `C = epilogue(A · Wᵀ)` for nn.Linear layers and, batched over
 //! images × heads with strided views, for the two products of attention.
 
-use super::{module, Access, Dispatch, Kernel, KernelSet, Precision};
+use super::{module_with, Access, Dispatch, Kernel, KernelSet, Precision};
 use crate::gpu::Gpu;
 
 /// What happens to the product before it is stored.
@@ -137,15 +137,15 @@ pub(crate) struct Batched {
 
 impl Gemm {
     pub fn new(gpu: &Gpu, kind: KernelSet, precision: Precision) -> Gemm {
-        let m = module(gpu, "gemm");
         let weights_f16 = precision == Precision::F16;
+        let tiled = kind.resolve(gpu) == KernelSet::Gpu;
+        let m = module_with(gpu, "gemm", tiled && weights_f16 && gpu.has_f16());
         let variant = |entry: &str, bindings, w_f16: bool| -> Option<Kernel> {
             (!w_f16 || weights_f16).then(|| {
                 let constants = [("W_F16", w_f16 as u32 as f64)];
                 Kernel::new(gpu, &m, entry, bindings, &constants)
             })
         };
-        let tiled = kind.resolve(gpu) == KernelSet::Gpu;
         let (vec4_entry, scalar_entry) = if tiled {
             (None, "gemm_tiled")
         } else {

@@ -31,14 +31,20 @@ pub(crate) const SHADERS: &[(&str, &str)] = &[
     ("tokens", include_str!("../../shaders/tokens.wgsl")),
 ];
 
-/// The complete WGSL of shader `name`: common helpers plus the file.
-pub(crate) fn shader_source(name: &str) -> String {
+/// The complete WGSL of shader `name`: the arithmetic type `half`, the common helpers, then
+/// the file. `half` is f32 unless `f16_math`, which needs the device's SHADER_F16.
+pub(crate) fn shader_source(name: &str, f16_math: bool) -> String {
     let body = SHADERS
         .iter()
         .find(|(n, _)| *n == name)
         .map(|(_, s)| *s)
         .unwrap_or_else(|| panic!("no shader named {name}"));
-    format!("{COMMON}\n{body}")
+    let half = if f16_math {
+        "enable f16;\nalias half = f16;"
+    } else {
+        "alias half = f32;"
+    };
+    format!("{half}\n{COMMON}\n{body}")
 }
 
 /// How a kernel accesses one binding.
@@ -195,9 +201,14 @@ impl Kernel {
 /// one at edge shapes against f64 references. `AGCAM_CHECKED_SHADERS=1` restores the checks,
 /// for debugging a kernel change.
 pub(crate) fn module(gpu: &Gpu, name: &str) -> wgpu::ShaderModule {
+    module_with(gpu, name, false)
+}
+
+/// [`module`], with `half` = f16 when `f16_math` (the device must have SHADER_F16).
+pub(crate) fn module_with(gpu: &Gpu, name: &str, f16_math: bool) -> wgpu::ShaderModule {
     let desc = wgpu::ShaderModuleDescriptor {
         label: Some(name),
-        source: wgpu::ShaderSource::Wgsl(shader_source(name).into()),
+        source: wgpu::ShaderSource::Wgsl(shader_source(name, f16_math).into()),
     };
     if std::env::var_os("AGCAM_CHECKED_SHADERS").is_some_and(|v| v == "1") {
         gpu.device.create_shader_module(desc)
@@ -275,8 +286,9 @@ pub enum Precision {
     #[default]
     F32,
     /// The weight matrices (patch embedding, qkv, projection, MLP, head) in f16: half the
-    /// memory and bandwidth; activations, accumulation and all other arithmetic stay f32.
-    /// Works on every adapter (no SHADER_F16 needed).
+    /// memory and bandwidth. Works on every adapter; where the adapter has SHADER_F16, the GPU
+    /// kernel set's GEMMs also multiply in f16 (accumulating in f32). Activations,
+    /// accumulation and all other arithmetic stay f32.
     F16,
 }
 

@@ -17,15 +17,17 @@ use crate::gpu::testing::gpus;
 #[test]
 fn shaders_validate_with_naga() {
     for (name, _) in SHADERS {
-        let source = shader_source(name);
-        let module = naga::front::wgsl::parse_str(&source)
-            .unwrap_or_else(|e| panic!("{name}.wgsl: {}", e.emit_to_string(&source)));
-        naga::valid::Validator::new(
-            naga::valid::ValidationFlags::all(),
-            naga::valid::Capabilities::all(),
-        )
-        .validate(&module)
-        .unwrap_or_else(|e| panic!("{name}.wgsl: {e:?}"));
+        for f16_math in [false, true] {
+            let source = shader_source(name, f16_math);
+            let module = naga::front::wgsl::parse_str(&source)
+                .unwrap_or_else(|e| panic!("{name}.wgsl: {}", e.emit_to_string(&source)));
+            naga::valid::Validator::new(
+                naga::valid::ValidationFlags::all(),
+                naga::valid::Capabilities::all(),
+            )
+            .validate(&module)
+            .unwrap_or_else(|e| panic!("{name}.wgsl (f16 math {f16_math}): {e:?}"));
+        }
     }
 }
 
