@@ -29,9 +29,14 @@ for precision in f32 f16; do
         --precision "$precision" --json "$OUT/base_$precision.json" 2>&1 | tee "$OUT/base_$precision.txt"
 done
 
-step "top-k cost, ViT-B/16 batch 1"
-"$BIN" bench --backend vulkan --random vit_base_patch16_224 --batches 1 --top-k 1,5,10,100 \
-    --iters 3 --json "$OUT/topk.json" 2>&1 | tee "$OUT/topk.txt"
+step "top-k cost, ViT-B/16 batch 1, by GPU kernel time (wall clock scatters more than the cost)"
+for k in 1 5 10 100; do
+    "$BIN" profile --backend vulkan --random vit_base_patch16_224 --batch 1 --top-k "$k" \
+        > "$OUT/profile_b1_k$k.txt" 2> /dev/null
+    awk -v k="$k" '/^launch/ { t = 1; next } t && NF >= 6 { if ($1 ~ /^agcam/) a += $3; else f += $3 }
+        END { printf "top-k %d: forward %.1f ms, AGCAM backward %.1f ms (%.2f %% of the forward)\n", k, f, a, 100 * a / f }' \
+        "$OUT/profile_b1_k$k.txt" | tee -a "$OUT/topk.txt"
+done
 
 step "ViT-L/16 384 checkpoint load (read, then upload), second run with a warm page cache"
 L=/tmp/agcam-compare/vit_large_patch16_384

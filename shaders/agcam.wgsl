@@ -161,8 +161,11 @@ fn vecmat(
 // whole workgroup (one scalar load each), so every weight load feeds VM4_ROWS rows.
 const VM4_ROWS: u32 = 8u;
 const VM_COLS4: u32 = 4u;
+// Small workgroups, so that a single gradient row over a 768-wide output (48 invocations) still
+// spreads over several CPU threads; the chain is too small to matter for occupancy on GPUs.
+const VM4_WG: u32 = 16u;
 
-@compute @workgroup_size(WG)
+@compute @workgroup_size(VM4_WG)
 fn vecmat4(
     @builtin(global_invocation_id) gid: vec3<u32>,
     @builtin(workgroup_id) wid: vec3<u32>,

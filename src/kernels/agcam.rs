@@ -5,11 +5,12 @@ use super::{module, Access, Dispatch, Kernel, Precision};
 use crate::gpu::Gpu;
 
 const WG: u32 = 64;
-/// Rows per workgroup of `vecmat`, and rows and vec4 columns per invocation of `vecmat4`: must
-/// match VM_ROWS, VM4_ROWS and VM_COLS4 in agcam.wgsl.
+/// Rows per workgroup of `vecmat`; rows and vec4 columns per invocation and workgroup size of
+/// `vecmat4`: must match VM_ROWS, VM4_ROWS, VM_COLS4 and VM4_WG in agcam.wgsl.
 const VM_ROWS: u32 = 4;
 const VM4_ROWS: u32 = 8;
 const VM_COLS4: u32 = 4;
+const VM4_WG: u32 = 16;
 
 #[repr(C)]
 #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable, Default)]
@@ -141,19 +142,15 @@ impl AgcamKernels {
         };
         let u = gpu.uniform("vecmat params", &params);
         let gate = gate.unwrap_or(input);
-        let (kernel, buffers, columns, rows_per_group) = if out_dim.is_multiple_of(4) {
+        let (kernel, buffers, column_groups, rows_per_group) = if out_dim.is_multiple_of(4) {
             let b = vec![input, scale, gate, out, &u, weight, weight];
             let columns = (out_dim as u32 / 4).div_ceil(VM_COLS4);
-            (&self.vecmat4, b, columns, VM4_ROWS)
+            (&self.vecmat4, b, columns.div_ceil(VM4_WG), VM4_ROWS)
         } else {
             let b = vec![input, scale, weight, gate, out, &u, weight];
-            (&self.vecmat, b, out_dim as u32, VM_ROWS)
+            (&self.vecmat, b, (out_dim as u32).div_ceil(WG), VM_ROWS)
         };
-        let groups = [
-            columns.div_ceil(WG),
-            (rows as u32).div_ceil(rows_per_group),
-            1,
-        ];
+        let groups = [column_groups, (rows as u32).div_ceil(rows_per_group), 1];
         kernel.dispatch(gpu, &buffers, groups).work(
             2 * rows * in_dim * out_dim,
             4 * (in_dim * out_dim + rows * (in_dim + out_dim)),
