@@ -157,7 +157,11 @@ fn gemm_wide(
 // lavapipe, 2 cores, [1576×768]·[768×3072]: 8×8 per invocation 15 GFLOP/s, 16×16 26, 32×24 37).
 // Loops of at most 32 iterations are unrolled by Mesa, so both block sides stay ≤ 32.
 const BLOCK_ROWS: u32 = 32u;
-const BLOCK_COLS: u32 = 24u;
+// Columns per invocation: 24 for nn.Linear products; 8 for attention's, whose N (64 for A·V,
+// the token count for scores) would leave most of a 24-column block's lanes idle. The arrays
+// are sized for the largest; Mesa unrolls the loops to BLOCK_COLS and drops the rest.
+const MAX_BLOCK_COLS: u32 = 24u;
+override BLOCK_COLS: u32 = 24u;
 
 @compute @workgroup_size(8)
 fn gemm_block(
@@ -175,7 +179,7 @@ fn gemm_block(
     let w0 = base(p.w, z) / 4u;
     let lda = p.a.row / 4u;
     let ldw = p.w.row / 4u;
-    var rw: array<u32, BLOCK_COLS>;
+    var rw: array<u32, MAX_BLOCK_COLS>;
     for (var j = 0u; j < BLOCK_COLS; j++) {
         rw[j] = w0 + min(n0 + j, p.n - 1u) * ldw;
     }
@@ -183,9 +187,9 @@ fn gemm_block(
     for (var i = 0u; i < BLOCK_ROWS; i++) {
         ra[i] = a0 + min(m0 + i, p.m - 1u) * lda;
     }
-    var acc: array<array<f32, BLOCK_COLS>, BLOCK_ROWS>;
+    var acc: array<array<f32, MAX_BLOCK_COLS>, BLOCK_ROWS>;
     for (var kk = 0u; kk < k4; kk++) {
-        var b: array<vec4<f32>, BLOCK_COLS>;
+        var b: array<vec4<f32>, MAX_BLOCK_COLS>;
         for (var j = 0u; j < BLOCK_COLS; j++) {
             b[j] = load_w4(rw[j] + kk);
         }
@@ -204,7 +208,7 @@ fn gemm_block(
     let c_base = base(p.c, z);
     let rows = min(BLOCK_ROWS, p.m - m0);
     let cols = min(BLOCK_COLS, p.n - n0);
-    var col_bias: array<f32, BLOCK_COLS>;
+    var col_bias: array<f32, MAX_BLOCK_COLS>;
     if (p.epilogue != 3u) {
         for (var j = 0u; j < BLOCK_COLS; j++) {
             col_bias[j] = bias[min(n0 + j, p.n - 1u) + p.col_offset];

@@ -101,9 +101,12 @@ pub(crate) struct Gemm {
     /// CPU set only: the 8 × 8 kernel for products of at least [`WIDE_MIN_ROWS`] rows.
     wide: [Option<Kernel>; 2],
     /// CPU set, not on OpenGL: the 32 × 24 kernel for products of at least [`BLOCK_MIN_ROWS`]
-    /// rows, with every epilogue but [`Epilogue::Residual`] (see [`Gemm::residual`]). Mesa takes seconds to compile it, and wgpu's GL backend panics when a thread waits
-    /// more than a second for its context while another compiles, so GL uses `gemm_wide`.
+    /// rows, with every epilogue but [`Epilogue::Residual`] (see [`Gemm::residual`]). Mesa
+    /// takes seconds to compile it, and wgpu's GL backend panics when a thread waits more than
+    /// a second for its context while another compiles, so GL uses `gemm_wide`.
     block: [Option<Kernel>; 2],
+    /// The same with 8 columns per invocation, for attention's products (f32 operands).
+    block_narrow: Option<Kernel>,
     /// `c += scale ⊙ a` after a `gemm_block` residual branch.
     residual_add: Kernel,
 }
@@ -117,6 +120,7 @@ const WIDE_MIN_ROWS: usize = 16;
 const BLOCK_MIN_ROWS: usize = 64;
 const BLOCK_ROWS: u32 = 32;
 const BLOCK_COLS: u32 = 24;
+const BLOCK_COLS_NARROW: u32 = 8;
 const BLOCK_WG: u32 = 8;
 
 /// Output columns and rows per invocation, and invocations per workgroup side, of the
@@ -164,6 +168,10 @@ impl Gemm {
             scalar: both(Some(scalar_entry), SCALAR_BINDINGS),
             wide: both((!tiled).then_some("gemm_wide"), VEC4_BINDINGS),
             block: both((!tiled && !gl).then_some("gemm_block"), VEC4_BINDINGS),
+            block_narrow: (!tiled && !gl).then(|| {
+                let constants = [("BLOCK_COLS", BLOCK_COLS_NARROW as f64)];
+                Kernel::new(gpu, &m, "gemm_block", VEC4_BINDINGS, &constants)
+            }),
             residual_add: Kernel::new(gpu, &m, "residual_add", RESIDUAL_ADD_BINDINGS, &[]),
         }
     }
@@ -197,7 +205,7 @@ impl Gemm {
             views,
             shape,
             epilogue,
-            (1.0, 0, w_f16),
+            (1.0, 0, w_f16, false),
         )
     }
 
@@ -232,7 +240,7 @@ impl Gemm {
             views,
             shape,
             epilogue,
-            (1.0, col_offset, w_f16),
+            (1.0, col_offset, w_f16, false),
         )
     }
 
@@ -311,7 +319,7 @@ impl Gemm {
             views,
             shape,
             epilogue,
-            (alpha, 0, false),
+            (alpha, 0, false, true),
         )
     }
 
@@ -322,7 +330,7 @@ impl Gemm {
         [a_view, w_view, c_view]: [View; 3],
         s: Batched,
         epilogue: Epilogue,
-        (alpha, col_offset, w_f16): (f32, usize, bool),
+        (alpha, col_offset, w_f16, attention): (f32, usize, bool, bool),
     ) -> Dispatch {
         let params = GemmParams {
             m: s.m as u32,
@@ -342,25 +350,28 @@ impl Gemm {
         // gemm_block has no residual epilogue: `residual` routes around it, and a direct
         // Residual launch (the kernel tests) takes the next kernel.
         let block = epilogue != Epilogue::Residual && self.runs_on_block(s.m, s.k, a_view, w_view);
-        let (kernels, groups) = if block {
-            let cols = BLOCK_COLS * BLOCK_WG;
+        let (kernel, groups) = if block {
+            let (kernel, cols) = if attention {
+                (self.block_narrow.as_ref(), BLOCK_COLS_NARROW)
+            } else {
+                (self.block[w_f16 as usize].as_ref(), BLOCK_COLS)
+            };
             let groups = [
-                (s.n as u32).div_ceil(cols),
+                (s.n as u32).div_ceil(cols * BLOCK_WG),
                 (s.m as u32).div_ceil(BLOCK_ROWS),
                 1,
             ];
-            (&self.block, groups)
+            (kernel, groups)
         } else if vec4 && s.m >= WIDE_MIN_ROWS {
             let groups = [(s.n as u32).div_ceil(8 * 64), (s.m as u32).div_ceil(8), 1];
-            (&self.wide, groups)
+            (self.wide[w_f16 as usize].as_ref(), groups)
         } else {
             let side = if self.tiled { TILED_MN } else { TILE * WG };
             let groups = [(s.n as u32).div_ceil(side), (s.m as u32).div_ceil(side), 1];
-            (if vec4 { &self.vec4 } else { &self.scalar }, groups)
+            let kernels = if vec4 { &self.vec4 } else { &self.scalar };
+            (kernels[w_f16 as usize].as_ref(), groups)
         };
-        let kernel = kernels[w_f16 as usize]
-            .as_ref()
-            .expect("the GEMM variant for this kernel set and weight format");
+        let kernel = kernel.expect("the GEMM variant for this kernel set and weight format");
         let groups = [groups[0], groups[1], (s.images * s.heads) as u32];
         let count = s.images * s.heads;
         let out_reads = if epilogue == Epilogue::Residual { 2 } else { 1 };
