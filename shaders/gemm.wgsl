@@ -208,13 +208,13 @@ fn gemm_block(
     let c_base = base(p.c, z);
     let rows = min(BLOCK_ROWS, p.m - m0);
     let cols = min(BLOCK_COLS, p.n - n0);
+    let scaled = p.epilogue == 3u;
     var col_bias: array<f32, MAX_BLOCK_COLS>;
-    if (p.epilogue != 3u) {
+    if (!scaled) {
         for (var j = 0u; j < BLOCK_COLS; j++) {
             col_bias[j] = bias[min(n0 + j, p.n - 1u) + p.col_offset];
         }
     }
-    let scaled = p.epilogue == 3u;
     for (var i = 0u; i < BLOCK_ROWS; i++) {
         for (var j = 0u; j < BLOCK_COLS; j++) {
             if (i < rows && j < cols) {
