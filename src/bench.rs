@@ -48,6 +48,9 @@ pub struct BenchRow {
     pub images_per_s: f64,
     /// Timed repetitions.
     pub iters: usize,
+    /// GPU memory held by the engine (weights, activations, readback) while it ran this point,
+    /// in MiB, from wgpu's allocator report; `None` where the backend has none (OpenGL).
+    pub gpu_mem_mib: Option<f64>,
 }
 
 /// Measures `model` on `gpu` at every point of `options`, calling `report` after each.
@@ -86,6 +89,11 @@ pub fn run(
                 call(&mut engine)?;
             }
             let per_image = start.elapsed().as_secs_f64() / (options.iters * batch) as f64;
+            // The engine allocates its buffers once, on first use; nothing else of ours is live.
+            let gpu_mem_mib = gpu
+                .device
+                .generate_allocator_report()
+                .map(|r| r.total_allocated_bytes as f64 / (1u64 << 20) as f64);
             let row = BenchRow {
                 model: model.config.name.clone(),
                 adapter: gpu.describe(),
@@ -96,6 +104,7 @@ pub fn run(
                 ms_per_image: per_image * 1e3,
                 images_per_s: 1.0 / per_image,
                 iters: options.iters,
+                gpu_mem_mib,
             };
             report(&row);
             rows.push(row);

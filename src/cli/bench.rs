@@ -67,7 +67,8 @@ pub struct BenchArgs {
     /// Kernel shapes: cpu (for llvmpipe/lavapipe), gpu, or auto by adapter class.
     #[arg(long, value_enum, default_value_t = KernelSet::Auto)]
     pub kernels: KernelSet,
-    /// Weight storage on the GPU: f16 halves weight memory and bandwidth (arithmetic stays f32).
+    /// Weight storage on the GPU; f16 halves weight memory and, on adapters with SHADER_F16,
+    /// also multiplies in f16 in the GPU kernel set's 64 × 64-tile GEMM (sums stay f32).
     #[arg(long, value_enum, default_value_t = Precision::F32)]
     pub precision: Precision,
 }
@@ -153,15 +154,16 @@ pub fn bench(args: &BenchArgs) -> agcam::Result<bool> {
         precision: args.precision,
     };
     println!(
-        "{:<24} {:>6} {:>8} {:>6} {:>12} {:>10}",
-        "model", "batch", "mode", "top-k", "ms/image", "images/s"
+        "{:<24} {:>6} {:>8} {:>6} {:>12} {:>10} {:>10}",
+        "model", "batch", "mode", "top-k", "ms/image", "images/s", "GPU MiB"
     );
     let mut all = Vec::new();
     for model in &models {
         all.extend(agcam::bench::run(&gpu, model, &options, |r| {
+            let mem = r.gpu_mem_mib.map_or("-".into(), |m| format!("{m:.1}"));
             println!(
-                "{:<24} {:>6} {:>8} {:>6} {:>12.2} {:>10.2}",
-                r.model, r.batch, r.mode, r.top_k, r.ms_per_image, r.images_per_s
+                "{:<24} {:>6} {:>8} {:>6} {:>12.2} {:>10.2} {:>10}",
+                r.model, r.batch, r.mode, r.top_k, r.ms_per_image, r.images_per_s, mem
             );
         })?);
     }

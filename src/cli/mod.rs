@@ -60,7 +60,8 @@ pub struct GpuArgs {
     /// Kernel shapes: cpu (for llvmpipe/lavapipe), gpu, or auto by adapter class.
     #[arg(long, value_enum, default_value_t = KernelSet::Auto)]
     pub kernels: KernelSet,
-    /// Weight storage on the GPU: f16 halves weight memory and bandwidth (arithmetic stays f32).
+    /// Weight storage on the GPU; f16 halves weight memory and, on adapters with SHADER_F16,
+    /// also multiplies in f16 in the GPU kernel set's 64 × 64-tile GEMM (sums stay f32).
     #[arg(long, value_enum, default_value_t = Precision::F32)]
     pub precision: Precision,
 }
