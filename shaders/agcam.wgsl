@@ -115,7 +115,33 @@ fn topk(
     }
 }
 
-const VM_ROWS: u32 = 4u;
+const VM_ROWS: u32 = 4u; // = the 4 of row_starts4 / store_rows4
+
+// Where gradient rows r0 .. r0 + 3 start in `input` (clamped to the last row, so that loads stay
+// in bounds; `store_rows4` drops the extras). A vector, not an array: private arrays indexed in
+// loops cost llvmpipe memory traffic.
+fn row_starts4(r0: u32) -> vec4<u32> {
+    return min(vec4<u32>(r0) + vec4<u32>(0u, 1u, 2u, 3u), vec4<u32>(p.rows - 1u)) * p.in_dim;
+}
+
+// input[x + i] of the four rows that start at x.
+fn input4(x: vec4<u32>, i: u32) -> vec4<f32> {
+    return vec4<f32>(input[x.x + i], input[x.y + i], input[x.z + i], input[x.w + i]);
+}
+
+// Column j of rows r0 .. r0 + 3 (those that exist), times gelu'(aux) when flag = 1.
+fn store_rows4(r0: u32, j: u32, sums: vec4<f32>) {
+    for (var t = 0u; t < 4u; t++) {
+        let r = r0 + t;
+        if (r < p.rows) {
+            var v = sums[t];
+            if (p.flag != 0u) {
+                v *= gelu_grad(aux[(r / p.per_image) * p.out_dim + j]);
+            }
+            out[r * p.out_dim + j] = v;
+        }
+    }
+}
 
 // out[r, j] = Σ_i scale[i]·input[r, i]·weight[i, j]  (× gelu'(aux[r / K, j]) when flag = 1).
 // This is the transpose of an nn.Linear applied to gradient rows: weight is the Linear's
@@ -133,27 +159,12 @@ fn vecmat(
     if (j >= p.out_dim || r0 >= p.rows) {
         return;
     }
-    // Four rows in named registers: private arrays indexed in loops cost llvmpipe memory traffic.
-    let last = p.rows - 1u;
-    let x0 = min(r0, last) * p.in_dim;
-    let x1 = min(r0 + 1u, last) * p.in_dim;
-    let x2 = min(r0 + 2u, last) * p.in_dim;
-    let x3 = min(r0 + 3u, last) * p.in_dim;
+    let x = row_starts4(r0);
     var acc = vec4<f32>(0.0);
     for (var i = 0u; i < p.in_dim; i++) {
-        let w = load_weight(i * p.out_dim + j) * scale[i];
-        acc += vec4<f32>(input[x0 + i], input[x1 + i], input[x2 + i], input[x3 + i]) * w;
+        acc += input4(x, i) * (load_weight(i * p.out_dim + j) * scale[i]);
     }
-    for (var t = 0u; t < VM_ROWS; t++) {
-        let r = r0 + t;
-        if (r < p.rows) {
-            var v = acc[t];
-            if (p.flag != 0u) {
-                v *= gelu_grad(aux[(r / p.per_image) * p.out_dim + j]);
-            }
-            out[r * p.out_dim + j] = v;
-        }
-    }
+    store_rows4(r0, j, acc);
 }
 
 // vecmat for out_dim a multiple of 4: each invocation serves VM4_ROWS rows × VM_COLS4 vec4
@@ -162,7 +173,7 @@ fn vecmat(
 const VM4_ROWS: u32 = 8u;
 const VM_COLS4: u32 = 4u;
 // Small workgroups, so that a single gradient row over a 768-wide output (48 invocations) still
-// spreads over several CPU threads; the chain is too small to matter for occupancy on GPUs.
+// spreads over several CPU threads (GPUs run vecmat_sliced instead).
 const VM4_WG: u32 = 16u;
 
 @compute @workgroup_size(VM4_WG)
@@ -215,6 +226,73 @@ fn vecmat4(
     }
 }
 
+// vecmat for GPUs: a workgroup serves VS_COLS columns × VS_ROWS rows, its VS_SLICES rows of
+// invocations each summing every VS_SLICES-th input index, and adds the slices through
+// workgroup memory. A warp reads 4 weight rows × VS_COLS consecutive columns (32-byte
+// sectors, fully used). Narrow columns and many slices keep a single gradient row (batch 1)
+// spread over many workgroups instead of a few that walk the whole depth.
+const VS_COLS: u32 = 8u;
+const VS_SLICES: u32 = 32u;
+const VS_ROWS: u32 = 4u; // = the 4 of row_starts4 / store_rows4
+var<workgroup> slice_sums: array<vec4<f32>, 256>;
+
+@compute @workgroup_size(8, 32)
+fn vecmat_sliced(
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(local_invocation_id) lid: vec3<u32>,
+) {
+    let j = wid.x * VS_COLS + lid.x;
+    let r0 = wid.y * VS_ROWS;
+    // Clamped, so that every invocation reaches the barrier; the store drops the extras.
+    let jc = min(j, p.out_dim - 1u);
+    let x = row_starts4(r0);
+    var acc = vec4<f32>(0.0);
+    for (var i = lid.y; i < p.in_dim; i += VS_SLICES) {
+        acc += input4(x, i) * (load_weight(i * p.out_dim + jc) * scale[i]);
+    }
+    slice_sums[lid.y * VS_COLS + lid.x] = acc;
+    workgroupBarrier();
+    if (lid.y != 0u || j >= p.out_dim) {
+        return;
+    }
+    var sum = vec4<f32>(0.0);
+    for (var s = 0u; s < VS_SLICES; s++) {
+        sum += slice_sums[s * VS_COLS + lid.x];
+    }
+    store_rows4(r0, j, sum);
+}
+
+// ReLU(⟨dO[r, h], V[r / K, j, h]⟩) · sigmoid(S[r / K, h, j]): the map term of gradient row r,
+// token j and head h (see accumulate).
+fn head_term(r: u32, j: u32, h: u32) -> f32 {
+    let n = p.in_dim;
+    let img = r / p.per_image;
+    let d = p.head_dim;
+    let dim = p.heads * d;
+    let go = r * dim + h * d;
+    let vo = (img * n + j) * dim + h * d;
+    var g = 0.0;
+    if (d % 4u == 0u) {
+        // V through its vec4 view (binding 8): a quarter of the per-lane loads.
+        for (var e = 0u; e < d; e += 4u) {
+            let o = vec4<f32>(input[go + e], input[go + e + 1u], input[go + e + 2u], input[go + e + 3u]);
+            g += dot(o, weight4[(vo + e) / 4u]);
+        }
+    } else {
+        for (var e = 0u; e < d; e++) {
+            g += input[go + e] * weight[vo + e];
+        }
+    }
+    let s = aux[(img * p.heads + h) * n + j];
+    return max(g, 0.0) / (1.0 + exp(-s));
+}
+
+// Writes (flag = 0) or adds (flag = 1) the map value of gradient row r at token j.
+fn store_map(r: u32, j: u32, total: f32) {
+    let o = r * (p.in_dim - 1u) + j - 1u;
+    out[o] = select(total, out[o] + total, p.flag != 0u);
+}
+
 // The fused AGCAM kernel for one layer:
 // out[r, j-1] (+)= Σ_h ReLU(⟨dO[r, h], V[r / K, j, h]⟩) · sigmoid(S[r / K, h, j]), j = 1..N-1.
 // input: dO [R, D] (gradient of the merged attention output), weight: V [B·N, D],
@@ -231,28 +309,46 @@ fn accumulate(
     if (j >= n || r >= p.rows) {
         return;
     }
-    let img = r / p.per_image;
-    let d = p.head_dim;
-    let dim = p.heads * d;
     var total = 0.0;
     for (var h = 0u; h < p.heads; h++) {
-        var g = 0.0;
-        let go = r * dim + h * d;
-        let vo = (img * n + j) * dim + h * d;
-        if (d % 4u == 0u) {
-            // V through its vec4 view (binding 8): a quarter of the per-lane loads.
-            for (var e = 0u; e < d; e += 4u) {
-                let o = vec4<f32>(input[go + e], input[go + e + 1u], input[go + e + 2u], input[go + e + 3u]);
-                g += dot(o, weight4[(vo + e) / 4u]);
-            }
-        } else {
-            for (var e = 0u; e < d; e++) {
-                g += input[go + e] * weight[vo + e];
-            }
-        }
-        let s = aux[(img * p.heads + h) * n + j];
-        total += max(g, 0.0) / (1.0 + exp(-s));
+        total += head_term(r, j, h);
     }
-    let o = r * (n - 1u) + j - 1u;
-    out[o] = select(total, out[o] + total, p.flag != 0u);
+    store_map(r, j, total);
+}
+
+// accumulate for GPUs: one invocation per (token, head) pair, ACC_WG of them per workgroup
+// covering whole tokens (ACC_WG / H of them, so H ≤ ACC_WG), the heads then summed through
+// workgroup memory. The per-token kernel above gives a batch-1 map a few hundred invocations
+// that each walk all H heads; here H times as many share the work.
+const ACC_WG: u32 = 256u;
+var<workgroup> head_terms: array<f32, ACC_WG>;
+
+@compute @workgroup_size(ACC_WG)
+fn accumulate_heads(
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(local_invocation_id) lid3: vec3<u32>,
+) {
+    let lid = lid3.x;
+    let n = p.in_dim;
+    let heads = p.heads;
+    let per_group = ACC_WG / heads;
+    let h = lid % heads;
+    let jl = lid / heads;
+    let j = wid.x * per_group + jl + 1u;
+    let r = wid.y;
+    let live = jl < per_group && j < n && r < p.rows;
+    var term = 0.0;
+    if (live) {
+        term = head_term(r, j, h);
+    }
+    head_terms[lid] = term;
+    workgroupBarrier();
+    if (!live || h != 0u) {
+        return;
+    }
+    var total = 0.0;
+    for (var t = 0u; t < heads; t++) {
+        total += head_terms[lid + t];
+    }
+    store_map(r, j, total);
 }

@@ -363,6 +363,86 @@ fn gemm_tiled(
     store_block(z, m_base + lid.y * 4u, n_base + lid.x * 4u, acc);
 }
 
+// The GPU product for large matrices (see the host for when): a 128×128 tile of C per workgroup
+// of 16×16 invocations, each computing 8×8, rows {4·ty + i, 64 + 4·ty + i} and columns
+// {4·tx + j, 64 + 4·tx + j} for i, j < 4. The tiles sit in workgroup memory k-major as vec4, so
+// each k costs an invocation four vec4 reads for 64 multiply-adds (gemm_tiled: eight scalar
+// reads for 16). Always f32: on an H200, f16 tiles and products (summed in f16 over 8 terms)
+// made it 1.45× slower, the conversions costing more than the halved traffic saved.
+const BIG_MN: u32 = 128u;
+const BIG_K: u32 = 8u;
+// A tile row in vec4, plus one of padding: the transposed stores of a warp then fall into
+// distinct banks (rows 4 k apart land 16 banks apart).
+const BIG_ROW4: u32 = 33u;
+var<workgroup> a_big: array<vec4<f32>, 264>;
+var<workgroup> w_big: array<vec4<f32>, 264>;
+
+@compute @workgroup_size(16, 16)
+fn gemm_tiled128(
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(local_invocation_id) lid: vec3<u32>,
+) {
+    let z = wid.z;
+    let m_base = wid.y * BIG_MN;
+    let n_base = wid.x * BIG_MN;
+    let t = lid.y * 16u + lid.x;
+    // Each invocation stages 4 consecutive k of one row of A and one row of W per step.
+    let lr = t / 2u;
+    let lk = (t % 2u) * 4u;
+    let am = m_base + lr;
+    let wn = n_base + lr;
+    let a_row = base(p.a, z) + min(am, p.m - 1u) * p.a.row;
+    let w_row = base(p.w, z) + min(wn, p.n - 1u) * p.w.row;
+    // The sums live in `part`, indexed only by loop counters that unroll, so they stay in
+    // registers; the store loop below indexes `acc` with computed indices. Summing straight into
+    // `acc` put the sums in memory and made the kernel 8× slower on the H200.
+    var part: array<vec4<f32>, 16>;
+    for (var k0 = 0u; k0 < p.k; k0 += BIG_K) {
+        for (var e = 0u; e < 4u; e++) {
+            let k = k0 + lk + e;
+            var av = 0.0;
+            var wv = 0.0;
+            if (am < p.m && k < p.k) {
+                av = a1[a_row + k];
+            }
+            if (wn < p.n && k < p.k) {
+                wv = load_w(w_row + k);
+            }
+            let slot = (lk + e) * BIG_ROW4 + lr / 4u;
+            a_big[slot][lr % 4u] = av;
+            w_big[slot][lr % 4u] = wv;
+        }
+        workgroupBarrier();
+        for (var kk = 0u; kk < BIG_K; kk++) {
+            let a_lo = a_big[kk * BIG_ROW4 + lid.y];
+            let a_hi = a_big[kk * BIG_ROW4 + 16u + lid.y];
+            let w_lo = w_big[kk * BIG_ROW4 + lid.x];
+            let w_hi = w_big[kk * BIG_ROW4 + 16u + lid.x];
+            for (var i = 0u; i < 4u; i++) {
+                let lo = vec4<f32>(a_lo[i]);
+                let hi = vec4<f32>(a_hi[i]);
+                part[2u * i] = fma(lo, w_lo, part[2u * i]);
+                part[2u * i + 1u] = fma(lo, w_hi, part[2u * i + 1u]);
+                part[8u + 2u * i] = fma(hi, w_lo, part[8u + 2u * i]);
+                part[9u + 2u * i] = fma(hi, w_hi, part[9u + 2u * i]);
+            }
+        }
+        workgroupBarrier();
+    }
+    var acc: array<vec4<f32>, 16>;
+    for (var q = 0u; q < 16u; q++) {
+        acc[q] = part[q];
+    }
+    let c_base = base(p.c, z);
+    for (var i = 0u; i < 8u; i++) {
+        let row = m_base + (i / 4u) * 64u + 4u * lid.y + i % 4u;
+        for (var j = 0u; j < 8u; j++) {
+            let col = n_base + (j / 4u) * 64u + 4u * lid.x + j % 4u;
+            store(c_base, row, col, acc[2u * i + j / 4u][j % 4u]);
+        }
+    }
+}
+
 // C[row] += scale ⊙ A[row] over the views (n columns from col_offset): the residual add that
 // follows gemm_block, whose epilogue does not read C. Rows past the 65535-workgroup limit of y
 // are covered by striding.

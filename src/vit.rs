@@ -44,7 +44,7 @@ pub(crate) struct GpuWeights {
 }
 
 /// `data` as f16, two values per u32 (low half first), as `unpack2x16float` reads them.
-fn pack_f16(data: &[f32]) -> Vec<u32> {
+pub(crate) fn pack_f16(data: &[f32]) -> Vec<u32> {
     data.chunks(2)
         .map(|pair| {
             let lo = half::f16::from_f32(pair[0]).to_bits() as u32;

@@ -176,8 +176,13 @@ fn average_pooling_predicts_and_refuses_agcam() {
 #[test]
 fn f16_weights_stay_close_to_f32() {
     use agcam::Precision;
-    // Layer scale, widths that are and are not multiples of 4 (vec4 and scalar GEMM paths).
+    // Layer scale, widths that are and are not multiples of 4 (vec4 and scalar GEMM paths), and
+    // a model whose products reach 128 rows and columns (the GPU set's gemm_tiled128, which
+    // sums f16 products in f16 over 8 terms before adding them to f32 sums).
+    let mut wide = ModelConfig::vit("wide", (128, 2, 2), 4, (32, 32), 11);
+    wide.layer_scale = true;
     for (model, sets) in [
+        (Model::random(wide, 9), [KernelSet::Cpu, KernelSet::Gpu]),
         (
             odd_model(true, (36, 3, 3), 90, 7),
             [KernelSet::Cpu, KernelSet::Gpu],

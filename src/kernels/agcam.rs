@@ -1,7 +1,7 @@
 //! Launcher of shaders/agcam.wgsl: top-k class choice, the transposed-Linear products of the
 //! backward chain, and the fused ReLU(gradient) × sigmoid(score) map accumulation.
 
-use super::{module, Access, Dispatch, Kernel, Precision};
+use super::{module, Access, Dispatch, Kernel, KernelSet, Precision};
 use crate::gpu::Gpu;
 
 const WG: u32 = 64;
@@ -11,6 +11,31 @@ const VM_ROWS: u32 = 4;
 const VM4_ROWS: u32 = 8;
 const VM_COLS4: u32 = 4;
 const VM4_WG: u32 = 16;
+/// Columns and rows per workgroup of `vecmat_sliced` (VS_COLS, VS_ROWS in agcam.wgsl).
+const VS_COLS: u32 = 8;
+const VS_ROWS: u32 = 4;
+/// Invocations per workgroup of `accumulate_heads` (ACC_WG), one per (token, head) pair.
+const ACC_WG: usize = 256;
+
+// input, scale, weight, gate, out, params, then the weight again as f16 pairs.
+const VECMAT_BINDINGS: &[(u32, Access)] = &[
+    (0, Access::Read),
+    (1, Access::Read),
+    (2, Access::Read),
+    (3, Access::Read),
+    (4, Access::ReadWrite),
+    (5, Access::Uniform),
+    (7, Access::Read),
+];
+// dO, V, class-token scores, maps, params, then V again through its vec4 view.
+const ACCUMULATE_BINDINGS: &[(u32, Access)] = &[
+    (0, Access::Read),
+    (2, Access::Read),
+    (3, Access::Read),
+    (4, Access::ReadWrite),
+    (5, Access::Uniform),
+    (8, Access::Read),
+];
 
 #[repr(C)]
 #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable, Default)]
@@ -30,14 +55,19 @@ pub(crate) struct AgcamKernels {
     vecmat: Kernel,
     /// vecmat for output widths that are multiples of 4 (vec4 weight loads).
     vecmat4: Kernel,
+    /// The GPU set's vecmat, for every output width: the reduction split across the workgroup.
+    vecmat_sliced: Option<Kernel>,
     accumulate: Kernel,
+    /// The GPU set's accumulate: one invocation per (token, head) instead of per token.
+    accumulate_heads: Option<Kernel>,
 }
 
 impl AgcamKernels {
     /// `precision` is that of the weights `vecmat` reads.
-    pub fn new(gpu: &Gpu, precision: Precision) -> AgcamKernels {
+    pub fn new(gpu: &Gpu, set: KernelSet, precision: Precision) -> AgcamKernels {
         let m = module(gpu, "agcam");
         let w_f16 = [("W_F16", (precision == Precision::F16) as u32 as f64)];
+        let gpu_set = set.resolve(gpu) == KernelSet::Gpu;
         AgcamKernels {
             topk: Kernel::new(
                 gpu,
@@ -50,21 +80,7 @@ impl AgcamKernels {
                 ],
                 &[],
             ),
-            vecmat: Kernel::new(
-                gpu,
-                &m,
-                "vecmat",
-                &[
-                    (0, Access::Read),
-                    (1, Access::Read),
-                    (2, Access::Read),
-                    (3, Access::Read),
-                    (4, Access::ReadWrite),
-                    (5, Access::Uniform),
-                    (7, Access::Read),
-                ],
-                &w_f16,
-            ),
+            vecmat: Kernel::new(gpu, &m, "vecmat", VECMAT_BINDINGS, &w_f16),
             vecmat4: Kernel::new(
                 gpu,
                 &m,
@@ -80,20 +96,11 @@ impl AgcamKernels {
                 ],
                 &w_f16,
             ),
-            accumulate: Kernel::new(
-                gpu,
-                &m,
-                "accumulate",
-                &[
-                    (0, Access::Read),
-                    (2, Access::Read),
-                    (3, Access::Read),
-                    (4, Access::ReadWrite),
-                    (5, Access::Uniform),
-                    (8, Access::Read),
-                ],
-                &[],
-            ),
+            vecmat_sliced: gpu_set
+                .then(|| Kernel::new(gpu, &m, "vecmat_sliced", VECMAT_BINDINGS, &w_f16)),
+            accumulate: Kernel::new(gpu, &m, "accumulate", ACCUMULATE_BINDINGS, &[]),
+            accumulate_heads: gpu_set
+                .then(|| Kernel::new(gpu, &m, "accumulate_heads", ACCUMULATE_BINDINGS, &[])),
         }
     }
 
@@ -142,7 +149,11 @@ impl AgcamKernels {
         };
         let u = gpu.uniform("vecmat params", &params);
         let gate = gate.unwrap_or(input);
-        let (kernel, buffers, column_groups, rows_per_group) = if out_dim.is_multiple_of(4) {
+        let (kernel, buffers, column_groups, rows_per_group) = if let Some(k) = &self.vecmat_sliced
+        {
+            let b = vec![input, scale, weight, gate, out, &u, weight];
+            (k, b, (out_dim as u32).div_ceil(VS_COLS), VS_ROWS)
+        } else if out_dim.is_multiple_of(4) {
             let b = vec![input, scale, gate, out, &u, weight, weight];
             let columns = (out_dim as u32 / 4).div_ceil(VM_COLS4);
             (&self.vecmat4, b, columns.div_ceil(VM4_WG), VM4_ROWS)
@@ -180,10 +191,14 @@ impl AgcamKernels {
             ..Default::default()
         };
         let u = gpu.uniform("accumulate params", &params);
-        let groups = [((tokens - 1) as u32).div_ceil(WG), rows as u32, 1];
+        let (kernel, per_group) = match &self.accumulate_heads {
+            Some(k) if heads <= ACC_WG => (k, ACC_WG / heads),
+            _ => (&self.accumulate, WG as usize),
+        };
+        let groups = [(tokens - 1).div_ceil(per_group) as u32, rows as u32, 1];
         let dim = heads * head_dim;
         let images = rows / per_image;
-        self.accumulate
+        kernel
             .dispatch(gpu, &[d_out, v, cls_scores, maps, &u, v], groups)
             .work(
                 2 * rows * tokens * dim,

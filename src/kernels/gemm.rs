@@ -90,7 +90,8 @@ struct GemmParams {
 }
 
 /// The GEMM pipelines of one kernel set, per weight format: for the CPU set, a vec4 variant
-/// (K and views multiples of 4) and a scalar one; for the GPU set, one variant.
+/// (K and views multiples of 4) and a scalar one; for the GPU set, a 64 × 64
+/// tile and a 128 × 128 one for large products.
 pub(crate) struct Gemm {
     tiled: bool,
     /// Whether nn.Linear weights are stored as f16 (attention's products always read f32).
@@ -107,6 +108,9 @@ pub(crate) struct Gemm {
     block: [Option<Kernel>; 2],
     /// The same with 8 columns per invocation, for attention's products (f32 operands).
     block_narrow: Option<Kernel>,
+    /// GPU set only: the 128 × 128 tile for products of at least [`TILED128_MIN`] rows and
+    /// columns.
+    tiled128: [Option<Kernel>; 2],
     /// `c += scale ⊙ a` after a `gemm_block` residual branch.
     residual_add: Kernel,
 }
@@ -128,6 +132,15 @@ const BLOCK_WG: u32 = 8;
 const TILE: u32 = 4;
 const WG: u32 = 8;
 const TILED_MN: u32 = 64;
+/// Output side of `gemm_tiled128`'s workgroup tile, and the rows and columns from which the GPU
+/// set uses it: below, most of a tile would be padding.
+const TILED128_MN: u32 = 128;
+const TILED128_MIN: usize = 128;
+/// Workgroups from which the GPU set uses `gemm_tiled128`: with fewer, its large tiles leave
+/// most of a big GPU idle (an H200 holds about 264 of them at once, two per multiprocessor),
+/// and the 64 × 64 tile, four times as many workgroups, finishes first. ViT-B at batch 1 ran
+/// 1.7× slower on the H200 before this threshold.
+const TILED128_MIN_GROUPS: usize = 256;
 
 /// One batched product: `images × heads` products of `m × k` by `(n × k)ᵀ`.
 #[derive(Debug, Clone, Copy)]
@@ -172,6 +185,7 @@ impl Gemm {
                 let constants = [("BLOCK_COLS", BLOCK_COLS_NARROW as f64)];
                 Kernel::new(gpu, &m, "gemm_block", VEC4_BINDINGS, &constants)
             }),
+            tiled128: both(tiled.then_some("gemm_tiled128"), SCALAR_BINDINGS),
             residual_add: Kernel::new(gpu, &m, "residual_add", RESIDUAL_ADD_BINDINGS, &[]),
         }
     }
@@ -294,6 +308,13 @@ impl Gemm {
         self.block[0].is_some() && m >= BLOCK_MIN_ROWS && self.vec4_ok(k, a_view, w_view)
     }
 
+    /// Whether a product of this shape runs on `gemm_tiled128`.
+    fn runs_on_tiled128(&self, s: Batched) -> bool {
+        let side = TILED128_MN as usize;
+        let groups = s.m.div_ceil(side) * s.n.div_ceil(side) * s.images * s.heads;
+        self.tiled && s.m >= TILED128_MIN && s.n >= TILED128_MIN && groups >= TILED128_MIN_GROUPS
+    }
+
     /// Whether A and W can be read as vec4 by the CPU set's kernels.
     fn vec4_ok(&self, k: usize, a_view: View, w_view: View) -> bool {
         !self.tiled && k.is_multiple_of(4) && a_view.aligned() && w_view.aligned()
@@ -362,6 +383,10 @@ impl Gemm {
                 1,
             ];
             (kernel, groups)
+        } else if self.runs_on_tiled128(s) {
+            let side = TILED128_MN;
+            let groups = [(s.n as u32).div_ceil(side), (s.m as u32).div_ceil(side), 1];
+            (self.tiled128[w_f16 as usize].as_ref(), groups)
         } else if vec4 && s.m >= WIDE_MIN_ROWS {
             let groups = [(s.n as u32).div_ceil(8 * 64), (s.m as u32).div_ceil(8), 1];
             (self.wide[w_f16 as usize].as_ref(), groups)

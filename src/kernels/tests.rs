@@ -97,12 +97,9 @@ fn devices() -> impl Iterator<Item = (&'static Gpu, &'static Kernels)> {
     kernels.iter().map(move |(i, k)| (&gpus[*i], k))
 }
 
-/// Every test device with both kernel sets' GEMMs, named by set.
-fn gemm_devices() -> impl Iterator<Item = (&'static Gpu, &'static Gemm, &'static str)> {
-    devices().enumerate().map(|(i, (gpu, k))| {
-        let set = if i % 2 == 0 { "registers" } else { "tiled" };
-        (gpu, &k.gemm, set)
-    })
+/// Every test device with both kernel sets' GEMMs (the checks name the kernel that ran).
+fn gemm_devices() -> impl Iterator<Item = (&'static Gpu, &'static Gemm)> {
+    devices().map(|(gpu, k)| (gpu, &k.gemm))
 }
 
 fn backend(gpu: &Gpu) -> String {
@@ -236,6 +233,8 @@ const LINEAR_SHAPES: &[(usize, usize, usize)] = &[
     // gemm_block (CPU set, 64 rows or more): partial row blocks, N below one workgroup's columns.
     (65, 7, 4),
     (100, 193, 36),
+    // gemm_tiled128 (GPU set, 256 workgroups or more): partial tiles, K not a multiple of 8.
+    (2049, 2049, 5),
 ];
 
 fn check_linear(epilogue: Epilogue, seed: u64) {
@@ -258,9 +257,7 @@ fn check_linear(epilogue: Epilogue, seed: u64) {
                 }
             })
             .collect();
-        let path = if k % 4 == 0 { "vec4" } else { "scalar" };
-        for (gpu, gemm, kind) in gemm_devices() {
-            let path = if kind == "tiled" { kind } else { path };
+        for (gpu, gemm) in gemm_devices() {
             let a_buf = gpu.storage_from("a", &a);
             let w_buf = gpu.storage_from("w", &w);
             let bias_buf = gpu.storage_from("bias", &bias);
@@ -293,8 +290,9 @@ fn check_linear(epilogue: Epilogue, seed: u64) {
                 vec![d]
             };
             run(gpu, &dispatches);
+            let kernels: Vec<&str> = dispatches.iter().map(|d| d.kernel.as_str()).collect();
             check(
-                &format!("gemm_{path}.linear.{epilogue:?}"),
+                &format!("{}.linear.{epilogue:?}", kernels.join("+")),
                 &format!("m={m} n={n} k={k}"),
                 gpu,
                 &download::<f32>(gpu, &c, m * n),
@@ -308,6 +306,51 @@ fn check_linear(epilogue: Epilogue, seed: u64) {
 #[test]
 fn gemm_linear_bias_matches_f64() {
     check_linear(Epilogue::Bias, 1);
+}
+
+/// The GPU set with f16 weights: gemm_tiled128 unpacks them and computes in f32, so it must
+/// match f64 over the f16-rounded weights as tightly as f32 weights do.
+#[test]
+fn gemm_tiled128_reads_f16_weights() {
+    let (m, n, k) = (2049, 2049, 40);
+    let mut rng = Rng::new(17);
+    let a = rng.vec(m * k, -1.0, 1.0);
+    let w: Vec<f32> = rng
+        .vec(n * k, -1.0, 1.0)
+        .iter()
+        .map(|&v| half::f16::from_f32(v).to_f32())
+        .collect();
+    let bias = rng.vec(n, -1.0, 1.0);
+    let acc = matmul_nt(&a, &w, (m, n, k));
+    let want: Vec<f64> = (0..m * n).map(|i| acc[i] + bias[i % n] as f64).collect();
+    for gpu in gpus() {
+        let gemm = Gemm::new(gpu, KernelSet::Gpu, Precision::F16);
+        let a_buf = gpu.storage_from("a", &a);
+        let w_buf = gpu.storage_from("w", &crate::vit::pack_f16(&w));
+        let bias_buf = gpu.storage_from("bias", &bias);
+        let c = gpu.storage("c", (m * n * 4) as u64);
+        let d = gemm.linear(
+            gpu,
+            &a_buf,
+            &w_buf,
+            &bias_buf,
+            &bias_buf,
+            &c,
+            (m, n, k),
+            Epilogue::Bias,
+        );
+        assert_eq!(d.kernel, "gemm_tiled128");
+        run(gpu, &[d]);
+        let got = download::<f32>(gpu, &c, m * n);
+        check(
+            "gemm_tiled128.f16",
+            "m=2049 n=2049 k=40",
+            gpu,
+            &got,
+            &want,
+            TOL,
+        );
+    }
 }
 
 /// GELU against the exact erf GELU (libm), not the tanh approximation.
@@ -487,8 +530,7 @@ fn gemm_batched_strided_views_match_f64() {
             "{}: the case does not take the path it names",
             case.name
         );
-        for (gpu, gemm, kind) in gemm_devices() {
-            let path = if kind == "tiled" { kind } else { path };
+        for (gpu, gemm) in gemm_devices() {
             let a_buf = gpu.storage_from("a", &a);
             let w_buf = if case.shared {
                 a_buf.clone()
@@ -504,9 +546,10 @@ fn gemm_batched_strided_views_match_f64() {
                 s,
                 case.alpha,
             );
+            let kernel = d.kernel.clone();
             run(gpu, &[d]);
             check(
-                &format!("gemm_{path}.batched"),
+                &format!("{kernel}.batched"),
                 &format!(
                     "{}: m={} n={} k={} images={} heads={} alpha={}",
                     case.name, s.m, s.n, s.k, s.images, s.heads, case.alpha
@@ -1289,9 +1332,10 @@ fn agcam_vecmat_matches_f64() {
                     (rows, per_image),
                     (in_dim, out_dim),
                 );
+                let kernel = format!("agcam.{}", d.kernel);
                 run(gpu, &[d]);
                 check(
-                    "agcam.vecmat",
+                    &kernel,
                     &format!(
                         "rows={rows} per_image={per_image} in={in_dim} out={out_dim} gelu'={gated}"
                     ),
@@ -1315,6 +1359,9 @@ fn agcam_accumulate_matches_f64() {
         (2, 3, 7, 3, 5),
         (1, 2, 197, 3, 64),
         (2, 1, 197, 1, 12),
+        // accumulate_heads (GPU set): 12 heads leave 4 of 256 invocations idle, and the
+        // tokens span several workgroups.
+        (2, 2, 50, 12, 8),
     ];
     for (images, per_image, tokens, heads, head_dim) in shapes {
         let rows = images * per_image;
@@ -1365,9 +1412,10 @@ fn agcam_accumulate_matches_f64() {
                     (tokens, heads, head_dim),
                     add,
                 );
+                let kernel = format!("agcam.{}", d.kernel);
                 run(gpu, &[d]);
                 check(
-                    "agcam.accumulate",
+                    &kernel,
                     &format!(
                         "images={images} per_image={per_image} tokens={tokens} heads={heads} \
                          head_dim={head_dim} add={add}"
