@@ -6,7 +6,7 @@
 mod common;
 
 use agcam::{Engine, EngineOptions, Precision};
-use common::parity::{compare, cpu_reference_matches, dir, tensor, Reference};
+use common::parity::{compare, cpu_reference_matches, dir, tensor, Reference, F32_TOL};
 
 const FIXTURES: &[&str] = &["odd_ls", "odd_nols", "vit_ti"];
 
@@ -19,13 +19,15 @@ fn engine_matches_pytorch_autograd() {
             let (_, input) = tensor(&st, "input");
             let input: Vec<f32> = input.iter().map(|&v| v as f32).collect();
             let mut engine = Engine::new(gpu.clone(), &r.model).unwrap();
-            compare(name, &r, &mut engine, &input, "");
+            compare(name, &r, &mut engine, &input, "", F32_TOL);
         }
     }
 }
 
-/// vit_ti's weights are f16 values, so f16 storage on the GPU loses nothing: the f16 path must
-/// match the reference as tightly as f32 does.
+/// vit_ti's weights are f16 values, so f16 storage on the GPU loses nothing: where the engine
+/// computes in f32 (CPU rasterizers, adapters without SHADER_F16) the f16 path must match the
+/// reference as tightly as f32 does. Where the GPU kernel set multiplies in f16, activations are
+/// rounded to f16 too, and the bound is that of f16 arithmetic (1e-2, as for any checkpoint).
 #[test]
 fn f16_weights_match_pytorch_when_the_checkpoint_is_f16() {
     for gpu in common::gpus() {
@@ -38,7 +40,9 @@ fn f16_weights_match_pytorch_when_the_checkpoint_is_f16() {
             ..Default::default()
         };
         let mut engine = Engine::with_options(gpu.clone(), &r.model, &options).unwrap();
-        compare("vit_ti f16", &r, &mut engine, &input, "");
+        let f16_math = gpu.has_f16() && !gpu.is_cpu();
+        let tol = if f16_math { 1e-2 } else { F32_TOL };
+        compare("vit_ti f16", &r, &mut engine, &input, "", tol);
     }
 }
 
@@ -55,7 +59,7 @@ fn image_files_match_pytorch_preprocessing_and_maps() {
             let (err, _) = common::max_error(&prepared.input, &want);
             assert!(err <= 1e-6, "{name}: preprocessed input differs by {err:e}");
             let mut engine = Engine::new(gpu.clone(), &r.model).unwrap();
-            compare(name, &r, &mut engine, &prepared.input, "image_");
+            compare(name, &r, &mut engine, &prepared.input, "image_", F32_TOL);
         }
     }
 }

@@ -67,9 +67,12 @@ impl Reference {
     }
 }
 
-/// Checks one engine map against its reference: within 1e-4 × max|map|, or, for a reference
+/// Relative tolerance of f32 arithmetic against the float64 references.
+pub const F32_TOL: f64 = 1e-4;
+
+/// Checks one engine map against its reference: within `tol` × max|map|, or, for a reference
 /// that is exactly zero (average pooling: the class token reaches no logit), within 1e-6.
-fn check_map(tag: &str, what: &str, got: &[f32], want: &[f64]) {
+fn check_map(tag: &str, what: &str, got: &[f32], want: &[f64], tol: f64) {
     let (err, scale) = super::max_error(got, want);
     if scale == 0.0 {
         assert!(
@@ -78,7 +81,7 @@ fn check_map(tag: &str, what: &str, got: &[f32], want: &[f64]) {
         );
     } else {
         assert!(
-            err <= 1e-4 * scale,
+            err <= tol * scale,
             "{tag}: {what}: map error {err:e} (max {scale:e}, ratio {:e})",
             err / scale
         );
@@ -86,8 +89,15 @@ fn check_map(tag: &str, what: &str, got: &[f32], want: &[f64]) {
 }
 
 /// Compares an engine run on `input` with the reference tensors `{prefix}logits`,
-/// `{prefix}classes` and `{prefix}maps`.
-pub fn compare(name: &str, r: &Reference, engine: &mut Engine, input: &[f32], prefix: &str) {
+/// `{prefix}classes` and `{prefix}maps`, within `tol` × the largest reference value.
+pub fn compare(
+    name: &str,
+    r: &Reference,
+    engine: &mut Engine,
+    input: &[f32],
+    prefix: &str,
+    tol: f64,
+) {
     let st = r.st();
     let (cshape, classes) = tensor(&st, &format!("{prefix}classes"));
     let (_, logits) = tensor(&st, &format!("{prefix}logits"));
@@ -108,7 +118,7 @@ pub fn compare(name: &str, r: &Reference, engine: &mut Engine, input: &[f32], pr
     for (b, exp) in got.iter().enumerate() {
         let (err, scale) = super::max_error(&exp.logits, &logits[b * c..(b + 1) * c]);
         assert!(
-            err <= 1e-4 * scale,
+            err <= tol * scale,
             "{tag}: image {b} logits error {err:e} (max {scale:e})"
         );
         for (s, m) in exp.maps.iter().enumerate() {
@@ -118,7 +128,13 @@ pub fn compare(name: &str, r: &Reference, engine: &mut Engine, input: &[f32], pr
                 "{tag}: image {b} slot {s} class"
             );
             let want = &maps[(b * k + s) * cells..][..cells];
-            check_map(&tag, &format!("image {b} class {}", m.class), &m.map, want);
+            check_map(
+                &tag,
+                &format!("image {b} class {}", m.class),
+                &m.map,
+                want,
+                tol,
+            );
         }
     }
 
@@ -138,6 +154,7 @@ pub fn compare(name: &str, r: &Reference, engine: &mut Engine, input: &[f32], pr
             &format!("image {b} named class"),
             &exp.maps[0].map,
             want,
+            tol,
         );
     }
 }
@@ -145,14 +162,14 @@ pub fn compare(name: &str, r: &Reference, engine: &mut Engine, input: &[f32], pr
 /// The random batch and the fixture's image file (through the engine's preprocessing, which
 /// must match torchvision's to 1e-6) against the reference, on `engine`.
 pub fn compare_all(name: &str, r: &Reference, engine: &mut Engine) {
-    compare(name, r, engine, &r.input(), "");
+    compare(name, r, engine, &r.input(), "", F32_TOL);
     let prepared = agcam::pipeline::prepare(&dir(name).join("image.png"), &r.model.config)
         .unwrap_or_else(|e| panic!("{name}: {e}"));
     let (_, want) = tensor(&r.st(), "image_input");
     // The resize is bit-exact with PIL, so inputs agree to float rounding.
     let (err, _) = super::max_error(&prepared.input, &want);
     assert!(err <= 1e-6, "{name}: preprocessed input differs by {err:e}");
-    compare(name, r, engine, &prepared.input, "image_");
+    compare(name, r, engine, &prepared.input, "image_", F32_TOL);
 }
 
 /// The f64 CPU reference of the crate against the fixture (class-token models).
