@@ -1,20 +1,29 @@
 #!/usr/bin/env bash
 # Every GPU check and benchmark in one run, for a session that is lent a GPU machine (the device
-# tool). It builds nothing there: build and stage the binary here first, then run this there.
+# tool). It builds nothing there: build and stage the binaries here first, then run this there.
 #
 # Here (once per session):
 #   cargo build --release && mkdir -p dist && strip -o dist/agcam target/release/agcam
-#   echo /.gl/ >> .git/info/exclude; echo /dist/ >> .git/info/exclude   # if not ignored yet
+#   cargo test --release --no-run    # then strip the lib, engine_vs_reference, model_families
+#   # and fixtures_parity test binaries to dist/t-<name> and pack them: tar cJf dist/tests.tar.xz
 #   mkdir -p .gl /tmp/amd64/partial; o='-oAPT::Architecture=amd64 -oAPT::Architectures=amd64 -oDir::State::Lists=/tmp/amd64'
 #   apt-get $o update; (cd .gl && apt-get $o download libvulkan1 libegl1 libglvnd0 libopengl0 libgl1 libglx0 libgles2)
-# There (device tool, carry [".gl", "dist"], timeout ~540 s):
+#   Optionally other builds (say, of the previous kernels) named in AB_BINS: the ViT-B points
+#   are then measured for each of them too, in the same run (A/B on the same warm machine), and
+#   F16_AB_BIN adds that build's f16 batch-64 profile.
+# There (device tool, carry [".gl", "dist"], timeout ~480 s):
 #   bash scripts/gpu-check.sh
-# Results land in $OUT (JSON and logs); copy the figures into BENCHMARKS.md with the date and
-# the adapter name that `devices.txt` shows.
+# Everything lands in $OUT/results.tgz (the device tool returns at most 8 files); the summary is
+# on stdout. The steps run most important first and the optional ones are skipped once the run
+# is past its time budget (BUDGET_S), so that a slow step cannot eat the whole lease.
 set -uo pipefail
 OUT=${OUT:-/tmp/gpu-check}
-mkdir -p "$OUT"
+R="$OUT/r"
+mkdir -p "$R"
 BIN=${BIN:-dist/agcam}
+AB_BINS=${AB_BINS:-}
+BUDGET_S=${BUDGET_S:-400}
+START=$(date +%s)
 
 for f in .gl/*.deb; do dpkg -x "$f" /; done
 ldconfig
@@ -22,35 +31,97 @@ if [ -f /usr/local/nvidia/share/vulkan/icd.d/nvidia_icd.json ]; then
     export VK_DRIVER_FILES=/usr/local/nvidia/share/vulkan/icd.d/nvidia_icd.json
     export __EGL_VENDOR_LIBRARY_FILENAMES=/usr/local/nvidia/share/glvnd/egl_vendor.d/10_nvidia.json
 fi
+# The test binaries find their fixtures through the path they were built in.
+mkdir -p /work
+[ -e /work/main ] || ln -s "$PWD" /work/main
+[ -f dist/tests.tar.xz ] && (cd dist && tar xJf tests.tar.xz)
 
-step() { echo "== $* ($(date +%T))"; }
+step() { echo "== $* (+$(($(date +%s) - START)) s, $(date +%T))"; }
+# Whether an optional step still fits in the budget.
+fits() { [ $(($(date +%s) - START)) -lt "$BUDGET_S" ]; }
+quiet() { grep -v XDG_RUNTIME_DIR; }
+finish() {
+    kill "$SMI" 2>/dev/null
+    tar czf "$OUT/results.tgz" -C "$R" .
+    step done
+}
+trap finish EXIT
+
+# GPU memory in use, sampled through the whole run; the step lines give the times.
+nvidia-smi --query-gpu=timestamp,memory.used --format=csv,noheader -lms 100 >"$R/smi_mem.csv" 2>&1 &
+SMI=$!
 
 step devices
-"$BIN" devices | tee "$OUT/devices.txt"
-nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv | tee "$OUT/nvidia-smi.txt"
+"$BIN" devices 2>&1 | quiet | tee "$R/devices.txt"
+nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=csv | tee -a "$R/devices.txt"
+step "OpenGL on this GPU"
+timeout 30 "$BIN" bench --backend gl --random vit_tiny_patch16_224 --batches 1 --iters 1 2>&1 | quiet | tail -n 4
 
 step "parity: random ViT-B/16 against PyTorch autograd (f64, CPU)"
-timeout 150 python3 tools/check_parity.py --model vit_base_patch16_224 --agcam "$BIN" \
-    --work "$OUT/parity" 2>&1 | tail -n 5 | tee "$OUT/parity.txt"
+timeout 90 python3 tools/check_parity.py --model vit_base_patch16_224 --agcam "$BIN" \
+    --work /tmp/parity 2>&1 | tail -n 4 | tee "$R/parity.txt"
+
+step "kernel unit tests on Vulkan"
+AGCAM_TEST_BACKEND=vulkan timeout 90 dist/t-agcam --test-threads 4 >"$R/t_unit.log" 2>&1
+echo "rc=$?"; grep -E "^test result|FAILED|panicked" -A2 "$R/t_unit.log" | head -n 20
 
 for precision in f32 f16; do
-    step "agcam bench $precision"
-    timeout 150 "$BIN" bench --backend vulkan --precision "$precision" --batches 1,8,32,64 \
-        --top-k 1 --iters 5 --json "$OUT/bench_$precision.json" 2>&1 | tee "$OUT/bench_$precision.txt"
+    for bin in $AB_BINS "$BIN"; do
+        step "A/B $bin $precision, ViT-B/16"
+        timeout 60 "$bin" bench --backend vulkan --precision "$precision" \
+            --random vit_base_patch16_224 --batches 1,8,64 --iters 5 \
+            --json "$R/ab_$(basename "$bin")_$precision.json" 2>&1 | quiet
+    done
 done
 
-step "top-k cost, ViT-B/16 batch 64"
-timeout 90 "$BIN" bench --backend vulkan --random vit_base_patch16_224 --batches 64 \
-    --top-k 1,5,10,100 --iters 3 --json "$OUT/topk.json" 2>&1 | tee "$OUT/topk.txt"
+profiles=("$BIN f32 64" "$BIN f16 64" "$BIN f32 8" "$BIN f32 1")
+# A second build's f16 profile, where f16 arithmetic is being compared.
+[ -n "${F16_AB_BIN:-}" ] && profiles+=("$F16_AB_BIN f16 64")
+for spec in "${profiles[@]}"; do
+    set -- $spec
+    name="profile_$(basename "$1")_$2_b$3.txt"
+    step "profile $1 $2 batch $3"
+    timeout 40 "$1" profile --backend vulkan --precision "$2" --random vit_base_patch16_224 \
+        --batch "$3" >"$R/$name" 2>&1
+    head -n 1 "$R/$name"
+    awk 'NR>2 {t[$2]+=$3} END {for (k in t) printf "  %-20s %9.3f ms\n", k, t[k]}' \
+        "$R/$name" | sort -k2 -nr | head -n 6
+done
 
-step "per-kernel profile, ViT-B/16 batch 64"
-timeout 60 "$BIN" profile --backend vulkan --random vit_base_patch16_224 --batch 64 \
-    > "$OUT/profile_vit_base_b64.txt" 2>&1
-head -n 3 "$OUT/profile_vit_base_b64.txt"
+step "PyTorch CUDA ViT-B/16"
+timeout 90 python3 benches/torch_agcam.py --model vit_base_patch16_224 --device cuda \
+    --batch 1,8,32,64 --iters 5 --json "$R/torch_vit_base_patch16_224.json" 2>&1
 
-for model in vit_tiny_patch16_224 vit_small_patch16_224 vit_base_patch16_224; do
+for precision in f32 f16; do
+    fits || break
+    step "agcam bench $precision, ViT-Ti/S/B"
+    timeout 90 "$BIN" bench --backend vulkan --precision "$precision" --batches 1,8,32,64 \
+        --top-k 1 --iters 5 --json "$R/bench_$precision.json" 2>&1 | quiet
+done
+
+if fits; then
+    step "top-k cost, ViT-B/16 batch 64 and 1"
+    timeout 60 "$BIN" bench --backend vulkan --random vit_base_patch16_224 --batches 64,1 \
+        --top-k 1,5,10,100 --iters 3 --json "$R/topk.json" 2>&1 | quiet
+fi
+
+for t in engine_vs_reference fixtures_parity; do
+    fits || break
+    step "test $t on Vulkan"
+    AGCAM_TEST_BACKEND=vulkan timeout 60 "dist/t-$t" >"$R/t_$t.log" 2>&1
+    echo "rc=$?"; grep -E "^test result|FAILED|panicked" -A2 "$R/t_$t.log" | head -n 10
+done
+# One at a time, so that a test that hangs is named and the others still run.
+for t in $(dist/t-model_families --list 2>/dev/null | sed -n 's/: test$//p'); do
+    fits || break
+    step "test model_families $t on Vulkan"
+    AGCAM_TEST_BACKEND=vulkan timeout 20 dist/t-model_families --exact "$t" >"$R/t_mf_$t.log" 2>&1
+    rc=$?; echo "rc=$rc"; [ $rc -ne 0 ] && tail -n 15 "$R/t_mf_$t.log"
+done
+
+for model in vit_tiny_patch16_224 vit_small_patch16_224; do
+    fits || break
     step "PyTorch CUDA $model"
-    timeout 120 python3 benches/torch_agcam.py --model "$model" --device cuda --batch 1,8,32,64 \
-        --iters 5 --json "$OUT/torch_$model.json" 2>&1 | tee "$OUT/torch_$model.txt"
+    timeout 60 python3 benches/torch_agcam.py --model "$model" --device cuda --batch 1,8,32,64 \
+        --iters 5 --json "$R/torch_$model.json" 2>&1
 done
-step done
