@@ -171,6 +171,9 @@ fn vecmat(
 // columns. llvmpipe loads per-lane data one lane at a time, and the rows are the same for the
 // whole workgroup (one scalar load each), so every weight load feeds VM4_ROWS rows.
 const VM4_ROWS: u32 = 8u;
+// Rows each invocation serves, at most VM4_ROWS: 1 for a single gradient row (batch 1, one
+// class), where the other 7 would repeat its multiply-adds for nothing.
+override VM4_LIVE_ROWS: u32 = VM4_ROWS;
 const VM_COLS4: u32 = 4u;
 // Small workgroups, so that a single gradient row over a 768-wide output (48 invocations) still
 // spreads over several CPU threads (GPUs run vecmat_sliced instead).
@@ -182,13 +185,13 @@ fn vecmat4(
     @builtin(workgroup_id) wid: vec3<u32>,
 ) {
     let j4 = gid.x * VM_COLS4;
-    let r0 = wid.y * VM4_ROWS;
+    let r0 = wid.y * VM4_LIVE_ROWS;
     let out4 = p.out_dim / 4u;
     if (j4 >= out4 || r0 >= p.rows) {
         return;
     }
     var rows: array<u32, VM4_ROWS>;
-    for (var t = 0u; t < VM4_ROWS; t++) {
+    for (var t = 0u; t < VM4_LIVE_ROWS; t++) {
         rows[t] = min(r0 + t, p.rows - 1u) * p.in_dim;
     }
     var cols: array<u32, VM_COLS4>;
@@ -202,14 +205,14 @@ fn vecmat4(
         for (var c = 0u; c < VM_COLS4; c++) {
             w[c] = load_weight4(i * out4 + cols[c]) * s;
         }
-        for (var t = 0u; t < VM4_ROWS; t++) {
+        for (var t = 0u; t < VM4_LIVE_ROWS; t++) {
             let x = input[rows[t] + i];
             for (var c = 0u; c < VM_COLS4; c++) {
                 acc[t][c] += x * w[c];
             }
         }
     }
-    for (var t = 0u; t < VM4_ROWS; t++) {
+    for (var t = 0u; t < VM4_LIVE_ROWS; t++) {
         let r = r0 + t;
         for (var c = 0u; c < VM_COLS4; c++) {
             if (r < p.rows && j4 + c < out4) {

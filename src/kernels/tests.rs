@@ -1285,6 +1285,8 @@ fn agcam_vecmat_matches_f64() {
         (6, 2, 192, 192),
         (19, 19, 33, 36),
         (20, 10, 8, 1028),
+        // A single row: vecmat4 with one row per invocation (CPU set).
+        (1, 1, 300, 772),
     ];
     for (rows, per_image, in_dim, out_dim) in shapes {
         let input = rng.vec(rows * in_dim, -1.0, 1.0);
