@@ -27,6 +27,16 @@ const VECMAT_BINDINGS: &[(u32, Access)] = &[
     (5, Access::Uniform),
     (7, Access::Read),
 ];
+// vecmat4: input, scale, gate, out, params, then the weight as vec4 and as f16 pairs.
+const VECMAT4_BINDINGS: &[(u32, Access)] = &[
+    (0, Access::Read),
+    (1, Access::Read),
+    (3, Access::Read),
+    (4, Access::ReadWrite),
+    (5, Access::Uniform),
+    (8, Access::Read),
+    (9, Access::Read),
+];
 // dO, V, class-token scores, maps, params, then V again through its vec4 view.
 const ACCUMULATE_BINDINGS: &[(u32, Access)] = &[
     (0, Access::Read),
@@ -84,34 +94,12 @@ impl AgcamKernels {
                 &[],
             ),
             vecmat: Kernel::new(gpu, &m, "vecmat", VECMAT_BINDINGS, &w_f16),
-            vecmat4: Kernel::new(
-                gpu,
-                &m,
-                "vecmat4",
-                &[
-                    (0, Access::Read),
-                    (1, Access::Read),
-                    (3, Access::Read),
-                    (4, Access::ReadWrite),
-                    (5, Access::Uniform),
-                    (8, Access::Read),
-                    (9, Access::Read),
-                ],
-                &w_f16,
-            ),
+            vecmat4: Kernel::new(gpu, &m, "vecmat4", VECMAT4_BINDINGS, &w_f16),
             vecmat4_single: Kernel::new(
                 gpu,
                 &m,
                 "vecmat4",
-                &[
-                    (0, Access::Read),
-                    (1, Access::Read),
-                    (3, Access::Read),
-                    (4, Access::ReadWrite),
-                    (5, Access::Uniform),
-                    (8, Access::Read),
-                    (9, Access::Read),
-                ],
+                VECMAT4_BINDINGS,
                 &[w_f16[0], ("VM4_LIVE_ROWS", 1.0)],
             ),
             vecmat_sliced: gpu_set
