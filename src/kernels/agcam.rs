@@ -60,16 +60,25 @@ struct AgcamParams {
     _pad: u32,
 }
 
+/// The backward chain's transposed products, shaped for one kernel set.
+enum Vecmat {
+    /// Register kernels for CPU rasterizers.
+    Cpu {
+        /// Any output width.
+        scalar: Kernel,
+        /// Output widths that are multiples of 4 (vec4 weight loads).
+        vec4: Kernel,
+        /// `vec4` serving one row per invocation, for a single gradient row (batch 1, one
+        /// class): 1.5× faster there on lavapipe; from 4 rows on, the shared weight loads win.
+        vec4_single: Kernel,
+    },
+    /// GPUs: any output width, the reduction split across the workgroup.
+    Sliced(Kernel),
+}
+
 pub(crate) struct AgcamKernels {
     topk: Kernel,
-    vecmat: Kernel,
-    /// vecmat for output widths that are multiples of 4 (vec4 weight loads).
-    vecmat4: Kernel,
-    /// vecmat4 serving one row per invocation, for a single gradient row (batch 1, one class):
-    /// 1.5× faster there on lavapipe; from 4 rows on, the shared weight loads win.
-    vecmat4_single: Kernel,
-    /// The GPU set's vecmat, for every output width: the reduction split across the workgroup.
-    vecmat_sliced: Option<Kernel>,
+    vecmat: Vecmat,
     accumulate: Kernel,
     /// The GPU set's accumulate: one invocation per (token, head) instead of per token.
     accumulate_heads: Option<Kernel>,
@@ -93,17 +102,27 @@ impl AgcamKernels {
                 ],
                 &[],
             ),
-            vecmat: Kernel::new(gpu, &m, "vecmat", VECMAT_BINDINGS, &w_f16),
-            vecmat4: Kernel::new(gpu, &m, "vecmat4", VECMAT4_BINDINGS, &w_f16),
-            vecmat4_single: Kernel::new(
-                gpu,
-                &m,
-                "vecmat4",
-                VECMAT4_BINDINGS,
-                &[w_f16[0], ("VM4_LIVE_ROWS", 1.0)],
-            ),
-            vecmat_sliced: gpu_set
-                .then(|| Kernel::new(gpu, &m, "vecmat_sliced", VECMAT_BINDINGS, &w_f16)),
+            vecmat: if gpu_set {
+                Vecmat::Sliced(Kernel::new(
+                    gpu,
+                    &m,
+                    "vecmat_sliced",
+                    VECMAT_BINDINGS,
+                    &w_f16,
+                ))
+            } else {
+                Vecmat::Cpu {
+                    scalar: Kernel::new(gpu, &m, "vecmat", VECMAT_BINDINGS, &w_f16),
+                    vec4: Kernel::new(gpu, &m, "vecmat4", VECMAT4_BINDINGS, &w_f16),
+                    vec4_single: Kernel::new(
+                        gpu,
+                        &m,
+                        "vecmat4",
+                        VECMAT4_BINDINGS,
+                        &[w_f16[0], ("VM4_LIVE_ROWS", 1.0)],
+                    ),
+                }
+            },
             accumulate: Kernel::new(gpu, &m, "accumulate", ACCUMULATE_BINDINGS, &[]),
             accumulate_heads: gpu_set
                 .then(|| Kernel::new(gpu, &m, "accumulate_heads", ACCUMULATE_BINDINGS, &[])),
@@ -155,22 +174,27 @@ impl AgcamKernels {
         };
         let u = gpu.uniform("vecmat params", &params);
         let gate = gate.unwrap_or(input);
-        let (kernel, buffers, column_groups, rows_per_group) = if let Some(k) = &self.vecmat_sliced
-        {
-            let b = vec![input, scale, weight, gate, out, &u, weight];
-            (k, b, (out_dim as u32).div_ceil(VS_COLS), VS_ROWS)
-        } else if out_dim.is_multiple_of(4) {
-            let b = vec![input, scale, gate, out, &u, weight, weight];
-            let columns = (out_dim as u32 / 4).div_ceil(VM_COLS4);
-            let (kernel, rows_per_group) = if rows == 1 {
-                (&self.vecmat4_single, 1)
-            } else {
-                (&self.vecmat4, VM4_ROWS)
-            };
-            (kernel, b, columns.div_ceil(VM4_WG), rows_per_group)
-        } else {
-            let b = vec![input, scale, weight, gate, out, &u, weight];
-            (&self.vecmat, b, (out_dim as u32).div_ceil(WG), VM_ROWS)
+        let (kernel, buffers, column_groups, rows_per_group) = match &self.vecmat {
+            Vecmat::Sliced(k) => {
+                let b = vec![input, scale, weight, gate, out, &u, weight];
+                (k, b, (out_dim as u32).div_ceil(VS_COLS), VS_ROWS)
+            }
+            Vecmat::Cpu {
+                vec4, vec4_single, ..
+            } if out_dim.is_multiple_of(4) => {
+                let b = vec![input, scale, gate, out, &u, weight, weight];
+                let columns = (out_dim as u32 / 4).div_ceil(VM_COLS4);
+                let (kernel, rows_per_group) = if rows == 1 {
+                    (vec4_single, 1)
+                } else {
+                    (vec4, VM4_ROWS)
+                };
+                (kernel, b, columns.div_ceil(VM4_WG), rows_per_group)
+            }
+            Vecmat::Cpu { scalar, .. } => {
+                let b = vec![input, scale, weight, gate, out, &u, weight];
+                (scalar, b, (out_dim as u32).div_ceil(WG), VM_ROWS)
+            }
         };
         let groups = [column_groups, (rows as u32).div_ceil(rows_per_group), 1];
         kernel.dispatch(gpu, &buffers, groups).work(
