@@ -1,9 +1,11 @@
 use std::fmt;
+use std::sync::{Arc, Mutex};
 
 use crate::error::{Error, Result};
 
 /// A graphics API that wgpu can drive, as the user names it on the command line.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Backend {
     /// Vulkan (Linux, Windows, Android; lavapipe on CPU-only machines).
     Vulkan,
@@ -16,6 +18,16 @@ pub enum Backend {
 }
 
 impl Backend {
+    /// The name `--backend` takes: `vulkan`, `metal`, `dx12` or `gl`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Backend::Vulkan => "vulkan",
+            Backend::Metal => "metal",
+            Backend::Dx12 => "dx12",
+            Backend::Gl => "gl",
+        }
+    }
+
     fn to_wgpu(self) -> wgpu::Backends {
         match self {
             Backend::Vulkan => wgpu::Backends::VULKAN,
@@ -90,6 +102,9 @@ pub struct Gpu {
     pub features: wgpu::Features,
     /// The adapter's real limits, as granted.
     pub limits: wgpu::Limits,
+    /// The first validation error, out-of-memory or device loss that wgpu reported outside
+    /// an error scope; [`Gpu::check`] turns it into [`Error::Gpu`].
+    failure: Arc<Mutex<Option<String>>>,
 }
 
 impl fmt::Debug for Gpu {
@@ -215,13 +230,42 @@ impl Gpu {
             trace: wgpu::Trace::Off,
         }))
         .map_err(|e| Error::Gpu(format!("cannot open {}: {e}", info.name)))?;
+        // wgpu's default handlers panic on a validation error and ignore device loss; record
+        // the first of either instead, so that the next wait or readback returns it as an
+        // error naming the adapter.
+        let failure: Arc<Mutex<Option<String>>> = Arc::default();
+        let record = |failure: &Arc<Mutex<Option<String>>>, message: String| {
+            let mut slot = failure.lock().unwrap_or_else(|e| e.into_inner());
+            slot.get_or_insert(message);
+        };
+        let errors = failure.clone();
+        device.on_uncaptured_error(Arc::new(move |e: wgpu::Error| {
+            record(&errors, e.to_string());
+        }));
+        let lost = failure.clone();
+        device.set_device_lost_callback(move |reason, message| {
+            if reason != wgpu::DeviceLostReason::Destroyed {
+                record(&lost, format!("device lost ({reason:?}): {message}"));
+            }
+        });
         Ok(Gpu {
             device,
             queue,
             info,
             features,
             limits,
+            failure,
         })
+    }
+
+    /// The first error wgpu reported on this device (a validation error, out of memory, the
+    /// device lost), if any, as [`Error::Gpu`] naming the adapter. Checked at every wait.
+    pub fn check(&self) -> Result<()> {
+        let slot = self.failure.lock().unwrap_or_else(|e| e.into_inner());
+        match slot.as_ref() {
+            None => Ok(()),
+            Some(message) => Err(Error::Gpu(format!("{}: {message}", self.describe()))),
+        }
     }
 
     /// "name (Backend, DeviceType)", for logs and JSON output.
@@ -247,7 +291,39 @@ impl Gpu {
     pub fn wait(&self) -> Result<()> {
         self.device
             .poll(wgpu::PollType::wait_indefinitely())
-            .map(|_| ())
-            .map_err(|e| Error::Gpu(format!("device lost while waiting: {e}")))
+            .map_err(|e| Error::Gpu(format!("device lost while waiting: {e}")))?;
+        self.check()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::gpu::testing::test_backends;
+
+    /// A wgpu validation error becomes `Error::Gpu` at the next wait, naming the adapter and
+    /// the cause, instead of wgpu's default panic. A fresh device, since the failure stays
+    /// recorded.
+    #[test]
+    fn validation_errors_become_gpu_errors() {
+        for gpu in open_each(&test_backends()) {
+            let gpu = gpu.expect("a test device opens");
+            assert!(gpu.wait().is_ok());
+            // A 64-byte copy from a buffer of 4 bytes is a validation error.
+            let dst = gpu.readback("dst", 64);
+            let too_small = gpu.device.create_buffer(&wgpu::BufferDescriptor {
+                label: Some("too small"),
+                size: 4,
+                usage: wgpu::BufferUsages::COPY_SRC,
+                mapped_at_creation: false,
+            });
+            let mut enc = gpu.device.create_command_encoder(&Default::default());
+            enc.copy_buffer_to_buffer(&too_small, 0, &dst, 0, 64);
+            gpu.queue.submit([enc.finish()]);
+            let err = gpu.wait().expect_err("the bad copy is reported");
+            let message = err.to_string();
+            assert!(message.starts_with("GPU: "), "{message}");
+            assert!(message.contains(&gpu.info.name), "{message}");
+        }
     }
 }
