@@ -8,6 +8,7 @@ pub mod explain;
 pub mod gpu;
 pub mod image;
 pub(crate) mod kernels;
+pub use kernels::variants::{shader_variants, ShaderVariant};
 pub use kernels::{KernelSet, Precision};
 pub mod model;
 pub mod output;

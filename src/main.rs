@@ -47,6 +47,9 @@ enum Command {
     /// Run the paper's evaluation protocols (localization, perturbation) on a dataset folder.
     #[command(subcommand)]
     Eval(cli::eval::EvalCommand),
+    /// Write every shader variant the engine can build as complete WGSL files, with a manifest
+    /// of the back ends that select each (for porting and profiling kernels).
+    Shaders(cli::shaders::ShadersArgs),
     /// Generate a deterministic synthetic dataset of labelled pictures with exact boxes.
     Synth(cli::synth::SynthArgs),
 }
@@ -59,6 +62,7 @@ fn run(cli: &Cli) -> agcam::Result<bool> {
         Command::Profile(args) => cli::bench::profile(args),
         Command::Eval(command) => cli::eval::run(command),
         Command::Synth(args) => cli::synth::synth(args),
+        Command::Shaders(args) => cli::shaders::shaders(args),
         Command::Devices { json } => {
             let adapters = list_adapters(None);
             if *json {

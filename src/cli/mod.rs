@@ -4,6 +4,7 @@
 pub mod bench;
 pub mod eval;
 pub mod explain;
+pub mod shaders;
 pub mod synth;
 
 use std::path::{Path, PathBuf};

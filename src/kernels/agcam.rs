@@ -47,6 +47,39 @@ const ACCUMULATE_BINDINGS: &[(u32, Access)] = &[
     (8, Access::Read),
 ];
 
+#[cfg(test)]
+pub(super) const MIRROR: super::Mirror = super::Mirror {
+    shader: "agcam",
+    constants: &[
+        ("WG", WG),
+        ("VM_ROWS", VM_ROWS),
+        ("VM4_ROWS", VM4_ROWS),
+        ("VM4_LIVE_ROWS", VM4_ROWS),
+        ("VM_COLS4", VM_COLS4),
+        ("VM4_WG", VM4_WG),
+        ("VS_COLS", VS_COLS),
+        ("VS_ROWS", VS_ROWS),
+        ("ACC_WG", ACC_WG as u32),
+    ],
+    workgroups: &[
+        ("topk", [WG, 1, 1]),
+        ("vecmat", [WG, 1, 1]),
+        ("vecmat4", [VM4_WG, 1, 1]),
+        ("vecmat_sliced", [VS_COLS, 32, 1]),
+        ("accumulate", [WG, 1, 1]),
+        ("accumulate_heads", [ACC_WG as u32, 1, 1]),
+    ],
+    structs: &[super::layout!(AgcamParams {
+        rows,
+        per_image,
+        in_dim,
+        out_dim,
+        flag,
+        heads,
+        head_dim
+    })],
+};
+
 #[repr(C)]
 #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable, Default)]
 struct AgcamParams {

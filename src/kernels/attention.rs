@@ -72,6 +72,27 @@ pub(crate) struct Attention {
 
 const WG: u32 = 64;
 
+#[cfg(test)]
+pub(super) const MIRROR: super::Mirror = super::Mirror {
+    shader: "attention",
+    constants: &[("WG", WG)],
+    workgroups: &[
+        ("softmax_rows", [WG, 1, 1]),
+        ("softmax_rows_serial", [WG, 1, 1]),
+        ("split_v", [WG, 1, 1]),
+    ],
+    structs: &[super::layout!(AttnParams {
+        rows,
+        tokens,
+        padded,
+        heads,
+        head_dim,
+        dim,
+        count,
+        row_step
+    })],
+};
+
 impl Attention {
     pub fn new(gpu: &Gpu, serial: bool) -> Attention {
         let m = module(gpu, "attention");

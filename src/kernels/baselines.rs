@@ -5,6 +5,25 @@ use crate::gpu::Gpu;
 
 const WG: u32 = 64;
 
+#[cfg(test)]
+pub(super) const MIRROR: super::Mirror = super::Mirror {
+    shader: "baselines",
+    constants: &[("WG", WG)],
+    workgroups: &[
+        ("head_mean", [WG, 1, 1]),
+        ("rollout_step", [WG, 1, 1]),
+        ("raw_attention", [WG, 1, 1]),
+    ],
+    structs: &[super::layout!(BaselineParams {
+        images,
+        tokens,
+        padded,
+        heads,
+        mode,
+        count
+    })],
+};
+
 #[repr(C)]
 #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable, Default)]
 struct BaselineParams {

@@ -142,6 +142,48 @@ const TILED128_MIN: usize = 128;
 /// 1.7× slower on the H200 before this threshold.
 const TILED128_MIN_GROUPS: usize = 256;
 
+#[cfg(test)]
+pub(super) const MIRROR: super::Mirror = super::Mirror {
+    shader: "gemm",
+    constants: &[
+        ("BLOCK_ROWS", BLOCK_ROWS),
+        ("MAX_BLOCK_COLS", BLOCK_COLS),
+        ("BLOCK_COLS", BLOCK_COLS),
+        ("WIDE_ROWS", 8),
+        ("TILE_MN", TILED_MN),
+        ("BIG_MN", TILED128_MN),
+    ],
+    workgroups: &[
+        ("gemm_wide", [64, 1, 1]),
+        ("gemm_block", [BLOCK_WG, 1, 1]),
+        ("gemm_vec4", [WG, WG, 1]),
+        ("gemm_scalar", [WG, WG, 1]),
+        ("gemm_tiled", [TILED_MN / TILE, TILED_MN / TILE, 1]),
+        ("gemm_tiled128", [16, 16, 1]),
+        ("residual_add", [64, 1, 1]),
+    ],
+    structs: &[
+        super::layout!(View {
+            offset,
+            row,
+            image,
+            head
+        }),
+        super::layout!(GemmParams {
+            m,
+            n,
+            k,
+            heads,
+            a,
+            w,
+            c,
+            alpha,
+            col_offset,
+            epilogue
+        }),
+    ],
+};
+
 /// One batched product: `images × heads` products of `m × k` by `(n × k)ᵀ`.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Batched {

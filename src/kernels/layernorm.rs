@@ -33,6 +33,21 @@ impl RowMap {
 /// Rows per workgroup of the serial kernel (its workgroup size).
 const SERIAL_WG: u32 = 64;
 
+#[cfg(test)]
+pub(super) const MIRROR: super::Mirror = super::Mirror {
+    shader: "layernorm",
+    constants: &[("WG", SERIAL_WG)],
+    workgroups: &[("layernorm_serial", [SERIAL_WG, 1, 1])],
+    structs: &[super::layout!(LnParams {
+        rows,
+        dim,
+        rows_per_input,
+        input_row_stride,
+        eps,
+        accumulate
+    })],
+};
+
 pub(crate) struct LayerNorm {
     /// One invocation per row (CPU kernel set), instead of one workgroup per row.
     serial: bool,

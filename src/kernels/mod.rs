@@ -7,6 +7,7 @@ mod baselines;
 mod gemm;
 mod layernorm;
 mod tokens;
+pub(crate) mod variants;
 
 pub(crate) use agcam::AgcamKernels;
 pub(crate) use attention::{Attention, AttnBuffers, AttnShape};
@@ -47,12 +48,55 @@ pub(crate) fn shader_source(name: &str, f16_math: bool) -> String {
     format!("{half}\n{COMMON}\n{body}")
 }
 
+/// What a launcher copies from its shader by hand (dispatch arithmetic, params structs), for
+/// the test that compares both sides with naga's reading of the shader.
+#[cfg(test)]
+pub(crate) struct Mirror {
+    /// The shader file.
+    pub shader: &'static str,
+    /// Module-scope `const`s and override defaults, with the value Rust assumes.
+    pub constants: &'static [(&'static str, u32)],
+    /// Entry points with the workgroup size Rust's dispatch counts assume.
+    pub workgroups: &'static [(&'static str, [u32; 3])],
+    /// Uniform structs, as Rust lays them out.
+    pub structs: &'static [StructLayout],
+}
+
+/// A struct's name, Rust size, and Rust's (field, offset) for each named field.
+#[cfg(test)]
+pub(crate) type StructLayout = (&'static str, usize, &'static [(&'static str, usize)]);
+
+/// `(name, size_of, [(field, offset_of)])` of a `#[repr(C)]` struct, for [`Mirror::structs`].
+#[cfg(test)]
+macro_rules! layout {
+    ($t:ident { $($f:ident),* $(,)? }) => {
+        (
+            stringify!($t),
+            std::mem::size_of::<$t>(),
+            &[$((stringify!($f), std::mem::offset_of!($t, $f))),*],
+        )
+    };
+}
+#[cfg(test)]
+pub(crate) use layout;
+
 /// How a kernel accesses one binding.
 #[derive(Clone, Copy)]
 pub(crate) enum Access {
     Read,
     ReadWrite,
     Uniform,
+}
+
+/// A compiled shader file, with what it was built from.
+pub(crate) struct Module {
+    module: wgpu::ShaderModule,
+    /// Records which catalogue entry each kernel compiled from it is (the tests check
+    /// [`variants::shader_variants`] against what the launchers build).
+    #[cfg_attr(not(test), allow(dead_code))]
+    shader: &'static str,
+    #[cfg_attr(not(test), allow(dead_code))]
+    f16_math: bool,
 }
 
 /// One compiled entry point with its explicit bind group layout.
@@ -98,11 +142,26 @@ impl Kernel {
     /// Compiles `entry` of `module` with the given override constants.
     pub fn new(
         gpu: &Gpu,
-        module: &wgpu::ShaderModule,
+        module: &Module,
         entry: &str,
         bindings: &'static [(u32, Access)],
         constants: &[(&str, f64)],
     ) -> Kernel {
+        #[cfg(test)]
+        {
+            let mut sorted: Vec<(String, u32)> = constants
+                .iter()
+                .map(|&(c, v)| (c.to_string(), v as u32))
+                .collect();
+            sorted.sort_unstable();
+            variants::compiled::record((
+                module.shader.to_string(),
+                entry.to_string(),
+                sorted,
+                module.f16_math,
+                gpu.info.backend,
+            ));
+        }
         let entries: Vec<wgpu::BindGroupLayoutEntry> = bindings
             .iter()
             .map(|&(binding, access)| wgpu::BindGroupLayoutEntry {
@@ -144,7 +203,7 @@ impl Kernel {
             .create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
                 label: Some(&label),
                 layout: Some(&pipeline_layout),
-                module,
+                module: &module.module,
                 entry_point: Some(entry),
                 compilation_options: wgpu::PipelineCompilationOptions {
                     constants,
@@ -200,17 +259,17 @@ impl Kernel {
 /// lavapipe): every kernel clamps or guards its own indices, and the kernel tests run each
 /// one at edge shapes against f64 references. `AGCAM_CHECKED_SHADERS=1` restores the checks,
 /// for debugging a kernel change.
-pub(crate) fn module(gpu: &Gpu, name: &str) -> wgpu::ShaderModule {
+pub(crate) fn module(gpu: &Gpu, name: &'static str) -> Module {
     module_with(gpu, name, false)
 }
 
 /// [`module`], with `half` = f16 when `f16_math` (the device must have SHADER_F16).
-pub(crate) fn module_with(gpu: &Gpu, name: &str, f16_math: bool) -> wgpu::ShaderModule {
+pub(crate) fn module_with(gpu: &Gpu, name: &'static str, f16_math: bool) -> Module {
     let desc = wgpu::ShaderModuleDescriptor {
         label: Some(name),
         source: wgpu::ShaderSource::Wgsl(shader_source(name, f16_math).into()),
     };
-    if std::env::var_os("AGCAM_CHECKED_SHADERS").is_some_and(|v| v == "1") {
+    let module = if std::env::var_os("AGCAM_CHECKED_SHADERS").is_some_and(|v| v == "1") {
         gpu.device.create_shader_module(desc)
     } else {
         // SAFETY: the kernels never index a buffer out of range: loads are clamped to the
@@ -220,6 +279,11 @@ pub(crate) fn module_with(gpu: &Gpu, name: &str, f16_math: bool) -> wgpu::Shader
             gpu.device
                 .create_shader_module_trusted(desc, wgpu::ShaderRuntimeChecks::unchecked())
         }
+    };
+    Module {
+        module,
+        shader: name,
+        f16_math,
     }
 }
 
@@ -320,3 +384,5 @@ impl Kernels {
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod variants_tests;

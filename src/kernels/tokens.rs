@@ -5,6 +5,20 @@ use crate::gpu::Gpu;
 
 const WG: u32 = 256;
 
+#[cfg(test)]
+pub(super) const MIRROR: super::Mirror = super::Mirror {
+    shader: "tokens",
+    constants: &[("WG", WG)],
+    workgroups: &[
+        ("im2col", [WG, 1, 1]),
+        ("assemble", [WG, 1, 1]),
+        ("gather_strided", [WG, 1, 1]),
+        ("gather_indexed", [WG, 1, 1]),
+        ("mean_patches", [WG, 1, 1]),
+    ],
+    structs: &[super::layout!(TokenParams { count, dim, a, b })],
+};
+
 #[repr(C)]
 #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
 struct TokenParams {

@@ -1,0 +1,62 @@
+//! `agcam shaders`: every shader variant the engine can build, as complete WGSL files, with a
+//! manifest of where each is selected (for porting, profiling, or checking a driver).
+
+use std::path::{Path, PathBuf};
+
+use agcam::{shader_variants, Error};
+use clap::Args;
+
+#[derive(Args)]
+pub struct ShadersArgs {
+    /// Folder to write the `.wgsl` files and `manifest.json` to (created if missing).
+    #[arg(long, short = 'o')]
+    pub out: PathBuf,
+}
+
+fn write(path: &Path, contents: &str) -> agcam::Result<()> {
+    std::fs::write(path, contents).map_err(|e| Error::io(path, e))
+}
+
+pub fn shaders(args: &ShadersArgs) -> agcam::Result<bool> {
+    std::fs::create_dir_all(&args.out).map_err(|e| Error::io(&args.out, e))?;
+    let variants = shader_variants();
+    let mut entries = Vec::with_capacity(variants.len());
+    for v in &variants {
+        let file = v.file_name();
+        write(&args.out.join(&file), &v.source())?;
+        let constants: serde_json::Map<String, serde_json::Value> = v
+            .constants
+            .iter()
+            .map(|&(c, value)| (c.to_string(), value.into()))
+            .collect();
+        entries.push(serde_json::json!({
+            "file": file,
+            "kernel": v.kernel,
+            "shader": format!("shaders/{}.wgsl", v.shader),
+            "constants": constants,
+            "arithmetic": if v.f16_math { "f16" } else { "f32" },
+            "adapter_f16": if v.f16_math {
+                "required"
+            } else if v.without_f16 {
+                "absent"
+            } else {
+                "any"
+            },
+            "kernel_set": v.kernel_set.map_or("both", |s| match s {
+                agcam::KernelSet::Cpu => "cpu",
+                agcam::KernelSet::Gpu => "gpu",
+                agcam::KernelSet::Auto => "both",
+            }),
+            "targets": v.targets,
+        }));
+    }
+    let manifest = serde_json::json!({ "shaders": entries });
+    let text = serde_json::to_string_pretty(&manifest).expect("JSON of plain values");
+    write(&args.out.join("manifest.json"), &(text + "\n"))?;
+    println!(
+        "wrote {} shader variants and manifest.json to {}",
+        variants.len(),
+        args.out.display()
+    );
+    Ok(true)
+}
