@@ -121,7 +121,14 @@ pub(crate) fn record_backward(
     // g = LN_finalᵀ(W_head[c]) at the class token of x_L.
     out.push(
         k.tokens
-            .gather_indexed(gpu, &w.head_w, &back.classes, &back.upstream, rows, d)
+            .gather_indexed(
+                gpu,
+                (&w.head_w, cfg.num_classes),
+                &back.classes,
+                &back.upstream,
+                rows,
+                d,
+            )
             .named("agcam.head_rows"),
     );
     out.push(

@@ -105,6 +105,8 @@ pub struct Gpu {
     /// The first validation error, out-of-memory or device loss that wgpu reported outside
     /// an error scope; [`Gpu::check`] turns it into [`Error::Gpu`].
     failure: Arc<Mutex<Option<String>>>,
+    /// A small read-only buffer for binding slots a dispatch does not read.
+    unused: wgpu::Buffer,
 }
 
 impl fmt::Debug for Gpu {
@@ -248,6 +250,12 @@ impl Gpu {
                 record(&lost, format!("device lost ({reason:?}): {message}"));
             }
         });
+        let unused = device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("unused binding"),
+            size: crate::gpu::MIN_STORAGE_BYTES,
+            usage: wgpu::BufferUsages::STORAGE,
+            mapped_at_creation: false,
+        });
         Ok(Gpu {
             device,
             queue,
@@ -255,6 +263,7 @@ impl Gpu {
             features,
             limits,
             failure,
+            unused,
         })
     }
 
@@ -274,6 +283,11 @@ impl Gpu {
             "{} ({:?}, {:?})",
             self.info.name, self.info.backend, self.info.device_type
         )
+    }
+
+    /// The buffer bound at slots a dispatch does not read (see `Bindings::unused`).
+    pub(crate) fn unused_binding(&self) -> &wgpu::Buffer {
+        &self.unused
     }
 
     /// Whether shaders may use f16 arithmetic on this device.

@@ -1,7 +1,7 @@
 //! Launcher of shaders/agcam.wgsl: top-k class choice, the transposed-Linear products of the
 //! backward chain, and the fused ReLU(gradient) × sigmoid(score) map accumulation.
 
-use super::{module, Access, Dispatch, Kernel, KernelSet, Precision};
+use super::{module, words, Access, Dispatch, Kernel, KernelSet, Precision};
 use crate::gpu::Gpu;
 
 const WG: u32 = 64;
@@ -110,6 +110,8 @@ enum Vecmat {
 }
 
 pub(crate) struct AgcamKernels {
+    /// Whether `vecmat` reads its weights as f16 pairs.
+    weights_f16: bool,
     topk: Kernel,
     vecmat: Vecmat,
     accumulate: Kernel,
@@ -124,6 +126,7 @@ impl AgcamKernels {
         let w_f16 = [("W_F16", (precision == Precision::F16) as u32 as f64)];
         let gpu_set = set.resolve(gpu) == KernelSet::Gpu;
         AgcamKernels {
+            weights_f16: precision == Precision::F16,
             topk: Kernel::new(
                 gpu,
                 &m,
@@ -179,7 +182,11 @@ impl AgcamKernels {
         };
         let u = gpu.uniform("topk params", &params);
         self.topk
-            .dispatch(gpu, &[logits, &u, classes], [batch as u32, 1, 1])
+            .bind()
+            .storage(0, logits, words(batch * num_classes))
+            .uniform(5, &u)
+            .storage(6, classes, words(batch * k))
+            .dispatch(gpu, [batch as u32, 1, 1])
             .work(k * batch * num_classes, 4 * batch * num_classes)
     }
 
@@ -206,31 +213,44 @@ impl AgcamKernels {
             ..Default::default()
         };
         let u = gpu.uniform("vecmat params", &params);
-        let gate = gate.unwrap_or(input);
-        let (kernel, buffers, column_groups, rows_per_group) = match &self.vecmat {
-            Vecmat::Sliced(k) => {
-                let b = vec![input, scale, weight, gate, out, &u, weight];
-                (k, b, (out_dim as u32).div_ceil(VS_COLS), VS_ROWS)
-            }
+        // The weight as f32 at `f32_slot` or as f16 pairs at `f16_slot`: slots 8 and 9 read
+        // it four columns at a time, 2 and 7 one at a time.
+        let (kernel, (f32_slot, f16_slot), column_groups, rows_per_group) = match &self.vecmat {
+            Vecmat::Sliced(k) => (k, (2, 7), (out_dim as u32).div_ceil(VS_COLS), VS_ROWS),
             Vecmat::Cpu {
                 vec4, vec4_single, ..
             } if out_dim.is_multiple_of(4) => {
-                let b = vec![input, scale, gate, out, &u, weight, weight];
                 let columns = (out_dim as u32 / 4).div_ceil(VM_COLS4);
                 let (kernel, rows_per_group) = if rows == 1 {
                     (vec4_single, 1)
                 } else {
                     (vec4, VM4_ROWS)
                 };
-                (kernel, b, columns.div_ceil(VM4_WG), rows_per_group)
+                (kernel, (8, 9), columns.div_ceil(VM4_WG), rows_per_group)
             }
-            Vecmat::Cpu { scalar, .. } => {
-                let b = vec![input, scale, weight, gate, out, &u, weight];
-                (scalar, b, (out_dim as u32).div_ceil(WG), VM_ROWS)
-            }
+            Vecmat::Cpu { scalar, .. } => (scalar, (2, 7), (out_dim as u32).div_ceil(WG), VM_ROWS),
         };
         let groups = [column_groups, (rows as u32).div_ceil(rows_per_group), 1];
-        kernel.dispatch(gpu, &buffers, groups).work(
+        let weight_elements = in_dim * out_dim;
+        let (weight_slot, weight_bytes, other_slot) = if self.weights_f16 {
+            let bytes = (2 * weight_elements).next_multiple_of(4) as u64;
+            (f16_slot, bytes, f32_slot)
+        } else {
+            (f32_slot, words(weight_elements), f16_slot)
+        };
+        let bind = kernel
+            .bind()
+            .storage(0, input, words(rows * in_dim))
+            .storage(1, scale, words(in_dim))
+            .storage(weight_slot, weight, weight_bytes)
+            .unused(gpu, other_slot)
+            .storage(4, out, words(rows * out_dim))
+            .uniform(5, &u);
+        let bind = match gate {
+            Some(gate) => bind.storage(3, gate, words(rows.div_ceil(per_image) * out_dim)),
+            None => bind.unused(gpu, 3),
+        };
+        bind.dispatch(gpu, groups).work(
             2 * rows * in_dim * out_dim,
             4 * (in_dim * out_dim + rows * (in_dim + out_dim)),
         )
@@ -266,8 +286,16 @@ impl AgcamKernels {
         let groups = [(tokens - 1).div_ceil(per_group) as u32, rows as u32, 1];
         let dim = heads * head_dim;
         let images = rows / per_image;
+        let v_end = words(images * tokens * dim);
         kernel
-            .dispatch(gpu, &[d_out, v, cls_scores, maps, &u, v], groups)
+            .bind()
+            .storage(0, d_out, words(rows * dim))
+            .storage(2, v, v_end)
+            .storage(3, cls_scores, words(images * heads * tokens))
+            .storage(4, maps, words(rows * (tokens - 1)))
+            .uniform(5, &u)
+            .storage(8, v, v_end)
+            .dispatch(gpu, groups)
             .work(
                 2 * rows * tokens * dim,
                 4 * (rows * dim + images * tokens * (dim + heads) + 2 * rows * tokens),

@@ -1,7 +1,7 @@
 //! Launcher of attention: two batched GEMMs (gemm.wgsl) around shaders/attention.wgsl.
 
 use super::gemm::{Batched, View};
-use super::{linear_grid, module, Access, Dispatch, Gemm, Kernel};
+use super::{linear_grid, module, words, Access, Dispatch, Gemm, Kernel};
 use crate::gpu::Gpu;
 
 #[repr(C)]
@@ -197,17 +197,24 @@ impl Attention {
         } else {
             (&self.softmax, linear_grid(softmax_rows))
         };
+        // The last score row softmax touches, and where its n values end.
+        let last_row = (b * h * queries).saturating_sub(1) * (n / queries);
         let softmax = kernel
-            .dispatch(gpu, &[buf.scores, buf.cls_scores, &uniform], groups)
+            .bind()
+            .storage(0, buf.scores, words(last_row * np + n))
+            .storage(1, buf.cls_scores, words(b * h * n))
+            .uniform(2, &uniform)
+            .dispatch(gpu, groups)
             .work(4 * b * h * queries * n, 4 * 2 * b * h * queries * n)
             .named(format!("{name}.softmax"));
         let split = self
             .split_v
-            .dispatch(
-                gpu,
-                &[&uniform, buf.qkv, buf.v_keep, buf.v_t],
-                linear_grid(((b * n * dim) as u32).div_ceil(WG)),
-            )
+            .bind()
+            .uniform(2, &uniform)
+            .storage(3, buf.qkv, words(b * n * 3 * dim))
+            .storage(4, buf.v_keep, words(b * n * dim))
+            .storage(5, buf.v_t, words((b * h * d).saturating_sub(1) * np + n))
+            .dispatch(gpu, linear_grid(((b * n * dim) as u32).div_ceil(WG)))
             .work(0, 4 * 3 * b * n * dim)
             .named(format!("{name}.split_v"));
         let values = gemm

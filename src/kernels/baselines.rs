@@ -1,6 +1,6 @@
 //! Launcher of shaders/baselines.wgsl: raw attention and attention rollout.
 
-use super::{linear_grid, module, Access, Dispatch, Kernel};
+use super::{linear_grid, module, words, Access, Dispatch, Kernel};
 use crate::gpu::Gpu;
 
 const WG: u32 = 64;
@@ -96,12 +96,14 @@ impl Baselines {
             ..Default::default()
         };
         let u = gpu.uniform("head mean params", &params);
+        let probs_end = (images * heads * tokens).saturating_sub(1) * padded + tokens;
         self.head_mean
-            .dispatch(
-                gpu,
-                &[probs, probs, mixed, &u],
-                linear_grid((count as u32).div_ceil(WG)),
-            )
+            .bind()
+            .storage(0, probs, words(probs_end))
+            .unused(gpu, 1)
+            .storage(2, mixed, words(count))
+            .uniform(3, &u)
+            .dispatch(gpu, linear_grid((count as u32).div_ceil(WG)))
             .work(count * heads, 4 * count * (heads + 1))
     }
 
@@ -124,12 +126,24 @@ impl Baselines {
             ..Default::default()
         };
         let u = gpu.uniform("rollout params", &params);
-        self.rollout_step
-            .dispatch(
-                gpu,
-                &[mixed, r, out, &u],
-                linear_grid((count as u32).div_ceil(WG)),
-            )
+        let written = if step.last {
+            images * (tokens - 1)
+        } else {
+            count
+        };
+        let bind = self
+            .rollout_step
+            .bind()
+            .storage(0, mixed, words(images * tokens * tokens))
+            .storage(2, out, words(written))
+            .uniform(3, &u);
+        // The first step starts from e_CLS and reads no chain vector.
+        let bind = if step.first {
+            bind.unused(gpu, 1)
+        } else {
+            bind.storage(1, r, words(count))
+        };
+        bind.dispatch(gpu, linear_grid((count as u32).div_ceil(WG)))
             .work(2 * count * tokens, 4 * count * tokens)
     }
 
@@ -149,7 +163,11 @@ impl Baselines {
         };
         let u = gpu.uniform("raw attention params", &params);
         self.raw_attention
-            .dispatch(gpu, &[cls_scores, map, &u], [images as u32, 1, 1])
+            .bind()
+            .storage(0, cls_scores, words(images * heads * tokens))
+            .storage(2, map, words(images * (tokens - 1)))
+            .uniform(3, &u)
+            .dispatch(gpu, [images as u32, 1, 1])
             .work(4 * images * heads * tokens, 8 * images * heads * tokens)
     }
 }

@@ -1,7 +1,7 @@
 //! Launcher of shaders/gemm.wgsl: `C = epilogue(A · Wᵀ)` for nn.Linear layers and, batched over
 //! images × heads with strided views, for the two products of attention.
 
-use super::{module_with, Access, Dispatch, Kernel, KernelSet, Precision};
+use super::{module_with, words, Access, Dispatch, Kernel, KernelSet, Precision};
 use crate::gpu::Gpu;
 
 /// What happens to the product before it is stored.
@@ -65,6 +65,19 @@ impl View {
             image: 0,
             head: 0,
         }
+    }
+
+    /// Elements of the buffer that `rows × cols` matrices at every (image, head) of a launch
+    /// over `images × heads` reach: one past the last element of the last matrix.
+    fn extent(&self, rows: usize, cols: usize, images: usize, heads: usize) -> usize {
+        if rows == 0 || cols == 0 || images == 0 || heads == 0 {
+            return 0;
+        }
+        self.offset as usize
+            + (images - 1) * self.image as usize
+            + (heads - 1) * self.head as usize
+            + (rows - 1) * self.row as usize
+            + cols
     }
 
     /// Whether the view can be read as vec4.
@@ -340,7 +353,12 @@ impl Gemm {
         let groups = [(n as u32).div_ceil(64), (m as u32).min(65535), 1];
         let add = self
             .residual_add
-            .dispatch(gpu, &[scratch, scale, c, &uniform], groups)
+            .bind()
+            .storage(6, scratch, words(m * n))
+            .storage(3, scale, words(col_offset + n))
+            .storage(4, c, words(c_view.extent(m, n, 1, 1)))
+            .uniform(5, &uniform)
+            .dispatch(gpu, groups)
             .work(2 * m * n, 4 * (3 * m * n + n));
         vec![product, add]
     }
@@ -373,7 +391,7 @@ impl Gemm {
         shape: Batched,
         alpha: f32,
     ) -> Dispatch {
-        // The Scaled epilogue reads neither bias nor scale: bind anything.
+        // The Scaled epilogue reads neither bias nor scale: `launch` binds the dummy there.
         let views = [a_view, w_view, c_view];
         let epilogue = Epilogue::Scaled;
         self.launch(
@@ -413,7 +431,9 @@ impl Gemm {
         // gemm_block has no residual epilogue: `residual` routes around it, and a direct
         // Residual launch (the kernel tests) takes the next kernel.
         let block = epilogue != Epilogue::Residual && self.runs_on_block(s.m, s.k, a_view, w_view);
-        let (kernel, groups) = if block {
+        // The block, wide and vec4 kernels read A and W as vec4 (slots 0, 1, 8), the others
+        // as scalars (6, 7, 9).
+        let (kernel, groups, vec4_slots) = if block {
             let (kernel, cols) = if attention {
                 (self.block_narrow.as_ref(), BLOCK_COLS_NARROW)
             } else {
@@ -424,30 +444,51 @@ impl Gemm {
                 (s.m as u32).div_ceil(BLOCK_ROWS),
                 1,
             ];
-            (kernel, groups)
+            (kernel, groups, true)
         } else if self.runs_on_tiled128(s) {
             let side = TILED128_MN;
             let groups = [(s.n as u32).div_ceil(side), (s.m as u32).div_ceil(side), 1];
-            (self.tiled128[w_f16 as usize].as_ref(), groups)
+            (self.tiled128[w_f16 as usize].as_ref(), groups, false)
         } else if vec4 && s.m >= WIDE_MIN_ROWS {
             let groups = [(s.n as u32).div_ceil(8 * 64), (s.m as u32).div_ceil(8), 1];
-            (self.wide[w_f16 as usize].as_ref(), groups)
+            (self.wide[w_f16 as usize].as_ref(), groups, true)
         } else {
             let side = if self.tiled { TILED_MN } else { TILE * WG };
             let groups = [(s.n as u32).div_ceil(side), (s.m as u32).div_ceil(side), 1];
             let kernels = if vec4 { &self.vec4 } else { &self.scalar };
-            (kernels[w_f16 as usize].as_ref(), groups)
+            (kernels[w_f16 as usize].as_ref(), groups, vec4)
         };
         let kernel = kernel.expect("the GEMM variant for this kernel set and weight format");
         let groups = [groups[0], groups[1], (s.images * s.heads) as u32];
         let count = s.images * s.heads;
         let out_reads = if epilogue == Epilogue::Residual { 2 } else { 1 };
         let w_bytes = if w_f16 { 2 } else { 4 };
-        kernel
-            .dispatch(gpu, &[a, w, bias, scale, c, &uniform, w], groups)
-            .work(
-                2 * count * s.m * s.n * s.k,
-                count * (4 * s.m * s.k + w_bytes * s.n * s.k + 4 * out_reads * s.m * s.n),
-            )
+        let (a_slot, w_slot, w_f16_slot) = if vec4_slots { (0, 1, 8) } else { (6, 7, 9) };
+        let (images, heads) = (s.images, s.heads);
+        let a_end = words(a_view.extent(s.m, s.k, images, heads));
+        let w_end = (w_bytes * w_view.extent(s.n, s.k, images, heads)).next_multiple_of(4);
+        let c_end = words(c_view.extent(s.m, s.n, images, heads));
+        let (w_used, w_unused) = if w_f16 {
+            (w_f16_slot, w_slot)
+        } else {
+            (w_slot, w_f16_slot)
+        };
+        let mut bind = kernel
+            .bind()
+            .storage(a_slot, a, a_end)
+            .storage(w_used, w, w_end as u64)
+            .unused(gpu, w_unused)
+            .storage(4, c, c_end)
+            .uniform(5, &uniform);
+        let features = words(col_offset + s.n);
+        bind = match epilogue {
+            Epilogue::Bias | Epilogue::Gelu => bind.storage(2, bias, features).unused(gpu, 3),
+            Epilogue::Residual => bind.storage(2, bias, features).storage(3, scale, features),
+            Epilogue::Scaled => bind.unused(gpu, 2).unused(gpu, 3),
+        };
+        bind.dispatch(gpu, groups).work(
+            2 * count * s.m * s.n * s.k,
+            count * (4 * s.m * s.k + w_bytes * s.n * s.k + 4 * out_reads * s.m * s.n),
+        )
     }
 }

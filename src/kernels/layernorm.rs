@@ -1,6 +1,6 @@
 //! Launcher of shaders/layernorm.wgsl: LayerNorm forward and backward.
 
-use super::{linear_grid, module, Access, Dispatch, Kernel};
+use super::{linear_grid, module, words, Access, Dispatch, Kernel};
 use crate::gpu::Gpu;
 
 #[repr(C)]
@@ -23,6 +23,14 @@ pub(crate) struct RowMap {
 }
 
 impl RowMap {
+    /// Values of the input that `rows` output rows of width `dim` read.
+    fn input_extent(&self, rows: usize, dim: usize) -> usize {
+        match rows {
+            0 => 0,
+            _ => ((rows - 1) / self.rows_per_input * self.input_row_stride + 1) * dim,
+        }
+    }
+
     /// Output row r reads input row r.
     pub const IDENTITY: RowMap = RowMap {
         rows_per_input: 1,
@@ -141,7 +149,13 @@ impl LayerNorm {
             (&self.forward, linear_grid(rows as u32))
         };
         kernel
-            .dispatch(gpu, &[x, gamma, beta, out, &uniform], groups)
+            .bind()
+            .storage(0, x, words(map.input_extent(rows, dim)))
+            .storage(1, gamma, words(dim))
+            .storage(2, beta, words(dim))
+            .storage(3, out, words(rows * dim))
+            .uniform(4, &uniform)
+            .dispatch(gpu, groups)
             .work(8 * rows * dim, 4 * 2 * rows * dim)
     }
 
@@ -165,11 +179,13 @@ impl LayerNorm {
             &Self::params(rows, dim, map, eps, accumulate),
         );
         self.backward
-            .dispatch(
-                gpu,
-                &[x, gamma, out, &uniform, upstream],
-                linear_grid(rows as u32),
-            )
+            .bind()
+            .storage(0, x, words(map.input_extent(rows, dim)))
+            .storage(1, gamma, words(dim))
+            .storage(3, out, words(rows * dim))
+            .uniform(4, &uniform)
+            .storage(5, upstream, words(rows * dim))
+            .dispatch(gpu, linear_grid(rows as u32))
             .work(14 * rows * dim, 4 * 3 * rows * dim)
     }
 }

@@ -219,34 +219,104 @@ impl Kernel {
         }
     }
 
-    /// Binds `buffers` (in the order of the kernel's binding list) and records a dispatch.
-    pub fn dispatch(&self, gpu: &Gpu, buffers: &[&wgpu::Buffer], workgroups: [u32; 3]) -> Dispatch {
-        assert_eq!(
-            buffers.len(),
-            self.bindings.len(),
-            "{}: wrong number of buffers",
-            self.label
+    /// Starts binding buffers to this kernel's slots, for one dispatch.
+    pub fn bind(&self) -> Bindings<'_> {
+        Bindings {
+            kernel: self,
+            bound: Vec::with_capacity(self.bindings.len()),
+        }
+    }
+}
+
+/// The buffers of one dispatch, bound by slot number, each checked against the highest byte
+/// the launch reaches. A launcher that binds a buffer too small for its shape, a slot twice, a
+/// slot the kernel does not have, or leaves one unbound fails here, when the dispatch is
+/// recorded (once per shape), naming kernel and slot, instead of reading or writing out of
+/// bounds on the GPU (the shaders run without injected bounds checks).
+pub(crate) struct Bindings<'a> {
+    kernel: &'a Kernel,
+    bound: Vec<(u32, &'a wgpu::Buffer)>,
+}
+
+/// Bytes of `count` 4-byte values (f32 or u32).
+pub(crate) fn words(count: usize) -> u64 {
+    4 * count as u64
+}
+
+impl<'a> Bindings<'a> {
+    fn add(mut self, slot: u32, buffer: &'a wgpu::Buffer) -> Self {
+        let label = &self.kernel.label;
+        assert!(
+            self.kernel.bindings.iter().any(|&(s, _)| s == slot),
+            "{label}: has no binding {slot}"
         );
-        let entries: Vec<wgpu::BindGroupEntry> = self
+        assert!(
+            self.bound.iter().all(|&(s, _)| s != slot),
+            "{label}: binding {slot} bound twice"
+        );
+        self.bound.push((slot, buffer));
+        self
+    }
+
+    /// Binds `buffer` at storage `slot` for a launch that reads or writes its first `bytes`.
+    pub fn storage(self, slot: u32, buffer: &'a wgpu::Buffer, bytes: u64) -> Self {
+        assert!(
+            buffer.size() >= bytes,
+            "{}: binding {slot} holds {} bytes, the launch reaches byte {bytes}",
+            self.kernel.label,
+            buffer.size()
+        );
+        self.add(slot, buffer)
+    }
+
+    /// Binds the uniform `buffer` (its size is checked by wgpu against the shader's struct).
+    pub fn uniform(self, slot: u32, buffer: &'a wgpu::Buffer) -> Self {
+        self.add(slot, buffer)
+    }
+
+    /// Binds the device's dummy buffer at a read-only `slot` that this launch does not read
+    /// (a weight format or an epilogue operand it does not use).
+    pub fn unused(self, gpu: &'a Gpu, slot: u32) -> Self {
+        assert!(
+            self.kernel
+                .bindings
+                .iter()
+                .any(|&(s, a)| s == slot && matches!(a, Access::Read)),
+            "{}: binding {slot} is not a read-only storage binding",
+            self.kernel.label
+        );
+        self.add(slot, gpu.unused_binding())
+    }
+
+    /// Records the dispatch; every slot of the kernel must be bound.
+    pub fn dispatch(self, gpu: &Gpu, workgroups: [u32; 3]) -> Dispatch {
+        let kernel = self.kernel;
+        let entries: Vec<wgpu::BindGroupEntry> = kernel
             .bindings
             .iter()
-            .zip(buffers)
-            .map(|(&(binding, _), buffer)| wgpu::BindGroupEntry {
-                binding,
-                resource: buffer.as_entire_binding(),
+            .map(|&(slot, _)| {
+                let (_, buffer) = self
+                    .bound
+                    .iter()
+                    .find(|&&(s, _)| s == slot)
+                    .unwrap_or_else(|| panic!("{}: binding {slot} not bound", kernel.label));
+                wgpu::BindGroupEntry {
+                    binding: slot,
+                    resource: buffer.as_entire_binding(),
+                }
             })
             .collect();
         let bind_group = gpu.device.create_bind_group(&wgpu::BindGroupDescriptor {
-            label: Some(&self.label),
-            layout: &self.layout,
+            label: Some(&kernel.label),
+            layout: &kernel.layout,
             entries: &entries,
         });
         Dispatch {
             name: String::new(),
-            kernel: self.label.clone(),
+            kernel: kernel.label.clone(),
             flops: 0,
             bytes: 0,
-            pipeline: self.pipeline.clone(),
+            pipeline: kernel.pipeline.clone(),
             bind_group,
             workgroups,
         }

@@ -237,9 +237,16 @@ const LINEAR_SHAPES: &[(usize, usize, usize)] = &[
     (2049, 2049, 5),
 ];
 
-fn check_linear(epilogue: Epilogue, seed: u64) {
+/// Checks `shapes` through `Gemm::linear` (or `residual`) on every test device and both
+/// kernel sets; returns the kernels that ran, per backend.
+fn check_linear(
+    epilogue: Epilogue,
+    seed: u64,
+    shapes: &[(usize, usize, usize)],
+) -> Vec<(String, String)> {
+    let mut ran = Vec::new();
     let mut rng = Rng::new(seed);
-    for &(m, n, k) in LINEAR_SHAPES {
+    for &(m, n, k) in shapes {
         let a = rng.vec(m * k, -1.0, 1.0);
         let w = rng.vec(n * k, -1.0, 1.0);
         let bias = rng.vec(n, -1.0, 1.0);
@@ -291,6 +298,7 @@ fn check_linear(epilogue: Epilogue, seed: u64) {
             };
             run(gpu, &dispatches);
             let kernels: Vec<&str> = dispatches.iter().map(|d| d.kernel.as_str()).collect();
+            ran.extend(kernels.iter().map(|k| (backend(gpu), k.to_string())));
             check(
                 &format!("{}.linear.{epilogue:?}", kernels.join("+")),
                 &format!("m={m} n={n} k={k}"),
@@ -301,11 +309,64 @@ fn check_linear(epilogue: Epilogue, seed: u64) {
             );
         }
     }
+    ran
+}
+
+/// A seeded sweep across every GEMM selection threshold: rows around 16 (`gemm_wide`), 64
+/// (`gemm_block`) and 128 (`gemm_tiled128`), and grids just below and at its 256 workgroups,
+/// with random widths and depths. Each backend must have run every kernel of its sets.
+#[test]
+fn gemm_sweep_crosses_every_selection_threshold() {
+    let mut rng = Rng::new(0x5EED);
+    let mut shapes: Vec<(usize, usize, usize)> = [15, 16, 17, 63, 64, 65, 127, 128, 129]
+        .iter()
+        .map(|&m| (m, 1 + rng.below(300), 1 + rng.below(64)))
+        .collect();
+    // 16 × 15 tiles of 128: 240 workgroups, below the threshold; 16 × 16: 256, at it.
+    shapes.extend([(2048, 1920, 3), (2048, 2048, 3)]);
+    // Depths a multiple of 4 too, so that the vec4 kernels run.
+    shapes.extend([(16, 40, 8), (64, 40, 8), (3, 40, 8)]);
+    let ran = check_linear(Epilogue::Bias, 17, &shapes);
+    for gpu in gpus() {
+        let mut want = vec![
+            "gemm_scalar",
+            "gemm_vec4",
+            "gemm_wide",
+            "gemm_tiled",
+            "gemm_tiled128",
+        ];
+        if gpu.info.backend != wgpu::Backend::Gl {
+            want.push("gemm_block");
+        }
+        for kernel in want {
+            assert!(
+                ran.iter().any(|(b, k)| *b == backend(gpu) && k == kernel),
+                "{kernel} never ran on {}: {ran:?}",
+                backend(gpu)
+            );
+        }
+    }
+}
+
+/// A launch whose buffer is smaller than its shape implies is refused when it is recorded,
+/// naming kernel and slot, instead of running out of bounds without bounds checks.
+#[test]
+#[should_panic(expected = "binding 4 holds 64 bytes, the launch reaches byte 68")]
+fn gemm_refuses_an_output_buffer_too_small_for_its_shape() {
+    let (gpu, kernels) = devices().next().expect("a test device");
+    let (m, n, k) = (17, 1, 4);
+    let a = gpu.storage("a", words(m * k));
+    let w = gpu.storage("w", words(n * k));
+    let bias = gpu.storage("bias", words(n));
+    let c = gpu.storage("c", words(m * n - 1));
+    kernels
+        .gemm
+        .linear(gpu, &a, &w, &bias, &bias, &c, (m, n, k), Epilogue::Bias);
 }
 
 #[test]
 fn gemm_linear_bias_matches_f64() {
-    check_linear(Epilogue::Bias, 1);
+    check_linear(Epilogue::Bias, 1, LINEAR_SHAPES);
 }
 
 /// The GPU set with f16 weights: gemm_tiled128 unpacks them and computes in f32, so it must
@@ -356,13 +417,13 @@ fn gemm_tiled128_reads_f16_weights() {
 /// GELU against the exact erf GELU (libm), not the tanh approximation.
 #[test]
 fn gemm_linear_gelu_matches_erf_gelu() {
-    check_linear(Epilogue::Gelu, 2);
+    check_linear(Epilogue::Gelu, 2, LINEAR_SHAPES);
 }
 
 /// `C += scale ⊙ (A·Wᵀ + bias)` in place, starting from a random C.
 #[test]
 fn gemm_linear_residual_in_place_with_scale() {
-    check_linear(Epilogue::Residual, 3);
+    check_linear(Epilogue::Residual, 3, LINEAR_SHAPES);
 }
 
 /// One batched product over strided views, as attention uses it.
@@ -1205,7 +1266,7 @@ fn tokens_gathers_match_reference() {
                 gpu,
                 &[kern
                     .tokens
-                    .gather_indexed(gpu, &s_buf, &i_buf, &dst, rows, dim)],
+                    .gather_indexed(gpu, (&s_buf, src_rows), &i_buf, &dst, rows, dim)],
             );
             check(
                 "tokens.gather_indexed",

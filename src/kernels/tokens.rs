@@ -1,6 +1,6 @@
 //! Launcher of shaders/tokens.wgsl: im2col, token assembly and row gathers.
 
-use super::{linear_grid, module, Access, Dispatch, Kernel, Precision};
+use super::{linear_grid, module, words, Access, Dispatch, Kernel, Precision};
 use crate::gpu::Gpu;
 
 const WG: u32 = 256;
@@ -29,6 +29,8 @@ struct TokenParams {
 }
 
 pub(crate) struct Tokens {
+    /// Whether `gather_indexed` reads its source as f16 pairs.
+    src_f16: bool,
     im2col: Kernel,
     assemble: Kernel,
     gather_strided: Kernel,
@@ -46,6 +48,7 @@ impl Tokens {
             (4, Access::Uniform),
         ];
         Tokens {
+            src_f16: precision == Precision::F16,
             im2col: Kernel::new(gpu, &m, "im2col", src_dst, &[]),
             assemble: Kernel::new(
                 gpu,
@@ -108,7 +111,11 @@ impl Tokens {
         let count = batch * 3 * height * width;
         let (u, groups) = Self::uniform(gpu, count, patch, height, width);
         self.im2col
-            .dispatch(gpu, &[images, patches, &u], groups)
+            .bind()
+            .storage(0, images, words(count))
+            .storage(3, patches, words(count))
+            .uniform(4, &u)
+            .dispatch(gpu, groups)
             .work(0, 8 * count)
     }
 
@@ -128,11 +135,13 @@ impl Tokens {
         let (u, groups) = Self::uniform(gpu, batch * n_tokens * dim, dim, n_tokens, 0);
         let count = batch * n_tokens * dim;
         self.assemble
-            .dispatch(
-                gpu,
-                &[patch_embeddings, cls_token, pos_embed, tokens, &u],
-                groups,
-            )
+            .bind()
+            .storage(0, patch_embeddings, words(batch * (n_tokens - 1) * dim))
+            .storage(1, cls_token, words(dim))
+            .storage(2, pos_embed, words(n_tokens * dim))
+            .storage(3, tokens, words(count))
+            .uniform(4, &u)
+            .dispatch(gpu, groups)
             .work(count, 12 * count)
     }
 
@@ -147,24 +156,45 @@ impl Tokens {
         stride: usize,
     ) -> Dispatch {
         let (u, groups) = Self::uniform(gpu, rows * dim, dim, stride, 0);
+        let src_end = match rows {
+            0 => 0,
+            _ => ((rows - 1) * stride + 1) * dim,
+        };
         self.gather_strided
-            .dispatch(gpu, &[src, dst, &u], groups)
+            .bind()
+            .storage(0, src, words(src_end))
+            .storage(3, dst, words(rows * dim))
+            .uniform(4, &u)
+            .dispatch(gpu, groups)
             .work(0, 8 * rows * dim)
     }
 
-    /// `dst[r] = src[index[r]]` for `rows` rows of width `dim`.
+    /// `dst[r] = src[index[r]]` for `rows` rows of width `dim`, from a source of `src_rows`
+    /// rows (f16 pairs when the precision is f16); every index must be below `src_rows`.
     pub fn gather_indexed(
         &self,
         gpu: &Gpu,
-        src: &wgpu::Buffer,
+        (src, src_rows): (&wgpu::Buffer, usize),
         index: &wgpu::Buffer,
         dst: &wgpu::Buffer,
         rows: usize,
         dim: usize,
     ) -> Dispatch {
         let (u, groups) = Self::uniform(gpu, rows * dim, dim, 0, 0);
+        let (src_slot, src_bytes, other_slot) = if self.src_f16 {
+            let bytes = (2 * src_rows * dim).next_multiple_of(4) as u64;
+            (6, bytes, 0)
+        } else {
+            (0, words(src_rows * dim), 6)
+        };
         self.gather_indexed
-            .dispatch(gpu, &[src, dst, &u, index, src], groups)
+            .bind()
+            .storage(src_slot, src, src_bytes)
+            .unused(gpu, other_slot)
+            .storage(3, dst, words(rows * dim))
+            .uniform(4, &u)
+            .storage(5, index, words(rows))
+            .dispatch(gpu, groups)
             .work(0, 8 * rows * dim)
     }
 
@@ -180,7 +210,11 @@ impl Tokens {
     ) -> Dispatch {
         let (u, groups) = Self::uniform(gpu, batch * dim, dim, n_tokens, 0);
         self.mean_patches
-            .dispatch(gpu, &[tokens, dst, &u], groups)
+            .bind()
+            .storage(0, tokens, words(batch * n_tokens * dim))
+            .storage(3, dst, words(batch * dim))
+            .uniform(4, &u)
+            .dispatch(gpu, groups)
             .work(batch * n_tokens * dim, 4 * batch * n_tokens * dim)
     }
 }
