@@ -88,8 +88,9 @@ for spec in "${profiles[@]}"; do
         "$R/$name" | sort -k2 -nr | head -n 6
 done
 
+# fp32 and, by default on CUDA, f16 and bf16 autocast (maps checked against fp32 first).
 step "PyTorch CUDA ViT-B/16"
-timeout 90 python3 benches/torch_agcam.py --model vit_base_patch16_224 --device cuda \
+timeout 150 python3 benches/torch_agcam.py --model vit_base_patch16_224 --device cuda \
     --batch 1,8,32,64 --iters 5 --json "$R/torch_vit_base_patch16_224.json" 2>&1
 
 for precision in f32 f16; do
@@ -118,6 +119,13 @@ for t in $(dist/t-model_families --list 2>/dev/null | sed -n 's/: test$//p'); do
     AGCAM_TEST_BACKEND=vulkan timeout 20 dist/t-model_families --exact "$t" >"$R/t_mf_$t.log" 2>&1
     rc=$?; echo "rc=$rc"; [ $rc -ne 0 ] && tail -n 15 "$R/t_mf_$t.log"
 done
+
+# torch.compile compiles in the warm-up runs (about a minute per variant): batch 64 only.
+if fits; then
+    step "PyTorch CUDA ViT-B/16 through torch.compile, batch 64"
+    timeout 240 python3 benches/torch_agcam.py --model vit_base_patch16_224 --device cuda \
+        --batch 64 --iters 5 --compile --json "$R/torch_compiled_vit_base_patch16_224.json" 2>&1
+fi
 
 for model in vit_tiny_patch16_224 vit_small_patch16_224; do
     fits || break
