@@ -155,7 +155,13 @@ def main() -> None:
     variants = [("optimized", agcam_shortcut, None)]
     variants += [(f"optimized-{r}", agcam_shortcut, AUTOCAST[r]) for r in reduced]
     if args.compile:
-        compiled = torch.compile(agcam_shortcut)
+        # Dynamo cannot trace through inference_mode (which agcam_shortcut is decorated
+        # with): compile the undecorated function and run it under no_grad.
+        traced = torch.compile(agcam_shortcut.__wrapped__)
+
+        def compiled(model, x):
+            with torch.no_grad():
+                return traced(model, x)
         variants.append(("optimized-compiled", compiled, None))
         variants += [(f"optimized-compiled-{r}", compiled, AUTOCAST[r]) for r in reduced]
     errors = {}
