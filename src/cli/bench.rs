@@ -59,10 +59,10 @@ pub struct BenchArgs {
     #[arg(long, value_enum)]
     pub backend: Option<Backend>,
     /// Adapter index from `agcam devices`.
-    #[arg(long)]
+    #[arg(long, value_parser = super::index)]
     pub adapter: Option<usize>,
-    /// GPU memory budget for activations, in MiB.
-    #[arg(long, default_value_t = 4096)]
+    /// GPU memory budget for activations, in MiB (1 to 16777216).
+    #[arg(long, default_value_t = 4096, value_parser = super::mebibytes)]
     pub max_gpu_mem: u64,
     /// Kernel shapes: cpu (for llvmpipe/lavapipe), gpu, or auto by adapter class.
     #[arg(long, value_enum, default_value_t = KernelSet::Auto)]
@@ -149,6 +149,7 @@ pub fn bench(args: &BenchArgs) -> agcam::Result<bool> {
         batches: args.batches.clone(),
         top_ks: args.top_k.clone(),
         iters: args.iters,
+        // In range: the parser bounds it to MAX_GPU_MEM_MIB.
         max_gpu_mem: args.max_gpu_mem << 20,
         kernels: args.kernels,
         precision: args.precision,
