@@ -368,4 +368,58 @@ mod tests {
         }
         assert_eq!(got.len(), got.iter().collect::<HashSet<_>>().len());
     }
+
+    #[test]
+    fn an_image_is_written_as_one_set_with_its_orientation_recorded() {
+        let dir = tempfile::tempdir().unwrap();
+        let picture = dir.path().join("photo.png");
+        ::image::RgbImage::new(20, 12).save(&picture).unwrap();
+        let config = ModelConfig::standard("vit_tiny_patch16_224").unwrap();
+        let mut prepared = crate::pipeline::prepare(&picture, &config).unwrap();
+        prepared.exif_orientation = Some(6);
+        prepared.orientation = crate::image::Orientation::Apply;
+        let (gh, gw) = config.grid();
+        let explanation = Explanation {
+            logits: (0..config.num_classes).map(|c| c as f32 / 100.0).collect(),
+            maps: [3, 7]
+                .map(|class| ClassMap {
+                    class,
+                    map: vec![0.25; gh * gw],
+                })
+                .to_vec(),
+        };
+        let info = RunInfo {
+            config,
+            adapter: "test".into(),
+            alpha: 0.5,
+            method: Method::Agcam,
+        };
+        let out = dir.path().join("out");
+        std::fs::create_dir(&out).unwrap();
+        let written =
+            write_image(&out, "photo", true, &prepared, &explanation, &info, 1.0).unwrap();
+        assert_eq!(written.len(), 2);
+        let mut names: Vec<String> = std::fs::read_dir(&out)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        assert_eq!(
+            names,
+            [
+                "photo_c3.json",
+                "photo_c3.npy",
+                "photo_c3.png",
+                "photo_c7.json",
+                "photo_c7.npy",
+                "photo_c7.png"
+            ]
+        );
+        let record: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(&written[1].json).unwrap()).unwrap();
+        assert_eq!(record["exif_orientation"], 6);
+        assert_eq!(record["orientation_applied"], true);
+        assert_eq!(record["explained_class"], 7);
+        assert_eq!(record["image_size"], serde_json::json!([20, 12]));
+    }
 }

@@ -128,6 +128,10 @@ pub fn bench(args: &BenchArgs) -> agcam::Result<bool> {
             "--iters, --batches and --top-k must be at least 1".into(),
         ));
     }
+    // Before the (long) measurements.
+    if let Some(path) = &args.json {
+        agcam::files::check_writable_file(path)?;
+    }
     let models: Vec<Model> = match &args.weights {
         Some(w) => vec![load_model(
             w,
@@ -170,7 +174,7 @@ pub fn bench(args: &BenchArgs) -> agcam::Result<bool> {
     }
     if let Some(path) = &args.json {
         let text = serde_json::to_string_pretty(&all).expect("JSON of plain values");
-        std::fs::write(path, text + "\n").map_err(|e| Error::io(path, e))?;
+        agcam::files::write_atomic(path, (text + "\n").as_bytes())?;
     }
     Ok(true)
 }
