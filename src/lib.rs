@@ -5,6 +5,7 @@ pub mod bench;
 pub mod error;
 pub mod eval;
 pub mod explain;
+pub mod files;
 pub mod gpu;
 pub mod image;
 pub(crate) mod kernels;

@@ -6,7 +6,7 @@ mod cli;
 use std::process::ExitCode;
 
 use agcam::gpu::list_adapters;
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 
 use cli::bench::{BenchArgs, ProfileArgs};
 use cli::explain::{ExplainArgs, PredictArgs};
@@ -86,8 +86,53 @@ fn run(cli: &Cli) -> agcam::Result<bool> {
     }
 }
 
+/// Lets every option value start with `-` when it is a number, so that `--class -1` reaches the
+/// value's parser and gets a range error, instead of clap's "unexpected argument '-1'".
+fn negative_numbers_as_values(command: clap::Command) -> clap::Command {
+    command
+        .mut_args(|arg| {
+            if arg.get_action().takes_values() {
+                arg.allow_negative_numbers(true)
+            } else {
+                arg
+            }
+        })
+        .mut_subcommands(negative_numbers_as_values)
+}
+
+/// Points `XDG_RUNTIME_DIR` at a private folder when it is unset or not a folder: Mesa's EGL
+/// (probed for the OpenGL adapter) otherwise prints "error: XDG_RUNTIME_DIR is invalid or not
+/// set in the environment." on every run, which reads as if agcam had failed. Called first in
+/// `main`, before any thread exists, as changing the environment requires.
+fn ensure_runtime_dir() {
+    let valid = std::env::var_os("XDG_RUNTIME_DIR")
+        .map(std::path::PathBuf::from)
+        .is_some_and(|d| d.is_absolute() && d.is_dir());
+    if valid {
+        return;
+    }
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
+        // One folder per user, as XDG asks: owned by the user, mode 0700.
+        let uid = std::fs::metadata("/proc/self").map_or(0, |m| m.uid());
+        let dir = std::env::temp_dir().join(format!("agcam-runtime-{uid}"));
+        let _ = std::fs::DirBuilder::new().mode(0o700).create(&dir);
+        let ours = std::fs::symlink_metadata(&dir)
+            .is_ok_and(|m| m.is_dir() && m.uid() == uid && m.permissions().mode() & 0o077 == 0);
+        if ours {
+            std::env::set_var("XDG_RUNTIME_DIR", &dir);
+        }
+    }
+}
+
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    ensure_runtime_dir();
+    let matches = negative_numbers_as_values(Cli::command()).get_matches();
+    let cli = match Cli::from_arg_matches(&matches) {
+        Ok(cli) => cli,
+        Err(e) => e.exit(),
+    };
     match run(&cli) {
         Ok(true) => ExitCode::SUCCESS,
         Ok(false) => ExitCode::FAILURE,

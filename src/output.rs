@@ -1,36 +1,121 @@
 //! What `agcam explain` writes per image and explained class: an overlay PNG, the raw map as
-//! `.npy`, and a JSON record of the prediction.
+//! `.npy`, and a JSON record of the prediction. Every file is written under a temporary name and
+//! renamed into place with the other files of its image, so no interruption or full disk leaves
+//! half a set or a truncated file; output names are planned so that no two inputs share one and
+//! no input picture is overwritten.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
+use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
 
 use serde_json::json;
 
 use crate::error::{Error, Result};
 use crate::explain::{softmax, ClassMap, Explanation, Method};
+use crate::files::AtomicSet;
 use crate::model::ModelConfig;
 use crate::pipeline::Prepared;
 
-/// Gives every input file a distinct output stem: its file stem, with `-2`, `-3`, ... appended
-/// when two inputs share one (e.g. `a/cat.png` and `b/cat.jpg`).
+/// Extensions of the files written per explained class.
+pub const OUTPUT_EXTENSIONS: [&str; 3] = ["png", "npy", "json"];
+
+/// Gives every input file a distinct output stem: its file stem (made valid UTF-8 lossily), with
+/// `-2`, `-3`, ... appended when two inputs share one (e.g. `a/cat.png` and `b/cat.jpg`).
+///
+/// Built with [`Stems::plan`], it knows every input in advance: an invented name never takes
+/// the natural stem of another input (`a/x.png`, `b/x.png` and `c/x-2.png` give `x`, `x-3` and
+/// `x-2`), and no name is used whose outputs would overwrite an input picture (when the output
+/// folder holds inputs).
 #[derive(Debug, Default)]
 pub struct Stems {
+    /// How many inputs asked for each natural stem so far.
     seen: HashMap<String, usize>,
+    /// Natural stems of all planned inputs: never invented for another input.
+    reserved: HashSet<String>,
+    /// Stems given out so far.
+    taken: HashSet<String>,
+    /// Canonical paths of input files inside the output folder: never written to.
+    inputs_in_out: HashSet<PathBuf>,
+    /// The canonical output folder, when planned.
+    out: Option<PathBuf>,
+}
+
+/// A file stem as text: lossy for names that are not UTF-8 (two such names that become the same
+/// text still get distinct stems from [`Stems`]).
+fn natural_stem(path: &Path) -> String {
+    path.file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "image".into())
 }
 
 impl Stems {
+    /// Plans stems for `inputs`, whose outputs go to the folder `out` (which should exist, so
+    /// that inputs inside it can be recognised).
+    pub fn plan(inputs: &[PathBuf], out: &Path) -> Self {
+        let out = std::fs::canonicalize(out).ok();
+        let inputs_in_out = match &out {
+            Some(out) => inputs
+                .iter()
+                .filter_map(|p| std::fs::canonicalize(p).ok())
+                .filter(|p| p.parent() == Some(out.as_path()))
+                .collect(),
+            None => HashSet::new(),
+        };
+        Stems {
+            reserved: inputs.iter().map(|p| natural_stem(p)).collect(),
+            inputs_in_out,
+            out,
+            ..Self::default()
+        }
+    }
+
+    /// Whether writing `<stem><suffix>.<ext>` files would overwrite an input, for any suffix
+    /// `_c<class>` or none.
+    fn hits_an_input(&self, stem: &str) -> bool {
+        let Some(out) = &self.out else { return false };
+        self.inputs_in_out.iter().any(|input| {
+            let ext_is_output = input
+                .extension()
+                .and_then(OsStr::to_str)
+                .is_some_and(|e| OUTPUT_EXTENSIONS.contains(&e));
+            let Some(rest) = input
+                .file_stem()
+                .and_then(OsStr::to_str)
+                .and_then(|s| s.strip_prefix(stem))
+            else {
+                return false;
+            };
+            let class_suffix = rest
+                .strip_prefix("_c")
+                .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()));
+            input.parent() == Some(out.as_path())
+                && ext_is_output
+                && (rest.is_empty() || class_suffix)
+        })
+    }
+
     /// The stem for `path`.
     pub fn stem_for(&mut self, path: &Path) -> String {
-        let base = path
-            .file_stem()
-            .map(|s| s.to_string_lossy().into_owned())
-            .unwrap_or_else(|| "image".into());
+        let base = natural_stem(path);
         let count = self.seen.entry(base.clone()).or_insert(0);
         *count += 1;
-        if *count == 1 {
-            base
-        } else {
-            format!("{base}-{count}")
+        let mut n = *count;
+        loop {
+            let candidate = if n == 1 {
+                base.clone()
+            } else {
+                format!("{base}-{n}")
+            };
+            let invented_clash = n > 1 && self.reserved.contains(&candidate);
+            if !invented_clash
+                && !self.taken.contains(&candidate)
+                && !self.hits_an_input(&candidate)
+            {
+                self.taken.insert(candidate.clone());
+                return candidate;
+            }
+            n += 1;
         }
     }
 }
@@ -60,7 +145,8 @@ pub struct RunInfo {
 }
 
 /// Writes the overlay, map and JSON for `class_map` of `explanation` into `dir` as
-/// `<stem><suffix>.{png,npy,json}`; `rank` is the class's position among the explained ones.
+/// `<stem><suffix>.{png,npy,json}`, all three or none; `rank` is the class's position among the
+/// explained ones.
 #[allow(clippy::too_many_arguments)]
 pub fn write_class(
     dir: &Path,
@@ -72,20 +158,92 @@ pub fn write_class(
     info: &RunInfo,
     gpu_ms: f64,
 ) -> Result<Written> {
+    let original = prepared.original_image()?;
+    let mut set = AtomicSet::new();
+    let written = stage_class(
+        &mut set,
+        dir,
+        &format!("{stem}{suffix}"),
+        prepared,
+        &original,
+        explanation,
+        class_map,
+        info,
+        gpu_ms,
+    )?;
+    set.commit()?;
+    Ok(written)
+}
+
+/// Writes the files of every explained class of one image into `dir` as one set: all of them
+/// or none (see [`write_class`]). With `suffixed`, each class's files carry `_c<class>`.
+pub fn write_image(
+    dir: &Path,
+    stem: &str,
+    suffixed: bool,
+    prepared: &Prepared,
+    explanation: &Explanation,
+    info: &RunInfo,
+    gpu_ms: f64,
+) -> Result<Vec<Written>> {
+    let original = prepared.original_image()?;
+    let mut set = AtomicSet::new();
+    let mut written = Vec::with_capacity(explanation.maps.len());
+    for m in &explanation.maps {
+        let name = if suffixed {
+            format!("{stem}_c{}", m.class)
+        } else {
+            stem.to_string()
+        };
+        written.push(stage_class(
+            &mut set,
+            dir,
+            &name,
+            prepared,
+            &original,
+            explanation,
+            m,
+            info,
+            gpu_ms,
+        )?);
+    }
+    set.commit()?;
+    Ok(written)
+}
+
+/// Writes one class's three files into `set` (the JSON record last).
+#[allow(clippy::too_many_arguments)]
+fn stage_class(
+    set: &mut AtomicSet,
+    dir: &Path,
+    name: &str,
+    prepared: &Prepared,
+    original: &::image::RgbImage,
+    explanation: &Explanation,
+    class_map: &ClassMap,
+    info: &RunInfo,
+    gpu_ms: f64,
+) -> Result<Written> {
     let cfg = &info.config;
     let (gh, gw) = cfg.grid();
-    let file = |ext: &str| dir.join(format!("{stem}{suffix}.{ext}"));
+    let file = |ext: &str| dir.join(format!("{name}.{ext}"));
     let written = Written {
         overlay: file("png"),
         map: file("npy"),
         json: file("json"),
     };
     let start = std::time::Instant::now();
-    crate::image::write_npy_f32(&written.map, &[gh, gw], &class_map.map)?;
-    let overlay = crate::image::overlay(&prepared.original, &class_map.map, gh, gw, info.alpha);
-    overlay.save(&written.overlay).map_err(|e| Error::Image {
-        path: written.overlay.clone(),
-        msg: format!("cannot write PNG: {e}"),
+    set.write_with(&written.map, |w| {
+        crate::image::write_npy_f32_to(w, &written.map, &[gh, gw], &class_map.map)
+    })?;
+    let overlay = crate::image::overlay(original, &class_map.map, gh, gw, info.alpha);
+    set.write_with(&written.overlay, |w| {
+        overlay
+            .write_to(w, ::image::ImageFormat::Png)
+            .map_err(|e| Error::Image {
+                path: written.overlay.clone(),
+                msg: format!("cannot write PNG: {e}"),
+            })
     })?;
 
     let probs = softmax(&explanation.logits);
@@ -110,8 +268,11 @@ pub fn write_class(
             (lo.min(v), hi.max(v))
         });
     let record = json!({
-        "image": prepared.path,
-        "image_size": [prepared.original.width(), prepared.original.height()],
+        // Lossy for a path that is not UTF-8 (JSON strings are Unicode).
+        "image": prepared.path.to_string_lossy(),
+        "image_size": [prepared.size.0, prepared.size.1],
+        "exif_orientation": prepared.exif_orientation,
+        "orientation_applied": prepared.oriented(),
         "method": info.method.name(),
         "predicted_class": predicted,
         "predicted_label": cfg.label(predicted),
@@ -142,6 +303,123 @@ pub fn write_class(
         },
     });
     let text = serde_json::to_string_pretty(&record).expect("JSON of plain values");
-    std::fs::write(&written.json, text + "\n").map_err(|e| Error::io(&written.json, e))?;
+    set.write(&written.json, (text + "\n").as_bytes())?;
     Ok(written)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn stems(inputs: &[&str], out: &Path) -> Vec<String> {
+        let paths: Vec<PathBuf> = inputs.iter().map(PathBuf::from).collect();
+        let mut plan = Stems::plan(&paths, out);
+        paths.iter().map(|p| plan.stem_for(p)).collect()
+    }
+
+    #[test]
+    fn invented_names_never_take_a_real_one() {
+        let out = Path::new("/nonexistent-agcam-out");
+        assert_eq!(
+            stems(&["a/x.png", "b/x.png", "c/x-2.png"], out),
+            ["x", "x-3", "x-2"]
+        );
+        assert_eq!(
+            stems(&["a/x-2.png", "a/x.png", "b/x.png"], out),
+            ["x-2", "x", "x-3"]
+        );
+        let all = stems(
+            &["a/x.png", "b/x.png", "c/x.png", "d/x-2.png", "e/x-3.png"],
+            out,
+        );
+        let unique: HashSet<_> = all.iter().collect();
+        assert_eq!(unique.len(), all.len(), "{all:?}");
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn names_that_are_not_utf8_get_distinct_stems() {
+        use std::os::unix::ffi::OsStrExt;
+        let a = PathBuf::from(OsStr::from_bytes(b"d/\xff.png"));
+        let b = PathBuf::from(OsStr::from_bytes(b"d/\xfe.png"));
+        let mut plan = Stems::plan(&[a.clone(), b.clone()], Path::new("/nonexistent"));
+        let (sa, sb) = (plan.stem_for(&a), plan.stem_for(&b));
+        assert_ne!(sa, sb);
+        assert_eq!(sa, "\u{fffd}");
+    }
+
+    #[test]
+    fn outputs_never_overwrite_inputs_in_the_output_folder() {
+        let dir = tempfile::tempdir().unwrap();
+        let x = dir.path().join("x.png");
+        let x2 = dir.path().join("x-2.png");
+        let y = dir.path().join("y_c3.png");
+        for p in [&x, &x2, &y] {
+            std::fs::write(p, b"").unwrap();
+        }
+        let inputs = [x.clone(), x2.clone(), y.clone()];
+        let mut plan = Stems::plan(&inputs, dir.path());
+        let got: Vec<String> = inputs.iter().map(|p| plan.stem_for(p)).collect();
+        for (stem, input) in got.iter().zip(&inputs) {
+            for suffix in ["", "_c3"] {
+                let out = dir.path().join(format!("{stem}{suffix}.png"));
+                assert!(!inputs.contains(&out), "{input:?} -> {out:?}");
+            }
+        }
+        assert_eq!(got.len(), got.iter().collect::<HashSet<_>>().len());
+    }
+
+    #[test]
+    fn an_image_is_written_as_one_set_with_its_orientation_recorded() {
+        let dir = tempfile::tempdir().unwrap();
+        let picture = dir.path().join("photo.png");
+        ::image::RgbImage::new(20, 12).save(&picture).unwrap();
+        let config = ModelConfig::standard("vit_tiny_patch16_224").unwrap();
+        let mut prepared = crate::pipeline::prepare(&picture, &config).unwrap();
+        prepared.exif_orientation = Some(6);
+        prepared.orientation = crate::image::Orientation::Apply;
+        let (gh, gw) = config.grid();
+        let explanation = Explanation {
+            logits: (0..config.num_classes).map(|c| c as f32 / 100.0).collect(),
+            maps: [3, 7]
+                .map(|class| ClassMap {
+                    class,
+                    map: vec![0.25; gh * gw],
+                })
+                .to_vec(),
+        };
+        let info = RunInfo {
+            config,
+            adapter: "test".into(),
+            alpha: 0.5,
+            method: Method::Agcam,
+        };
+        let out = dir.path().join("out");
+        std::fs::create_dir(&out).unwrap();
+        let written =
+            write_image(&out, "photo", true, &prepared, &explanation, &info, 1.0).unwrap();
+        assert_eq!(written.len(), 2);
+        let mut names: Vec<String> = std::fs::read_dir(&out)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        assert_eq!(
+            names,
+            [
+                "photo_c3.json",
+                "photo_c3.npy",
+                "photo_c3.png",
+                "photo_c7.json",
+                "photo_c7.npy",
+                "photo_c7.png"
+            ]
+        );
+        let record: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(&written[1].json).unwrap()).unwrap();
+        assert_eq!(record["exif_orientation"], 6);
+        assert_eq!(record["orientation_applied"], true);
+        assert_eq!(record["explained_class"], 7);
+        assert_eq!(record["image_size"], serde_json::json!([20, 12]));
+    }
 }

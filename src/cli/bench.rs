@@ -59,10 +59,10 @@ pub struct BenchArgs {
     #[arg(long, value_enum)]
     pub backend: Option<Backend>,
     /// Adapter index from `agcam devices`.
-    #[arg(long)]
+    #[arg(long, value_parser = super::index)]
     pub adapter: Option<usize>,
-    /// GPU memory budget for activations, in MiB.
-    #[arg(long, default_value_t = 4096)]
+    /// GPU memory budget for activations, in MiB (1 to 16777216).
+    #[arg(long, default_value_t = 4096, value_parser = super::mebibytes)]
     pub max_gpu_mem: u64,
     /// Kernel shapes: cpu (for llvmpipe/lavapipe), gpu, or auto by adapter class.
     #[arg(long, value_enum, default_value_t = KernelSet::Auto)]
@@ -128,6 +128,10 @@ pub fn bench(args: &BenchArgs) -> agcam::Result<bool> {
             "--iters, --batches and --top-k must be at least 1".into(),
         ));
     }
+    // Before the (long) measurements.
+    if let Some(path) = &args.json {
+        agcam::files::check_writable_file(path)?;
+    }
     let models: Vec<Model> = match &args.weights {
         Some(w) => vec![load_model(
             w,
@@ -149,6 +153,7 @@ pub fn bench(args: &BenchArgs) -> agcam::Result<bool> {
         batches: args.batches.clone(),
         top_ks: args.top_k.clone(),
         iters: args.iters,
+        // In range: the parser bounds it to MAX_GPU_MEM_MIB.
         max_gpu_mem: args.max_gpu_mem << 20,
         kernels: args.kernels,
         precision: args.precision,
@@ -169,7 +174,7 @@ pub fn bench(args: &BenchArgs) -> agcam::Result<bool> {
     }
     if let Some(path) = &args.json {
         let text = serde_json::to_string_pretty(&all).expect("JSON of plain values");
-        std::fs::write(path, text + "\n").map_err(|e| Error::io(path, e))?;
+        agcam::files::write_atomic(path, (text + "\n").as_bytes())?;
     }
     Ok(true)
 }

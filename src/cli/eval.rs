@@ -39,7 +39,7 @@ pub struct DataArgs {
     #[arg(long, value_enum, default_value_t = Method::Agcam)]
     method: Method,
     /// Evaluate only the first N images (in id order).
-    #[arg(long)]
+    #[arg(long, value_parser = super::index)]
     limit: Option<usize>,
     /// Write the full report, with one row per image, to this JSON file.
     #[arg(long)]
@@ -50,8 +50,8 @@ pub struct DataArgs {
 pub struct LocalizationArgs {
     #[command(flatten)]
     common: DataArgs,
-    /// Mask = normalised map value > threshold.
-    #[arg(long, default_value_t = 0.5)]
+    /// Mask = normalised map value > threshold, in [0, 1].
+    #[arg(long, default_value_t = 0.5, value_parser = super::unit_interval)]
     threshold: f32,
 }
 
@@ -59,13 +59,26 @@ pub struct LocalizationArgs {
 pub struct PerturbationArgs {
     #[command(flatten)]
     common: DataArgs,
-    /// Fractions of pixels removed, evenly from 0 to 1 inclusive (11: 0.0, 0.1, …, 1.0).
-    #[arg(long, default_value_t = 11)]
+    /// Fractions of pixels removed, evenly from 0 to 1 inclusive (11: 0.0, 0.1, …, 1.0); 2 to
+    /// 101 (each step holds a perturbed copy of the picture per image).
+    #[arg(long, default_value_t = 11, value_parser = perturbation_steps)]
     steps: usize,
+}
+
+/// Most `--steps` of `eval perturbation`: every 1 % of the pixels. Memory grows with the steps
+/// (2000 steps took 2.5 GB for one picture).
+const MAX_PERTURBATION_STEPS: u128 = 101;
+
+fn perturbation_steps(s: &str) -> Result<usize, String> {
+    super::whole_number(s, 2, MAX_PERTURBATION_STEPS).map(|v| v as usize)
 }
 
 /// Opens the model, the dataset and the engine, and says what was found.
 fn open(args: &DataArgs) -> agcam::Result<(agcam::Engine, Dataset)> {
+    // Before any work: a run that cannot write its report should not start.
+    if let Some(path) = &args.json {
+        agcam::files::check_writable_file(path)?;
+    }
     let model = args.model.load()?;
     let mut dataset = Dataset::open(&args.data, model.config.labels.as_deref())?;
     eprintln!("{}", dataset.describe());
@@ -87,9 +100,11 @@ fn open(args: &DataArgs) -> agcam::Result<(agcam::Engine, Dataset)> {
 }
 
 fn write_json(path: &Path, value: &impl serde::Serialize) -> agcam::Result<()> {
-    let file = std::fs::File::create(path).map_err(|e| Error::io(path, e))?;
-    serde_json::to_writer_pretty(std::io::BufWriter::new(file), value)
-        .map_err(|e| Error::io(path, e.into()))?;
+    let mut set = agcam::files::AtomicSet::new();
+    set.write_with(path, |w| {
+        serde_json::to_writer_pretty(w, value).map_err(|e| Error::io(path, e.into()))
+    })?;
+    set.commit()?;
     eprintln!("wrote {}", path.display());
     Ok(())
 }

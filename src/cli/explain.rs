@@ -1,15 +1,23 @@
 //! `agcam explain` and `agcam predict`.
 
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Instant;
 
+use agcam::image::Orientation;
 use agcam::model::Model;
-use agcam::output::{write_class, RunInfo, Stems};
-use agcam::pipeline::{collect_images, explain_files, for_each_prepared_chunk, Outcome};
-use agcam::{Engine, Error, Method, Target};
+use agcam::output::{write_image, RunInfo, Stems};
+use agcam::pipeline::{
+    explain_files_with, find_images, for_each_prepared_chunk_with, non_finite, FileRunOptions,
+    Outcome, ReadOptions, ORIGINALS_PER_CHUNK_BYTES,
+};
+use agcam::{Engine, Method, Target};
 use clap::Args;
 
-use super::{class_name, inputs_or_samples, progress, say, GpuArgs, ModelArgs};
+use super::{
+    class_name, index, inputs_or_samples, progress, say, unit_interval, GpuArgs, ModelArgs,
+};
 
 #[derive(Args)]
 pub struct ExplainArgs {
@@ -20,10 +28,10 @@ pub struct ExplainArgs {
     #[command(flatten)]
     pub gpu: GpuArgs,
     /// Explain this class index for every image (default: the predicted class).
-    #[arg(long, conflicts_with = "top_k")]
+    #[arg(long, conflicts_with = "top_k", value_parser = index)]
     pub class: Option<usize>,
     /// Explain the K best classes of each image; files get a `_c<class>` suffix when K > 1.
-    #[arg(long)]
+    #[arg(long, value_parser = index)]
     pub top_k: Option<usize>,
     /// How maps are computed: AGCAM, or a class-agnostic baseline for comparison.
     #[arg(long, value_enum, default_value_t = Method::Agcam)]
@@ -32,8 +40,12 @@ pub struct ExplainArgs {
     #[arg(long, short = 'o', default_value = "agcam-out")]
     pub out: PathBuf,
     /// Heatmap opacity in the overlay, 0..1.
-    #[arg(long, default_value_t = agcam::image::DEFAULT_OVERLAY_ALPHA)]
+    #[arg(long, default_value_t = agcam::image::DEFAULT_OVERLAY_ALPHA, value_parser = unit_interval)]
     pub alpha: f32,
+    /// Ignore the EXIF orientation of photos (explain the stored pixels, as a PIL pipeline
+    /// without `ImageOps.exif_transpose` does); by default it is applied, as image viewers do.
+    #[arg(long)]
+    pub ignore_orientation: bool,
 }
 
 #[derive(Args)]
@@ -44,23 +56,46 @@ pub struct PredictArgs {
     pub model: ModelArgs,
     #[command(flatten)]
     pub gpu: GpuArgs,
+    /// Ignore the EXIF orientation of photos (see `agcam explain --help`).
+    #[arg(long)]
+    pub ignore_orientation: bool,
+}
+
+fn orientation(ignore: bool) -> Orientation {
+    if ignore {
+        Orientation::Ignore
+    } else {
+        Orientation::Apply
+    }
+}
+
+/// Stops the run cleanly on SIGINT or SIGTERM: the first signal sets the returned flag (the
+/// image being written is finished, nothing further is started); a second one exits at once.
+fn stop_on_signals() -> Arc<AtomicBool> {
+    let stop = Arc::new(AtomicBool::new(false));
+    for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        // The shutdown goes first, so that it only fires once the flag is already set.
+        // Registration fails only for forbidden signals, which these are not.
+        let _ = signal_hook::flag::register_conditional_shutdown(signal, 130, Arc::clone(&stop));
+        let _ = signal_hook::flag::register(signal, Arc::clone(&stop));
+    }
+    stop
 }
 
 pub fn explain(args: &ExplainArgs) -> agcam::Result<bool> {
-    if !(0.0..=1.0).contains(&args.alpha) {
-        return Err(Error::Invalid(format!(
-            "--alpha must be between 0 and 1, not {}",
-            args.alpha
-        )));
+    let found = find_images(&inputs_or_samples(&args.images))?;
+    for line in &found.skipped {
+        eprintln!("note: {line}");
     }
-    let paths = collect_images(&inputs_or_samples(&args.images))?;
+    let paths = found.images;
+    // Before any work: a run that cannot write its results should not start.
+    agcam::files::ensure_writable_dir(&args.out)?;
     let (model, mut engine) = load_and_upload(&args.model, &args.gpu)?;
     let target = match (args.class, args.top_k) {
         (Some(c), _) => Target::Class(c),
         (None, Some(k)) => Target::TopK(k),
         (None, None) => Target::Predicted,
     };
-    std::fs::create_dir_all(&args.out).map_err(|e| Error::io(&args.out, e))?;
     let info = RunInfo {
         config: model.config.clone(),
         adapter: engine.gpu().describe(),
@@ -70,77 +105,124 @@ pub fn explain(args: &ExplainArgs) -> agcam::Result<bool> {
     eprintln!("{} images", paths.len());
     let suffixed = matches!(target, Target::TopK(k) if k > 1);
     let bar = progress(paths.len());
-    let mut stems = Stems::default();
+    let mut stems = Stems::plan(&paths, &args.out);
     let mut failed = 0usize;
+    let mut written = 0usize;
     let mut write_error = None;
-    explain_files(&mut engine, &paths, &target, args.method, |outcome| {
-        bar.inc(1);
-        match outcome {
-            Outcome::Failed { path: _, error } => {
-                failed += 1;
-                say(&bar, format!("error: {error}"));
-            }
-            Outcome::Done {
-                prepared,
-                explanation,
-                gpu_ms,
-            } => {
-                let stem = stems.stem_for(&prepared.path);
-                for m in &explanation.maps {
-                    let suffix = if suffixed {
-                        format!("_c{}", m.class)
-                    } else {
-                        String::new()
-                    };
-                    match write_class(
+    let stop = stop_on_signals();
+    let options = FileRunOptions {
+        read: Some(ReadOptions {
+            orientation: orientation(args.ignore_orientation),
+            keep_original_bytes: Some(ORIGINALS_PER_CHUNK_BYTES / engine.capacity().max(1)),
+        }),
+        stop: Some(&stop),
+    };
+    explain_files_with(
+        &mut engine,
+        &paths,
+        &target,
+        args.method,
+        &options,
+        |outcome| {
+            bar.inc(1);
+            match outcome {
+                Outcome::Failed { path: _, error } => {
+                    failed += 1;
+                    say(&bar, format!("error: {error}"));
+                }
+                Outcome::Done {
+                    prepared,
+                    explanation,
+                    gpu_ms,
+                } => {
+                    let stem = stems.stem_for(&prepared.path);
+                    let natural = prepared.path.file_stem().map(|s| s.to_string_lossy());
+                    if natural.as_deref() != Some(stem.as_str()) {
+                        say(
+                            &bar,
+                            format!(
+                                "note: {}: outputs named {stem} (the name is taken by another \
+                                 input, or by an input picture in {})",
+                                prepared.path.display(),
+                                args.out.display()
+                            ),
+                        );
+                    }
+                    match write_image(
                         &args.out,
                         &stem,
-                        &suffix,
+                        suffixed,
                         &prepared,
                         &explanation,
-                        m,
                         &info,
                         gpu_ms,
                     ) {
-                        Ok(w) => say(
-                            &bar,
-                            format!(
-                                "{}: predicted {}, explained {} -> {}",
-                                prepared.path.display(),
-                                class_name(&model, explanation.predicted()),
-                                class_name(&model, m.class),
-                                w.overlay.display()
-                            ),
-                        ),
+                        Ok(files) => {
+                            written += 1;
+                            for (m, w) in explanation.maps.iter().zip(files) {
+                                say(
+                                    &bar,
+                                    format!(
+                                        "{}: predicted {}, explained {} -> {}",
+                                        prepared.path.display(),
+                                        class_name(&model, explanation.predicted()),
+                                        class_name(&model, m.class),
+                                        w.overlay.display()
+                                    ),
+                                );
+                            }
+                        }
                         Err(e) => {
+                            failed += 1;
+                            say(&bar, format!("error: {e}"));
                             write_error.get_or_insert(e);
                         }
                     }
                 }
             }
-        }
-    })?;
+        },
+    )?;
     bar.finish_and_clear();
+    if stop.load(Ordering::SeqCst) {
+        eprintln!(
+            "interrupted: {written} of {} images written to {} (each one complete); run again \
+             to do the rest",
+            paths.len(),
+            args.out.display()
+        );
+        std::process::exit(130);
+    }
     if let Some(e) = write_error {
         return Err(e);
     }
     if failed > 0 {
-        eprintln!("{failed} of {} images could not be read", paths.len());
+        eprintln!("{failed} of {} images could not be explained", paths.len());
     }
     eprintln!("wrote {}", args.out.display());
     Ok(failed == 0)
 }
 
 pub fn predict(args: &PredictArgs) -> agcam::Result<bool> {
-    let paths = collect_images(&inputs_or_samples(&args.images))?;
+    let found = find_images(&inputs_or_samples(&args.images))?;
+    for line in &found.skipped {
+        eprintln!("note: {line}");
+    }
+    let paths = found.images;
     let (model, mut engine) = load_and_upload(&args.model, &args.gpu)?;
     let mut failed = 0usize;
     let capacity = engine.capacity();
-    for_each_prepared_chunk(
+    let read = ReadOptions {
+        orientation: orientation(args.ignore_orientation),
+        // Predictions need no full-size picture.
+        keep_original_bytes: Some(0),
+    };
+    for_each_prepared_chunk_with(
         &paths,
         |p| p.as_path(),
         &model.config,
         capacity,
+        &read,
+        None,
         |_, prepared| {
             let mut ok = Vec::new();
             let mut inputs = Vec::new();
@@ -160,6 +242,16 @@ pub fn predict(args: &PredictArgs) -> agcam::Result<bool> {
                 return Ok(());
             }
             for (path, logits) in ok.iter().zip(engine.predict(&inputs)?) {
+                let check = agcam::explain::Explanation {
+                    logits,
+                    maps: Vec::new(),
+                };
+                if let Some(why) = non_finite(&check) {
+                    failed += 1;
+                    eprintln!("error: {}: {why}", path.display());
+                    continue;
+                }
+                let logits = check.logits;
                 println!("{}", path.display());
                 for (rank, s) in agcam::explain::top_classes(&logits, 5).iter().enumerate() {
                     println!(

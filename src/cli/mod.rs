@@ -30,7 +30,7 @@ pub struct ModelArgs {
     #[arg(long)]
     pub config: Option<PathBuf>,
     /// Number of attention heads, when neither the config nor the embedding width tells.
-    #[arg(long)]
+    #[arg(long, value_parser = positive)]
     pub heads: Option<usize>,
     /// Model input size HxW (e.g. 224x224), when the config does not say and the grid is
     /// not square.
@@ -40,7 +40,7 @@ pub struct ModelArgs {
     #[arg(long, value_parser = parse_triple)]
     pub mean: Option<[f32; 3]>,
     /// Normalisation std, three comma-separated values (default: config, else 0.5,0.5,0.5).
-    #[arg(long, value_parser = parse_triple)]
+    #[arg(long, value_parser = parse_std)]
     pub std: Option<[f32; 3]>,
 }
 
@@ -50,13 +50,13 @@ pub struct GpuArgs {
     #[arg(long, value_enum)]
     pub backend: Option<Backend>,
     /// Adapter index from `agcam devices`.
-    #[arg(long)]
+    #[arg(long, value_parser = index)]
     pub adapter: Option<usize>,
     /// Most images per GPU chunk.
-    #[arg(long, default_value_t = 32)]
+    #[arg(long, default_value_t = 32, value_parser = positive)]
     pub batch: usize,
-    /// GPU memory budget for activations, in MiB.
-    #[arg(long, default_value_t = 2048)]
+    /// GPU memory budget for activations, in MiB (1 to 16777216, i.e. 16 TiB).
+    #[arg(long, default_value_t = 2048, value_parser = mebibytes)]
     pub max_gpu_mem: u64,
     /// Kernel shapes: cpu (for llvmpipe/lavapipe), gpu, or auto by adapter class.
     #[arg(long, value_enum, default_value_t = KernelSet::Auto)]
@@ -81,10 +81,74 @@ pub fn parse_size(s: &str) -> Result<(usize, usize), String> {
     Ok((num(h)?, num(w)?))
 }
 
+/// A whole number ≥ 0 (a class or adapter index, a count); negative numbers get a range error
+/// rather than clap's "unexpected argument".
+pub fn index(s: &str) -> Result<usize, String> {
+    whole_number(s, 0, usize::MAX as u128).map(|v| v as usize)
+}
+
+/// A whole number ≥ 1.
+pub fn positive(s: &str) -> Result<usize, String> {
+    whole_number(s, 1, usize::MAX as u128).map(|v| v as usize)
+}
+
+/// Largest `--max-gpu-mem`, in MiB: 16 TiB, far above any adapter, and far from overflowing
+/// when converted to bytes.
+pub const MAX_GPU_MEM_MIB: u64 = 1 << 24;
+
+/// A memory size in MiB, 1 to [`MAX_GPU_MEM_MIB`].
+pub fn mebibytes(s: &str) -> Result<u64, String> {
+    whole_number(s, 1, u128::from(MAX_GPU_MEM_MIB)).map(|v| v as u64)
+}
+
+/// A whole number in `lo..=hi`, with the accepted range in the error.
+pub fn whole_number(s: &str, lo: u128, hi: u128) -> Result<u128, String> {
+    let range = if hi >= usize::MAX as u128 {
+        format!("a whole number ≥ {lo}")
+    } else {
+        format!("a whole number from {lo} to {hi}")
+    };
+    match s.trim().parse::<i128>() {
+        Ok(v) if v >= 0 && (lo..=hi).contains(&(v as u128)) => Ok(v as u128),
+        Ok(v) => Err(format!("{v} is out of range: expected {range}")),
+        Err(_) => Err(format!("`{s}` is not {range}")),
+    }
+}
+
+/// A number from 0 to 1 inclusive (an opacity, a threshold, a share).
+pub fn unit_interval(s: &str) -> Result<f32, String> {
+    match s.trim().parse::<f32>() {
+        Ok(v) if (0.0..=1.0).contains(&v) => Ok(v),
+        Ok(v) => Err(format!(
+            "{v} is out of range: expected a number from 0 to 1"
+        )),
+        Err(_) => Err(format!("`{s}` is not a number from 0 to 1")),
+    }
+}
+
+/// Three normalisation standard deviations: finite and positive.
+pub fn parse_std(s: &str) -> Result<[f32; 3], String> {
+    let std = parse_triple(s)?;
+    if std.iter().any(|v| *v <= 0.0) {
+        return Err(format!("{std:?}: each std must be greater than 0"));
+    }
+    Ok(std)
+}
+
+/// Three comma-separated finite numbers.
 pub fn parse_triple(s: &str) -> Result<[f32; 3], String> {
     let values: Vec<f32> = s
         .split(',')
-        .map(|v| v.trim().parse::<f32>().map_err(|e| format!("`{v}`: {e}")))
+        .map(|v| {
+            v.trim()
+                .parse::<f32>()
+                .map_err(|e| format!("`{v}`: {e}"))
+                .and_then(|x| {
+                    x.is_finite()
+                        .then_some(x)
+                        .ok_or_else(|| format!("`{v}` is not a finite number"))
+                })
+        })
         .collect::<Result<_, _>>()?;
     values
         .try_into()
@@ -135,9 +199,15 @@ impl GpuArgs {
         if self.batch == 0 {
             return Err(Error::Invalid("--batch must be at least 1".into()));
         }
+        let max_gpu_mem = self.max_gpu_mem.checked_mul(1 << 20).ok_or_else(|| {
+            Error::Invalid(format!(
+                "--max-gpu-mem {} MiB is too large: at most {MAX_GPU_MEM_MIB}",
+                self.max_gpu_mem
+            ))
+        })?;
         let options = EngineOptions {
             max_batch: self.batch,
-            max_gpu_mem: self.max_gpu_mem << 20,
+            max_gpu_mem,
             kernels: self.kernels,
             precision: self.precision,
         };

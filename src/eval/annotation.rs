@@ -58,6 +58,46 @@ impl Annotation {
     pub fn targets(&self) -> impl Iterator<Item = &Object> {
         self.objects.iter().filter(|o| !o.distractor)
     }
+
+    /// Ground-truth boxes that cannot be scored: a minimum above its maximum (`xmin > xmax` or
+    /// `ymin > ymax`). One line per box, naming the object.
+    pub fn inverted_boxes(&self) -> Vec<String> {
+        self.describe_boxes(|b| b.xmin > b.xmax || b.ymin > b.ymax)
+    }
+
+    /// Boxes that reach outside the picture of `<size>` (VOC's 1-based pixel indices: from 0
+    /// to the width or height inclusive); they are scored clipped to the picture. Empty when the
+    /// annotation gives no size.
+    pub fn boxes_outside(&self) -> Vec<String> {
+        let Some((w, h)) = self.size else {
+            return Vec::new();
+        };
+        let (w, h) = (f64::from(w), f64::from(h));
+        self.describe_boxes(|b| b.xmin < 0.0 || b.ymin < 0.0 || b.xmax > w || b.ymax > h)
+            .into_iter()
+            .map(|line| format!("{line} outside the {w}×{h} picture"))
+            .collect()
+    }
+
+    fn describe_boxes(&self, bad: impl Fn(&BoundingBox) -> bool) -> Vec<String> {
+        self.objects
+            .iter()
+            .enumerate()
+            .filter(|(_, o)| bad(&o.bbox))
+            .map(|(i, o)| {
+                let b = &o.bbox;
+                format!(
+                    "object {} ({}): box xmin {} ymin {} xmax {} ymax {}",
+                    i + 1,
+                    o.name,
+                    b.xmin,
+                    b.ymin,
+                    b.xmax,
+                    b.ymax
+                )
+            })
+            .collect()
+    }
 }
 
 fn child<'a, 'i>(node: roxmltree::Node<'a, 'i>, name: &str) -> Option<roxmltree::Node<'a, 'i>> {

@@ -254,6 +254,12 @@ pub struct Skipped {
     pub duplicate_images: Vec<PathBuf>,
     /// Annotations without any ground-truth (non-distractor) object.
     pub without_objects: Vec<PathBuf>,
+    /// Annotations with a box whose minimum is above its maximum (`xmin > xmax` or
+    /// `ymin > ymax`): (file, the box).
+    pub inverted_boxes: Vec<(PathBuf, String)>,
+    /// Not skipped, but reported: boxes reaching outside the picture their `<size>` gives
+    /// (scored clipped): (file, the box).
+    pub boxes_outside: Vec<(PathBuf, String)>,
     /// Annotations with a ground-truth object whose name is not a known class: (file, name).
     pub unknown_class: Vec<(PathBuf, String)>,
 }
@@ -265,6 +271,7 @@ impl Skipped {
             + self.annotations_without_image.len()
             + self.duplicate_images.len()
             + self.without_objects.len()
+            + self.inverted_boxes.len()
             + self.unknown_class.len()
     }
 
@@ -278,7 +285,7 @@ impl Skipped {
                     String::new()
                 };
                 format!(
-                    "skipped {what}: {}: {}{more}",
+                    "{what}: {}: {}{more}",
                     items.len(),
                     items[..items.len().min(3)].join(", ")
                 )
@@ -289,22 +296,39 @@ impl Skipped {
                 .map(|p| p.display().to_string())
                 .collect::<Vec<_>>()
         };
+        let described = |v: &[(PathBuf, String)]| {
+            v.iter()
+                .map(|(p, what)| format!("{} ({what})", p.display()))
+                .collect::<Vec<_>>()
+        };
         [
             line(
-                "images without annotation",
+                "skipped images without annotation",
                 &paths(&self.images_without_annotation),
             ),
             line(
-                "annotations without image",
+                "skipped annotations without image",
                 &paths(&self.annotations_without_image),
             ),
-            line("images with a duplicate id", &paths(&self.duplicate_images)),
             line(
-                "annotations without a ground-truth object",
+                "skipped images with a duplicate id",
+                &paths(&self.duplicate_images),
+            ),
+            line(
+                "skipped annotations without a ground-truth object",
                 &paths(&self.without_objects),
             ),
             line(
-                "annotations with an unknown class",
+                "skipped annotations with an inverted box (min above max)",
+                &described(&self.inverted_boxes),
+            ),
+            // Kept, not skipped: said so that a user can check the annotations.
+            line(
+                "scored clipped to the picture: boxes outside it",
+                &described(&self.boxes_outside),
+            ),
+            line(
+                "skipped annotations with an unknown class",
                 &self
                     .unknown_class
                     .iter()
@@ -420,6 +444,17 @@ impl Dataset {
             Some(p) => Some(read_lines(p)?),
             None => None,
         };
+        if let (Layout::Voc, Some(p), Some([])) = (
+            detected.layout,
+            &detected.labels_file,
+            labels_txt.as_deref(),
+        ) {
+            return Err(Error::Invalid(format!(
+                "{}: the label list is empty; it must name one class per line, in class-index \
+                 order (or remove it to use the model's label names)",
+                p.display()
+            )));
+        }
 
         // Images by stem.
         let mut image_files = Vec::new();
@@ -525,6 +560,13 @@ impl Dataset {
                 continue;
             };
             let annotation = read_annotation(ann_path)?;
+            for b in annotation.boxes_outside() {
+                skipped.boxes_outside.push((ann_path.clone(), b));
+            }
+            if let Some(b) = annotation.inverted_boxes().into_iter().next() {
+                skipped.inverted_boxes.push((ann_path.clone(), b));
+                continue;
+            }
             let found: Vec<std::result::Result<usize, &str>> = annotation
                 .targets()
                 .map(|o| class_map.lookup(&o.name).ok_or(o.name.as_str()))
@@ -599,5 +641,62 @@ impl Dataset {
             self.class_names.len(),
             self.class_source
         )
+    }
+}
+
+#[cfg(test)]
+mod bad_data_tests {
+    use super::*;
+
+    fn voc(dir: &Path, labels: &str, boxes: &[(&str, [i32; 4])]) {
+        std::fs::create_dir_all(dir.join("JPEGImages")).unwrap();
+        std::fs::create_dir_all(dir.join("Annotations")).unwrap();
+        std::fs::write(dir.join("labels.txt"), labels).unwrap();
+        for (i, (name, [x0, y0, x1, y1])) in boxes.iter().enumerate() {
+            image::RgbImage::new(20, 10)
+                .save(dir.join(format!("JPEGImages/{i}.png")))
+                .unwrap();
+            let xml = format!(
+                "<annotation><size><width>20</width><height>10</height></size><object>\
+                 <name>{name}</name><bndbox><xmin>{x0}</xmin><ymin>{y0}</ymin><xmax>{x1}</xmax>\
+                 <ymax>{y1}</ymax></bndbox></object></annotation>"
+            );
+            std::fs::write(dir.join(format!("Annotations/{i}.xml")), xml).unwrap();
+        }
+    }
+
+    #[test]
+    fn bad_boxes_are_reported() {
+        let dir = tempfile::tempdir().unwrap();
+        voc(
+            dir.path(),
+            "cat\ndog\n",
+            &[
+                ("cat", [1, 1, 10, 5]),
+                ("dog", [12, 1, 4, 5]),
+                ("cat", [1, 1, 30, 5]),
+            ],
+        );
+        let ds = Dataset::open(dir.path(), None).unwrap();
+        assert_eq!(ds.samples.len(), 2, "the inverted box is skipped");
+        assert_eq!(ds.skipped.inverted_boxes.len(), 1);
+        assert_eq!(ds.skipped.boxes_outside.len(), 1);
+        let warnings = ds.skipped.warnings().join("\n");
+        assert!(
+            warnings.contains("inverted box") && warnings.contains("xmin 12"),
+            "{warnings}"
+        );
+        assert!(
+            warnings.contains("outside") && warnings.contains("xmax 30"),
+            "{warnings}"
+        );
+    }
+
+    #[test]
+    fn an_empty_label_list_is_called_that() {
+        let dir = tempfile::tempdir().unwrap();
+        voc(dir.path(), "\n\n", &[("cat", [1, 1, 10, 5])]);
+        let err = Dataset::open(dir.path(), None).err().unwrap().to_string();
+        assert!(err.contains("labels.txt: the label list is empty"), "{err}");
     }
 }

@@ -1,7 +1,6 @@
 //! Writing `.npy` files (NumPy format version 1.0) for inspection in Python.
 
-use std::fs::File;
-use std::io::{BufWriter, Write};
+use std::io::Write;
 use std::path::Path;
 
 use crate::error::{Error, Result};
@@ -46,12 +45,29 @@ pub(crate) fn npy_header_f32(shape: &[usize]) -> Result<Vec<u8>> {
 }
 
 /// Writes `data` as a NumPy `.npy` file (format 1.0, dtype `'<f4'`, C order) of the given shape,
-/// byte for byte what `np.save` writes for the same array, so `np.load(path)` reads it back.
+/// byte for byte what `np.save` writes for the same array, so `np.load(path)` reads it back. The
+/// file is written under a temporary name and renamed into place: never seen truncated.
 ///
 /// # Errors
 /// [`Error::Invalid`] when the product of `shape` is not `data.len()`; [`Error::Io`] when the
 /// file cannot be written.
 pub fn write_npy_f32(path: &Path, shape: &[usize], data: &[f32]) -> Result<()> {
+    let mut set = crate::files::AtomicSet::new();
+    set.write_with(path, |w| write_npy_f32_to(w, path, shape, data))?;
+    set.commit()
+}
+
+/// Writes the `.npy` bytes of [`write_npy_f32`] to `out`; `path` names the destination in
+/// errors.
+///
+/// # Errors
+/// As [`write_npy_f32`].
+pub fn write_npy_f32_to(
+    out: &mut impl Write,
+    path: &Path,
+    shape: &[usize],
+    data: &[f32],
+) -> Result<()> {
     let count = shape.iter().try_fold(1usize, |acc, &d| acc.checked_mul(d));
     if count != Some(data.len()) {
         return Err(Error::Invalid(format!(
@@ -60,8 +76,7 @@ pub fn write_npy_f32(path: &Path, shape: &[usize], data: &[f32]) -> Result<()> {
         )));
     }
     let header = npy_header_f32(shape)?;
-    let write = || -> std::io::Result<()> {
-        let mut out = BufWriter::new(File::create(path)?);
+    let mut write = || -> std::io::Result<()> {
         out.write_all(&header)?;
         for v in data {
             out.write_all(&v.to_le_bytes())?;

@@ -26,16 +26,14 @@ pub fn normalize_chw(img: &RgbImage, mean: [f32; 3], std: [f32; 3]) -> Vec<f32> 
 }
 
 /// Loads an image file and prepares it for a model of input size `height × width`: decodes it with
-/// [`load_rgb`], resizes it (ignoring aspect ratio) with [`resize_bilinear_antialias`] as
-/// torchvision's `Resize((height, width))` does on a PIL image, and normalises it with
-/// [`normalize_chw`].
+/// [`load_rgb`] and prepares it with [`to_model_input`].
 ///
 /// Returns the original decoded image (for overlays) and the normalised `[3, height, width]`
 /// tensor.
 ///
 /// # Errors
-/// [`Error::Invalid`] for a zero or too large size, or a `std` that is zero or not finite, or a
-/// `mean` that is not finite; the errors of [`load_rgb`] for the file.
+/// The errors of [`to_model_input`], checked before the file is read; the errors of
+/// [`load_rgb`] for the file.
 pub fn preprocess(
     path: &Path,
     height: usize,
@@ -43,6 +41,38 @@ pub fn preprocess(
     mean: [f32; 3],
     std: [f32; 3],
 ) -> Result<(RgbImage, Vec<f32>)> {
+    check_input_settings(height, width, mean, std)?;
+    let original = load_rgb(path)?;
+    let tensor = to_model_input(&original, height, width, mean, std)?;
+    Ok((original, tensor))
+}
+
+/// Prepares a decoded picture for a model of input size `height × width`: resizes it (ignoring
+/// aspect ratio) with [`resize_bilinear_antialias`] as torchvision's `Resize((height, width))`
+/// does on a PIL image, and normalises it with [`normalize_chw`].
+///
+/// # Errors
+/// [`Error::Invalid`] for a zero or too large size, or a `std` that is zero or not finite, or a
+/// `mean` that is not finite.
+pub fn to_model_input(
+    original: &RgbImage,
+    height: usize,
+    width: usize,
+    mean: [f32; 3],
+    std: [f32; 3],
+) -> Result<Vec<f32>> {
+    let (h, w) = check_input_settings(height, width, mean, std)?;
+    let resized = resize_bilinear_antialias(original, w, h);
+    Ok(normalize_chw(&resized, mean, std))
+}
+
+/// The model input size as `u32`s, once the size and normalisation are checked.
+fn check_input_settings(
+    height: usize,
+    width: usize,
+    mean: [f32; 3],
+    std: [f32; 3],
+) -> Result<(u32, u32)> {
     let size = |v: usize, what: &str| {
         u32::try_from(v).ok().filter(|&v| v > 0).ok_or_else(|| {
             Error::Invalid(format!(
@@ -62,8 +92,5 @@ pub fn preprocess(
             "normalisation mean {mean:?} must be finite"
         )));
     }
-    let original = load_rgb(path)?;
-    let resized = resize_bilinear_antialias(&original, w, h);
-    let tensor = normalize_chw(&resized, mean, std);
-    Ok((original, tensor))
+    Ok((h, w))
 }

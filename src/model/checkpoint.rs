@@ -23,14 +23,15 @@ impl MappedFile {
     /// Opens and maps `path`. A missing or unreadable file is an [`Error::Io`]; a file too short to
     /// be safetensors is an [`Error::Checkpoint`].
     pub(crate) fn open(path: &Path) -> Result<Self> {
-        let file = File::open(path).map_err(|e| Error::io(path, e))?;
-        let meta = file.metadata().map_err(|e| Error::io(path, e))?;
-        if meta.is_dir() {
+        if path.is_dir() {
             return Err(Error::checkpoint(
                 path,
                 "is a directory; pass the `.safetensors` file itself",
             ));
         }
+        // Only a regular file: a FIFO would block, a device would map nonsense.
+        let file: File = crate::files::open_regular(path)?;
+        let meta = file.metadata().map_err(|e| Error::io(path, e))?;
         if meta.len() < 8 {
             return Err(not_safetensors(
                 path,
@@ -51,6 +52,7 @@ impl MappedFile {
 
     /// Parses the safetensors header.
     pub(crate) fn parse(&self) -> Result<Checkpoint<'_>> {
+        check_header(&self.mmap).map_err(|why| not_safetensors(&self.path, &why))?;
         let st = SafeTensors::deserialize(&self.mmap)
             .map_err(|e| not_safetensors(&self.path, &describe(&e, &self.mmap)))?;
         Ok(Checkpoint {
@@ -58,6 +60,140 @@ impl MappedFile {
             st,
         })
     }
+}
+
+/// The format's limit on the header's size (`safetensors::tensor::MAX_HEADER_SIZE`).
+const MAX_HEADER_BYTES: u64 = 100_000_000;
+
+/// The header's entries in file order, duplicates kept (a JSON map would keep only the last).
+struct HeaderEntries(Vec<(String, serde_json::Value)>);
+
+impl<'de> serde::Deserialize<'de> for HeaderEntries {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        struct Entries;
+        impl<'de> serde::de::Visitor<'de> for Entries {
+            type Value = HeaderEntries;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a JSON object with one entry per tensor")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> std::result::Result<HeaderEntries, A::Error> {
+                let mut entries = Vec::new();
+                while let Some(entry) = map.next_entry::<String, serde_json::Value>()? {
+                    entries.push(entry);
+                }
+                Ok(HeaderEntries(entries))
+            }
+        }
+        d.deserialize_map(Entries)
+    }
+}
+
+/// Checks the header and tensor table of a safetensors file as the `safetensors` crate does, but
+/// with a reason that names the tensor at fault: a header over the format's 100 MB limit, a
+/// duplicate name, data offsets that end before they begin, leave a gap, overlap or run past the
+/// end of the file, or a data size that does not match shape × data type (a zero dimension
+/// included). `Ok` leaves the rest to the crate, whose errors [`describe`] explains.
+fn check_header(bytes: &[u8]) -> std::result::Result<(), String> {
+    let Some(len) = bytes.get(..8) else {
+        return Ok(());
+    };
+    let n = u64::from_le_bytes(len.try_into().expect("8 bytes"));
+    if n > MAX_HEADER_BYTES {
+        let what = match sniff(bytes) {
+            Some(what) => format!("; {what}"),
+            None => ": not a safetensors file, or a corrupt one".to_string(),
+        };
+        return Err(format!(
+            "its first 8 bytes give a header length of {n} bytes, over the format's limit of \
+             {MAX_HEADER_BYTES} bytes{what}"
+        ));
+    }
+    let Some(header) = bytes.get(8..8 + n as usize) else {
+        return Ok(()); // the crate's "file too short" reason, with describe's guess
+    };
+    let Ok(text) = std::str::from_utf8(header) else {
+        return Ok(());
+    };
+    let Ok(HeaderEntries(entries)) = serde_json::from_str::<HeaderEntries>(text) else {
+        return Ok(());
+    };
+    let data_len = bytes.len() - 8 - n as usize;
+    let mut seen = std::collections::HashSet::new();
+    let mut tensors = Vec::with_capacity(entries.len());
+    for (name, value) in entries {
+        if !seen.insert(name.clone()) {
+            return Err(format!("the header lists tensor `{name}` twice"));
+        }
+        if name == "__metadata__" {
+            continue;
+        }
+        let info: safetensors::tensor::TensorInfo = serde_json::from_value(value)
+            .map_err(|e| format!("tensor `{name}`: its header entry is not valid: {e}"))?;
+        tensors.push((name, info));
+    }
+    tensors.sort_by_key(|(_, info)| info.data_offsets);
+    let mut end_of_previous = 0usize;
+    for (name, info) in &tensors {
+        let (begin, end) = info.data_offsets;
+        if end < begin {
+            return Err(format!(
+                "tensor `{name}`: its data offsets [{begin}, {end}] end before they begin"
+            ));
+        }
+        if end > data_len {
+            return Err(format!(
+                "tensor `{name}`: its data offsets [{begin}, {end}] go past the end of the file, \
+                 which holds {data_len} bytes of tensor data: the file is probably truncated or \
+                 was not fully downloaded"
+            ));
+        }
+        if begin != end_of_previous {
+            return Err(format!(
+                "tensor `{name}`: its data starts at byte {begin} of the data section, but the \
+                 previous tensor ends at byte {end_of_previous} (a gap or an overlap)"
+            ));
+        }
+        end_of_previous = end;
+        let bytes_needed = info
+            .shape
+            .iter()
+            .try_fold(info.dtype.bitsize(), |acc, &d| acc.checked_mul(d))
+            .map(|bits| bits.div_ceil(8));
+        let zero = if info.shape.contains(&0) {
+            " (it has a zero dimension)"
+        } else {
+            ""
+        };
+        match bytes_needed {
+            Some(b) if b == end - begin => {}
+            Some(b) => {
+                return Err(format!(
+                    "tensor `{name}`: shape {:?} of {:?} takes {b} bytes{zero}, but its data \
+                     offsets [{begin}, {end}] hold {} bytes",
+                    info.shape,
+                    info.dtype,
+                    end - begin
+                ))
+            }
+            None => {
+                return Err(format!(
+                    "tensor `{name}`: shape {:?} is too large to address",
+                    info.shape
+                ))
+            }
+        }
+    }
+    if end_of_previous != data_len {
+        return Err(format!(
+            "the tensors' data ends at byte {end_of_previous}, but the file holds {data_len} \
+             bytes of data after the header: {} bytes unaccounted for",
+            data_len - end_of_previous
+        ));
+    }
+    Ok(())
 }
 
 /// The "not a valid safetensors file (reason)" error.
@@ -184,12 +320,39 @@ impl<'a> Checkpoint<'a> {
         let numel: usize = expected.iter().product();
         let before = out.len();
         out.reserve_exact(numel);
-        if !extend_f32(view.dtype(), view.data(), out) {
-            return Err(Error::checkpoint(
+        let unsupported = || {
+            Error::checkpoint(
                 self.path,
                 format!(
                     "tensor `{name}` has dtype {:?}, which is not supported (supported: {SUPPORTED_DTYPES})",
                     view.dtype()
+                ),
+            )
+        };
+        if view.data().is_empty() && !extend_f32(view.dtype(), &[], out) {
+            return Err(unsupported());
+        }
+        // Converted block by block, each checked for NaN and infinity while it is still in
+        // the cache: the check costs little next to the conversion, on every load.
+        let mut non_finite = None;
+        for block in view.data().chunks(CHECK_BLOCK_BYTES) {
+            let start = out.len();
+            if !extend_f32(view.dtype(), block, out) {
+                return Err(unsupported());
+            }
+            if non_finite.is_none() {
+                non_finite = first_non_finite(&out[start..]).map(|i| start - before + i);
+            }
+        }
+        if let Some(first) = non_finite {
+            let count = out[before..].iter().filter(|v| !v.is_finite()).count();
+            return Err(Error::checkpoint(
+                self.path,
+                format!(
+                    "tensor `{name}` holds {count} non-finite values (NaN or infinity; the first \
+                     at flat index {first}, {}): the checkpoint is corrupt, or was saved after \
+                     training diverged",
+                    out[before + first]
                 ),
             ));
         }
@@ -205,6 +368,25 @@ impl<'a> Checkpoint<'a> {
         }
         Ok(true)
     }
+}
+
+/// Bytes of a tensor converted and checked at a time: a multiple of every element size, small
+/// enough for the block and its f32 values to stay in the L1/L2 cache.
+const CHECK_BLOCK_BYTES: usize = 16 << 10;
+
+/// The index of the first NaN or infinity in `values`. Runs on every tensor of every load, so it
+/// checks blocks without branching (vectorised) and looks for the exact position only in a block
+/// that has one.
+pub(crate) fn first_non_finite(values: &[f32]) -> Option<usize> {
+    const BLOCK: usize = 4096;
+    values.chunks(BLOCK).enumerate().find_map(|(b, block)| {
+        block
+            .iter()
+            .fold(false, |bad, v| bad | !v.is_finite())
+            .then(|| block.iter().position(|v| !v.is_finite()))
+            .flatten()
+            .map(|i| b * BLOCK + i)
+    })
 }
 
 /// Appends little-endian `bytes` of `dtype` to `out` as f32; `false` for an unsupported dtype.
@@ -242,4 +424,119 @@ fn extend_f32(dtype: Dtype, bytes: &[u8], out: &mut Vec<f32>) -> bool {
         _ => return false,
     }
     true
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A safetensors file from a header (JSON text) and `data_len` bytes of data.
+    fn file_with(header: &str, data_len: usize) -> (tempfile::TempDir, PathBuf) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("m.safetensors");
+        let mut bytes = (header.len() as u64).to_le_bytes().to_vec();
+        bytes.extend_from_slice(header.as_bytes());
+        bytes.resize(bytes.len() + data_len, 0);
+        std::fs::write(&path, bytes).unwrap();
+        (dir, path)
+    }
+
+    fn parse_error(header: &str, data_len: usize) -> String {
+        let (_dir, path) = file_with(header, data_len);
+        let file = MappedFile::open(&path).unwrap();
+        match file.parse() {
+            Ok(_) => panic!("{header} parsed"),
+            Err(e) => e.to_string(),
+        }
+    }
+
+    #[test]
+    fn header_errors_name_the_tensor_and_the_cause() {
+        let cases = [
+            (
+                r#"{"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},"b":{"dtype":"F32","shape":[4],"data_offsets":[8,24]}}"#,
+                16,
+                "tensor `b`: its data offsets [8, 24] go past the end of the file",
+            ),
+            (
+                r#"{"w":{"dtype":"F32","shape":[3],"data_offsets":[0,8]}}"#,
+                8,
+                "tensor `w`: shape [3] of F32 takes 12 bytes, but its data offsets [0, 8] hold 8",
+            ),
+            (
+                r#"{"w":{"dtype":"F32","shape":[0,2],"data_offsets":[0,8]}}"#,
+                8,
+                "tensor `w`: shape [0, 2] of F32 takes 0 bytes (it has a zero dimension)",
+            ),
+            (
+                r#"{"w":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},"w":{"dtype":"F32","shape":[2],"data_offsets":[8,16]}}"#,
+                16,
+                "the header lists tensor `w` twice",
+            ),
+            (
+                r#"{"a":{"dtype":"F32","shape":[1],"data_offsets":[0,4]},"b":{"dtype":"F32","shape":[1],"data_offsets":[8,12]}}"#,
+                12,
+                "tensor `b`: its data starts at byte 8",
+            ),
+            (
+                r#"{"w":{"dtype":"F32","shape":[1],"data_offsets":[4,0]}}"#,
+                4,
+                "tensor `w`: its data offsets [4, 0] end before they begin",
+            ),
+        ];
+        for (header, len, want) in cases {
+            let err = parse_error(header, len);
+            assert!(err.contains(want), "{header}:\n{err}");
+        }
+    }
+
+    #[test]
+    fn a_header_over_the_limit_is_called_that() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("m.safetensors");
+        let mut bytes = 200_000_000u64.to_le_bytes().to_vec();
+        bytes.extend_from_slice(b"{}");
+        std::fs::write(&path, bytes).unwrap();
+        let err = MappedFile::open(&path)
+            .unwrap()
+            .parse()
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(
+            err.contains("over the format's limit of 100000000 bytes"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn non_finite_weights_are_found_wherever_they_are() {
+        for (len, at) in [(1, 0), (5000, 4097), (9000, 8999), (4096, 4095)] {
+            let mut v = vec![0.5f32; len];
+            assert_eq!(first_non_finite(&v), None);
+            v[at] = f32::NAN;
+            assert_eq!(first_non_finite(&v), Some(at));
+            v[at] = f32::NEG_INFINITY;
+            assert_eq!(first_non_finite(&v), Some(at));
+        }
+    }
+
+    #[test]
+    fn a_nan_weight_is_an_error_naming_the_tensor() {
+        let (_dir, path) = file_with(
+            r#"{"blocks.3.w":{"dtype":"F16","shape":[2],"data_offsets":[0,4]}}"#,
+            0,
+        );
+        let mut bytes = std::fs::read(&path).unwrap();
+        bytes.extend_from_slice(&half::f16::from_f32(1.0).to_le_bytes());
+        bytes.extend_from_slice(&half::f16::NAN.to_le_bytes());
+        std::fs::write(&path, bytes).unwrap();
+        let file = MappedFile::open(&path).unwrap();
+        let ckpt = file.parse().unwrap();
+        let err = ckpt.read_opt("blocks.3.w", &[2]).unwrap_err().to_string();
+        assert!(
+            err.contains("tensor `blocks.3.w` holds 1 non-finite"),
+            "{err}"
+        );
+    }
 }

@@ -137,10 +137,52 @@ impl fmt::Display for Layout {
     }
 }
 
+/// Refuses a non-empty `opts.out` unless `opts.replace`, in which case it deletes what a set of
+/// either layout consists of there.
+fn make_room(opts: &SynthOptions) -> Result<()> {
+    let out = &opts.out;
+    let entries = match std::fs::read_dir(out) {
+        Ok(entries) => entries.count(),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(Error::io(out, e)),
+    };
+    if entries == 0 {
+        return Ok(());
+    }
+    if !opts.replace {
+        return Err(Error::Invalid(format!(
+            "synth: {} is not empty ({entries} entries): a new set written there would mix with \
+             what is there; choose an empty folder, or pass --replace to delete the pictures, \
+             annotations and label files of a previous set first",
+            out.display()
+        )));
+    }
+    for layout in [Layout::Voc, Layout::Imagenet] {
+        for dir in [layout.image_dir(), layout.annotation_dir()] {
+            match std::fs::remove_dir_all(out.join(dir)) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                    return Err(Error::io(out.join(dir), e))
+                }
+                _ => {}
+            }
+        }
+    }
+    for file in ["labels.txt", "LOC_synset_mapping.txt"] {
+        match std::fs::remove_file(out.join(file)) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                return Err(Error::io(out.join(file), e))
+            }
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
 /// What to generate and where.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SynthOptions {
-    /// Dataset root; created if missing. Existing files of the same names are overwritten.
+    /// Dataset root; created if missing. It must be empty unless `replace` is set: a set written
+    /// over another would mix their pictures.
     pub out: PathBuf,
     /// Number of pictures (at least 1).
     pub count: usize,
@@ -164,6 +206,9 @@ pub struct SynthOptions {
     pub clutter: f64,
     /// Worker threads; 0 = one per available core. Does not change the output.
     pub threads: usize,
+    /// Write into a folder that is not empty: first delete the picture and annotation folders
+    /// and the label files of a set there (other files are left alone).
+    pub replace: bool,
 }
 
 impl Default for SynthOptions {
@@ -180,6 +225,7 @@ impl Default for SynthOptions {
             scale_max: DEFAULT_SCALE.1,
             clutter: 1.0,
             threads: 0,
+            replace: false,
         }
     }
 }
@@ -524,6 +570,7 @@ fn write_one(opts: &SynthOptions, index: usize) -> Result<(usize, Option<usize>)
 /// is returned.
 pub fn generate(opts: &SynthOptions, mut progress: impl FnMut(usize)) -> Result<SynthSummary> {
     opts.validate()?;
+    make_room(opts)?;
     create_dir(&opts.out.join(opts.layout.image_dir()))?;
     create_dir(&opts.out.join(opts.layout.annotation_dir()))?;
     let labels: String = CLASSES.iter().map(|c| format!("{c}\n")).collect();
