@@ -223,6 +223,7 @@ fn both_protocols_all_methods() {
             _ => PerturbationOptions {
                 steps: 6,
                 limit: Some(4),
+                ..PerturbationOptions::default()
             },
         };
         let steps = options.steps;
@@ -278,6 +279,7 @@ fn both_protocols_all_methods() {
     let options = PerturbationOptions {
         steps: 6,
         limit: Some(2),
+        ..PerturbationOptions::default()
     };
     let split = run_perturbation(&mut small, &ds, Method::Agcam, &options, |_, _| {}).unwrap();
     let whole = run_perturbation(&mut engine, &ds, Method::Agcam, &options, |_, _| {}).unwrap();

@@ -4,11 +4,11 @@
 use std::path::{Path, PathBuf};
 
 use agcam::eval::{
-    run_localization, run_perturbation, Counts, Dataset, LocalizationOptions, PerturbationOptions,
-    Status,
+    prepare_report_dir, run_localization, run_perturbation, write_report, Counts, Dataset,
+    LocalizationOptions, PerturbationOptions, Runs, Status, Ties,
 };
 use agcam::{Error, Method};
-use clap::{Args, Subcommand};
+use clap::{Args, Subcommand, ValueEnum};
 use indicatif::ProgressBar;
 
 use super::{progress, GpuArgs, ModelArgs};
@@ -35,15 +35,22 @@ pub struct DataArgs {
     model: ModelArgs,
     #[command(flatten)]
     gpu: GpuArgs,
-    /// How maps are computed.
-    #[arg(long, value_enum, default_value_t = Method::Agcam)]
-    method: Method,
+    /// How maps are computed; several methods (comma-separated, or --method repeated) are run
+    /// one after the other on the same images, e.g. to compare them in one --report.
+    #[arg(long, value_enum, value_delimiter = ',', default_values_t = [Method::Agcam])]
+    method: Vec<Method>,
     /// Evaluate only the first N images (in id order).
     #[arg(long, value_parser = super::index)]
     limit: Option<usize>,
-    /// Write the full report, with one row per image, to this JSON file.
+    /// Write the full report, with one row per image, to this JSON file (an array of reports,
+    /// one per method, when several methods are run).
     #[arg(long)]
     json: Option<PathBuf>,
+    /// Write an HTML page to look at, DIR/index.html (self-contained: opens from disk): the
+    /// summary per method, plots, per-image distributions, means by class, target size and
+    /// distractor, and the worst, median and best overlays per method.
+    #[arg(long, value_name = "DIR")]
+    report: Option<PathBuf>,
 }
 
 #[derive(Args)]
@@ -63,6 +70,14 @@ pub struct PerturbationArgs {
     /// 101 (each step holds a perturbed copy of the picture per image).
     #[arg(long, default_value_t = 11, value_parser = perturbation_steps)]
     steps: usize,
+    /// Order of pixels of equal heatmap value: `stable` removes the lower pixel index
+    /// (row-major) first in MoRF and LeRF alike; `random` draws a pseudo-random order per image
+    /// from --seed and the image id (reproducible; the same order for MoRF and LeRF).
+    #[arg(long, value_enum, default_value_t = TieArg::Stable)]
+    ties: TieArg,
+    /// Seed of `--ties random` (default 0); meaningless with `--ties stable`, so refused there.
+    #[arg(long)]
+    seed: Option<u64>,
 }
 
 /// Most `--steps` of `eval perturbation`: every 1 % of the pixels. Memory grows with the steps
@@ -73,11 +88,32 @@ fn perturbation_steps(s: &str) -> Result<usize, String> {
     super::whole_number(s, 2, MAX_PERTURBATION_STEPS).map(|v| v as usize)
 }
 
+/// `--ties`.
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum TieArg {
+    Stable,
+    Random,
+}
+
 /// Opens the model, the dataset and the engine, and says what was found.
 fn open(args: &DataArgs) -> agcam::Result<(agcam::Engine, Dataset)> {
-    // Before any work: a run that cannot write its report should not start.
+    if let Some(m) = args
+        .method
+        .iter()
+        .enumerate()
+        .find_map(|(i, m)| args.method[..i].contains(m).then_some(m))
+    {
+        return Err(Error::Invalid(format!(
+            "--method {} is given twice",
+            m.name()
+        )));
+    }
+    // Before any work: a run that cannot write its outputs should not start.
     if let Some(path) = &args.json {
         agcam::files::check_writable_file(path)?;
+    }
+    if let Some(dir) = &args.report {
+        prepare_report_dir(dir)?;
     }
     let model = args.model.load()?;
     let mut dataset = Dataset::open(&args.data, model.config.labels.as_deref())?;
@@ -92,11 +128,34 @@ fn open(args: &DataArgs) -> agcam::Result<(agcam::Engine, Dataset)> {
     eprintln!(
         "model {}, method {}, on {} ({} images per GPU chunk)",
         model.config.name,
-        args.method.name(),
+        args.method
+            .iter()
+            .map(|m| m.name())
+            .collect::<Vec<_>>()
+            .join(", "),
         engine.gpu().describe(),
         engine.capacity()
     );
     Ok((engine, dataset))
+}
+
+/// Writes the reports of all methods: one report as an object (as with one method), several as
+/// an array.
+fn write_reports_json<T: serde::Serialize>(path: &Path, reports: &[T]) -> agcam::Result<()> {
+    match reports {
+        [one] => write_json(path, one),
+        all => write_json(path, &all),
+    }
+}
+
+/// Writes the HTML report of `runs` when --report was given.
+fn write_page(args: &DataArgs, runs: Runs, dataset: &Dataset) -> agcam::Result<()> {
+    if let Some(dir) = &args.report {
+        let command = std::env::args().collect::<Vec<_>>().join(" ");
+        let page = write_report(dir, runs, dataset, &command)?;
+        eprintln!("wrote {}", page.display());
+    }
+    Ok(())
 }
 
 fn write_json(path: &Path, value: &impl serde::Serialize) -> agcam::Result<()> {
@@ -143,6 +202,18 @@ fn print_counts(c: &Counts, dataset: &Dataset, what_misclassified: bool) {
     );
 }
 
+/// Runs `work` with a progress callback that drives a bar over the dataset's images.
+fn with_progress<T>(
+    dataset: &Dataset,
+    work: impl FnOnce(&mut dyn FnMut(usize, usize)) -> agcam::Result<T>,
+) -> agcam::Result<T> {
+    let bar = progress(dataset.samples.len());
+    let mut last = 0;
+    let result = work(&mut |done, total| tick(&bar, done, total, &mut last));
+    bar.finish_and_clear();
+    result
+}
+
 /// Moves the bar; when it is hidden (stderr is not a terminal), prints a line every 10 %.
 fn tick(bar: &ProgressBar, done: usize, total: usize, last: &mut usize) {
     bar.set_position(done as u64);
@@ -175,97 +246,112 @@ fn localization(args: &LocalizationArgs) -> agcam::Result<bool> {
         threshold: args.threshold,
         limit: a.limit,
     };
-    let bar = progress(dataset.samples.len());
-    let mut last = 0;
-    let report = run_localization(&mut engine, &dataset, a.method, &options, |done, total| {
-        tick(&bar, done, total, &mut last)
-    })?;
-    bar.finish_and_clear();
-    print_errors(report.images.iter().filter_map(|r| r.error.as_ref()));
-    println!(
-        "localization: {} maps, threshold {}, {}×{} masks",
-        report.method.name(),
-        report.threshold,
-        report.mask_size.0,
-        report.mask_size.1
-    );
-    if let Some(m) = &report.mean {
-        println!("  {:<10} {:>8}", "metric", "mean");
-        for (name, v) in [
-            ("accuracy", m.accuracy),
-            ("IoU", m.iou),
-            ("Dice", m.dice),
-            ("precision", m.precision),
-            ("recall", m.recall),
-        ] {
-            println!("  {name:<10} {v:>8.4}");
+    let mut reports = Vec::with_capacity(a.method.len());
+    for &method in &a.method {
+        let report = with_progress(&dataset, |tick| {
+            run_localization(&mut engine, &dataset, method, &options, tick)
+        })?;
+        print_errors(report.images.iter().filter_map(|r| r.error.as_ref()));
+        println!(
+            "localization: {} maps, threshold {}, {}×{} masks",
+            report.method.name(),
+            report.threshold,
+            report.mask_size.0,
+            report.mask_size.1
+        );
+        if let Some(m) = &report.mean {
+            println!("  {:<10} {:>8}", "metric", "mean");
+            for (name, v) in [
+                ("accuracy", m.accuracy),
+                ("IoU", m.iou),
+                ("Dice", m.dice),
+                ("precision", m.precision),
+                ("recall", m.recall),
+            ] {
+                println!("  {name:<10} {v:>8.4}");
+            }
+        } else {
+            println!("  no image was scored");
         }
-    } else {
-        println!("  no image was scored");
+        print_counts(&report.counts, &dataset, true);
+        print_notes(&report.notes);
+        reports.push(report);
     }
-    print_counts(&report.counts, &dataset, true);
-    print_notes(&report.notes);
     if let Some(path) = &a.json {
-        write_json(path, &report)?;
+        write_reports_json(path, &reports)?;
     }
-    Ok(report.counts.scored > 0)
+    write_page(a, Runs::Localization(&reports), &dataset)?;
+    Ok(reports.iter().all(|r| r.counts.scored > 0))
 }
 
 fn perturbation(args: &PerturbationArgs) -> agcam::Result<bool> {
     let a = &args.common;
-    let (mut engine, dataset) = open(a)?;
     let options = PerturbationOptions {
         steps: args.steps,
         limit: a.limit,
-    };
-    let bar = progress(dataset.samples.len());
-    let mut last = 0;
-    let report = run_perturbation(&mut engine, &dataset, a.method, &options, |done, total| {
-        tick(&bar, done, total, &mut last)
-    })?;
-    bar.finish_and_clear();
-    print_errors(report.images.iter().filter_map(|r| r.error.as_ref()));
-    println!(
-        "perturbation: {} maps of the ground-truth class, {} steps, {}×{} heatmaps",
-        report.method.name(),
-        report.fractions.len(),
-        report.heatmap_size.0,
-        report.heatmap_size.1
-    );
-    match (report.morf_auc, report.lerf_auc, report.abpc) {
-        (Some(morf), Some(lerf), Some(abpc)) => {
-            println!("  MoRF AUC {morf:.4}  (lower is more faithful)");
-            println!("  LeRF AUC {lerf:.4}  (higher is more faithful)");
-            println!("  ABPC     {abpc:.4}  (LeRF − MoRF; higher is more faithful)");
-            println!("  {:>6} {:>8} {:>8} {:>8}", "p", "removed", "MoRF", "LeRF");
-            for i in 0..report.fractions.len() {
-                println!(
-                    "  {:>6.3} {:>8} {:>8.4} {:>8.4}",
-                    report.fractions[i],
-                    report.removed_pixels[i],
-                    report.morf_curve[i],
-                    report.lerf_curve[i]
-                );
+        ties: match (args.ties, args.seed) {
+            (TieArg::Stable, None) => Ties::Stable,
+            (TieArg::Stable, Some(_)) => {
+                return Err(Error::Invalid(
+                    "--seed sets the order of --ties random; add --ties random".into(),
+                ))
             }
+            (TieArg::Random, seed) => Ties::Random {
+                seed: seed.unwrap_or(0),
+            },
+        },
+    };
+    let (mut engine, dataset) = open(a)?;
+    let mut reports = Vec::with_capacity(a.method.len());
+    for &method in &a.method {
+        let report = with_progress(&dataset, |tick| {
+            run_perturbation(&mut engine, &dataset, method, &options, tick)
+        })?;
+        print_errors(report.images.iter().filter_map(|r| r.error.as_ref()));
+        println!(
+            "perturbation: {} maps of the ground-truth class, {} steps, {}×{} heatmaps",
+            report.method.name(),
+            report.fractions.len(),
+            report.heatmap_size.0,
+            report.heatmap_size.1
+        );
+        match (report.morf_auc, report.lerf_auc, report.abpc) {
+            (Some(morf), Some(lerf), Some(abpc)) => {
+                println!("  MoRF AUC {morf:.4}  (lower is more faithful)");
+                println!("  LeRF AUC {lerf:.4}  (higher is more faithful)");
+                println!("  ABPC     {abpc:.4}  (LeRF − MoRF; higher is more faithful)");
+                println!("  {:>6} {:>8} {:>8} {:>8}", "p", "removed", "MoRF", "LeRF");
+                for i in 0..report.fractions.len() {
+                    println!(
+                        "  {:>6.3} {:>8} {:>8.4} {:>8.4}",
+                        report.fractions[i],
+                        report.removed_pixels[i],
+                        report.morf_curve[i],
+                        report.lerf_curve[i]
+                    );
+                }
+            }
+            _ => println!("  no image was scored"),
         }
-        _ => println!("  no image was scored"),
+        print_counts(&report.counts, &dataset, false);
+        let scored = report
+            .images
+            .iter()
+            .filter(|r| r.status == Status::Scored)
+            .count();
+        println!(
+            "  {} of {scored} scored images are classified correctly (misclassified images are \
+             kept in this protocol)",
+            report.correctly_classified
+        );
+        print_notes(&report.notes);
+        reports.push(report);
     }
-    print_counts(&report.counts, &dataset, false);
-    let scored = report
-        .images
-        .iter()
-        .filter(|r| r.status == Status::Scored)
-        .count();
-    println!(
-        "  {} of {scored} scored images are classified correctly (misclassified images are kept \
-         in this protocol)",
-        report.correctly_classified
-    );
-    print_notes(&report.notes);
     if let Some(path) = &a.json {
-        write_json(path, &report)?;
+        write_reports_json(path, &reports)?;
     }
-    Ok(report.counts.scored > 0)
+    write_page(a, Runs::Perturbation(&reports), &dataset)?;
+    Ok(reports.iter().all(|r| r.counts.scored > 0))
 }
 
 /// Runs one `agcam eval` command.

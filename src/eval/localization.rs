@@ -66,6 +66,10 @@ pub struct LocalizationImage {
     /// Pixel counts and metrics, for scored images.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub metrics: Option<Metrics>,
+    /// The raw map of the predicted class (`map_grid` of the report, row-major) of scored
+    /// images, kept for [`write_report`](super::write_report)'s overlays; not serialised.
+    #[serde(skip)]
+    pub map: Vec<f32>,
 }
 
 /// The result of [`run_localization`].
@@ -79,6 +83,8 @@ pub struct LocalizationReport {
     pub threshold: f32,
     /// Heatmap and mask size (height, width): the model's input size.
     pub mask_size: (usize, usize),
+    /// Size of the raw map grid (height, width): the model's patch grid.
+    pub map_grid: (usize, usize),
     /// Model name.
     pub model: String,
     /// GPU adapter.
@@ -189,6 +195,7 @@ pub fn run_localization(
                 predicted_boxes: Vec::new(),
                 ground_truth_boxes: Vec::new(),
                 metrics: None,
+                map: Vec::new(),
             };
             match prep {
                 Err(e) => row.error = Some(e.to_string()),
@@ -219,6 +226,7 @@ pub fn run_localization(
                         row.predicted_boxes = pred_boxes;
                         row.ground_truth_boxes = gt_boxes;
                         row.metrics = Some(metrics);
+                        row.map = map.map.clone();
                     }
                 }
             }
@@ -250,6 +258,7 @@ pub fn run_localization(
         method,
         threshold: options.threshold,
         mask_size: (mask_h, mask_w),
+        map_grid: grid_size,
         model,
         adapter,
         dataset: DatasetInfo::of(dataset),

@@ -323,13 +323,99 @@ impl MeanMetrics {
 /// broken by the lower pixel index first in both orders, so a constant heatmap removes the
 /// same pixels under MoRF and LeRF. Values are compared with `f32::total_cmp`.
 pub fn removal_order(heat: &[f32], descending: bool) -> Vec<usize> {
+    sorted_by_value(heat, descending, |i| i)
+}
+
+/// [`removal_order`] with ties broken by `tie_rank` instead of the pixel index: of two pixels
+/// of equal value, the one with the lower `tie_rank` comes first, in MoRF and LeRF alike.
+/// With `tie_rank[i] == i` this is [`removal_order`]; [`Ties::rank`] gives random ranks.
+///
+/// # Panics
+/// If `tie_rank.len() != heat.len()`.
+pub fn removal_order_ranked(heat: &[f32], descending: bool, tie_rank: &[u32]) -> Vec<usize> {
+    assert_eq!(
+        tie_rank.len(),
+        heat.len(),
+        "removal_order_ranked: {} ranks for {} pixels",
+        tie_rank.len(),
+        heat.len()
+    );
+    sorted_by_value(heat, descending, |i| tie_rank[i] as usize)
+}
+
+/// Pixel indices sorted by value (`f32::total_cmp`), then by `tie_key` ascending.
+fn sorted_by_value(heat: &[f32], descending: bool, tie_key: impl Fn(usize) -> usize) -> Vec<usize> {
     let mut order: Vec<usize> = (0..heat.len()).collect();
     if descending {
-        order.sort_by(|&a, &b| heat[b].total_cmp(&heat[a]).then(a.cmp(&b)));
+        order.sort_by(|&a, &b| {
+            heat[b]
+                .total_cmp(&heat[a])
+                .then(tie_key(a).cmp(&tie_key(b)))
+        });
     } else {
-        order.sort_by(|&a, &b| heat[a].total_cmp(&heat[b]).then(a.cmp(&b)));
+        order.sort_by(|&a, &b| {
+            heat[a]
+                .total_cmp(&heat[b])
+                .then(tie_key(a).cmp(&tie_key(b)))
+        });
     }
     order
+}
+
+/// The default tie rule of the perturbation protocol ([`Ties::Stable`]), in words.
+pub const TIE_RULE: &str = "pixels are removed in a stable order: MoRF by value descending, \
+                            LeRF by value ascending, equal values by lower pixel index \
+                            (row-major) first in both";
+
+/// How pixels of equal heatmap value are ordered for removal in the perturbation protocol
+/// (method.md §4). Serialises as `{"rule": "stable"}` or `{"rule": "random", "seed": S}`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[serde(tag = "rule", rename_all = "kebab-case")]
+pub enum Ties {
+    /// Lower pixel index (row-major) first, in MoRF and LeRF alike ([`removal_order`]): a
+    /// constant map removes the same pixels under both orders.
+    #[default]
+    Stable,
+    /// A pseudo-random order among equal values, drawn per image from `seed` and the image id
+    /// (a random permutation of the pixels used as the tie-breaker in MoRF and LeRF alike), so
+    /// a run is reproducible and an image's order does not depend on the others.
+    Random {
+        /// Seed of the tie order.
+        seed: u64,
+    },
+}
+
+impl Ties {
+    /// The tie-breaking rank of each of `pixels` pixels for the image `id`: `None` for
+    /// [`Ties::Stable`] (the pixel index), else a permutation of `0..pixels` that depends only
+    /// on the seed and `id` (Fisher–Yates over SplitMix64).
+    pub fn rank(&self, pixels: usize, id: &str) -> Option<Vec<u32>> {
+        let Ties::Random { seed } = *self else {
+            return None;
+        };
+        // FNV-1a of the id: the same image gets the same order in any run of the same seed.
+        let id_hash = id.bytes().fold(0xCBF2_9CE4_8422_2325u64, |h, b| {
+            (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01B3)
+        });
+        let mut rng = crate::synth::rng::Rng::for_image(seed, id_hash);
+        let mut rank: Vec<u32> = (0..pixels as u32).collect();
+        for i in (1..pixels).rev() {
+            rank.swap(i, rng.below(i as u64 + 1) as usize);
+        }
+        Some(rank)
+    }
+
+    /// One sentence for reports and notes.
+    pub fn describe(&self) -> String {
+        match self {
+            Ties::Stable => TIE_RULE.to_string(),
+            Ties::Random { seed } => format!(
+                "pixels are removed by value (MoRF descending, LeRF ascending), equal values in \
+                 a random order drawn per image from seed {seed} and the image id (the same \
+                 order in MoRF and LeRF)"
+            ),
+        }
+    }
 }
 
 /// Pixels removed at fraction `p` of a `pixels`-pixel image: `int(pixels · p)`.

@@ -6,13 +6,15 @@
 //! ([`parse_annotation`]), layout detection ([`detect_layout`]), heatmap post-processing
 //! ([`heatmap`]), connected components ([`component_rects`]), box filling ([`fill_boxes`],
 //! [`scale_box`]), the per-image metrics ([`box_metrics`]) and the removal order of the
-//! perturbation protocol ([`removal_order`]). Reports serialise to JSON with serde.
+//! perturbation protocol ([`removal_order`], [`Ties`]). Reports serialise to JSON with serde,
+//! and to an HTML page to look at with [`write_report`].
 
 mod annotation;
 mod dataset;
 mod localization;
 mod metrics;
 mod perturbation;
+mod report;
 #[cfg(test)]
 mod tests;
 
@@ -27,12 +29,13 @@ pub use localization::{
 };
 pub use metrics::{
     box_metrics, component_rects, fill_boxes, heatmap, perturbation_fractions, predicted_boxes,
-    removal_order, remove_pixels, removed_count, scale_box, threshold_mask, Mask, MeanMetrics,
-    Metrics, PixelBox, Rect, EPS,
+    removal_order, removal_order_ranked, remove_pixels, removed_count, scale_box, threshold_mask,
+    Mask, MeanMetrics, Metrics, PixelBox, Rect, Ties, EPS, TIE_RULE,
 };
 pub use perturbation::{
-    run_perturbation, PerturbationImage, PerturbationOptions, PerturbationReport, TIE_RULE,
+    run_perturbation, PerturbationImage, PerturbationOptions, PerturbationReport,
 };
+pub use report::{prepare_report_dir, write_report, Runs};
 
 use crate::error::{Error, Result};
 use crate::explain::Engine;

@@ -6,7 +6,8 @@ use std::path::PathBuf;
 use serde::Serialize;
 
 use super::metrics::{
-    heatmap, perturbation_fractions, removal_order, remove_pixels, removed_count,
+    heatmap, perturbation_fractions, removal_order, removal_order_ranked, remove_pixels,
+    removed_count, Ties,
 };
 use super::{
     check_classes, engine_info, for_each_chunk, selected, validate_limit, Counts, Dataset,
@@ -15,11 +16,6 @@ use super::{
 use crate::error::{Error, Result};
 use crate::explain::{softmax, top_classes, Engine, Method, Target};
 
-/// How equal heatmap values are ordered for removal.
-pub const TIE_RULE: &str = "pixels are removed in a stable order: MoRF by value descending, \
-                            LeRF by value ascending, equal values by lower pixel index \
-                            (row-major) first in both";
-
 /// Settings of a perturbation run.
 #[derive(Debug, Clone, PartialEq)]
 pub struct PerturbationOptions {
@@ -27,6 +23,8 @@ pub struct PerturbationOptions {
     pub steps: usize,
     /// Only the first N samples (in id order).
     pub limit: Option<usize>,
+    /// How equal heatmap values are ordered for removal (default: stable).
+    pub ties: Ties,
 }
 
 impl Default for PerturbationOptions {
@@ -34,6 +32,7 @@ impl Default for PerturbationOptions {
         PerturbationOptions {
             steps: 11,
             limit: None,
+            ties: Ties::Stable,
         }
     }
 }
@@ -70,6 +69,10 @@ pub struct PerturbationImage {
     /// Mean over steps of `lerf − morf`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub abpc: Option<f64>,
+    /// The raw map of `class` (`map_grid` of the report, row-major), kept for
+    /// [`write_report`](super::write_report)'s overlays; not serialised.
+    #[serde(skip)]
+    pub map: Vec<f32>,
 }
 
 /// The result of [`run_perturbation`].
@@ -81,6 +84,8 @@ pub struct PerturbationReport {
     pub method: Method,
     /// Heatmap size (height, width): the model's input size.
     pub heatmap_size: (usize, usize),
+    /// Size of the raw map grid (height, width): the model's patch grid.
+    pub map_grid: (usize, usize),
     /// Model name.
     pub model: String,
     /// GPU adapter.
@@ -108,8 +113,10 @@ pub struct PerturbationReport {
     /// GPU chunks that score one image's perturbed inputs (1 unless the engine's capacity
     /// is below 2 · steps).
     pub gpu_batches_per_image: usize,
+    /// The tie rule of the removal order, in words.
+    pub tie_rule: String,
     /// The tie rule of the removal order.
-    pub tie_rule: &'static str,
+    pub ties: Ties,
     /// Conventions and warnings, one sentence each.
     pub notes: Vec<String>,
     /// Every image run, in id order.
@@ -120,12 +127,21 @@ fn mean(values: &[f64]) -> f64 {
     values.iter().sum::<f64>() / values.len() as f64
 }
 
-/// The 2 · steps perturbed copies of one normalised input: MoRF at every fraction, then LeRF.
-pub(crate) fn perturbed_inputs(input: &[f32], heat: &[f32], removed: &[usize]) -> Vec<f32> {
+/// The 2 · steps perturbed copies of one normalised input: MoRF at every fraction, then LeRF;
+/// equal heatmap values ordered by `tie_rank` (see [`removal_order_ranked`]), else by index.
+pub(crate) fn perturbed_inputs(
+    input: &[f32],
+    heat: &[f32],
+    removed: &[usize],
+    tie_rank: Option<&[u32]>,
+) -> Vec<f32> {
     let plane = heat.len();
     let mut out = Vec::with_capacity(2 * removed.len() * input.len());
     for descending in [true, false] {
-        let order = removal_order(heat, descending);
+        let order = match tie_rank {
+            Some(rank) => removal_order_ranked(heat, descending, rank),
+            None => removal_order(heat, descending),
+        };
         for &k in removed {
             let start = out.len();
             out.extend_from_slice(input);
@@ -142,7 +158,8 @@ pub(crate) fn perturbed_inputs(input: &[f32], heat: &[f32], removed: &[usize]) -
 ///    the model's input size (224×224 for the paper's model) and min-max normalised;
 /// 2. at each fraction p of `options.steps` (0, 0.1, …, 1), k = int(H·W·p) pixels are set to 0
 ///    in all three channels of the normalised input: the k highest heatmap values (MoRF) or
-///    the k lowest (LeRF), ties as [`TIE_RULE`] says;
+///    the k lowest (LeRF), equal values ordered as `options.ties` says ([`TIE_RULE`](super::TIE_RULE) by
+///    default);
 /// 3. score = softmax probability of the ground-truth class by the unmodified model; the
 ///    2 · steps inputs of an image go through [`Engine::predict`] as one batch (split in
 ///    chunks of `engine.capacity()` when that is smaller, as the report says);
@@ -189,7 +206,7 @@ pub fn run_perturbation(
              (224×224 in the paper), bilinear with align_corners=False, then min-max \
              normalised; removed pixels are set to 0 in all channels of the normalised input"
         ),
-        TIE_RULE.to_string(),
+        options.ties.describe(),
     ];
     if gpu_batches_per_image > 1 {
         notes.push(format!(
@@ -227,6 +244,7 @@ pub fn run_perturbation(
                 morf_auc: None,
                 lerf_auc: None,
                 abpc: None,
+                map: Vec::new(),
             };
             match prep {
                 Err(e) => row.error = Some(e.to_string()),
@@ -234,7 +252,8 @@ pub fn run_perturbation(
                     let explanation = explained.next().expect("one explanation per image");
                     row.predicted = Some(top_classes(&explanation.logits, 1)[0].class);
                     let heat = heatmap(&explanation.maps[0].map, cfg.grid(), (h, w));
-                    let inputs = perturbed_inputs(&prep.input, &heat, &removed);
+                    let rank = options.ties.rank(heat.len(), &sample.id);
+                    let inputs = perturbed_inputs(&prep.input, &heat, &removed, rank.as_deref());
                     let scores: Vec<f64> = engine
                         .predict(&inputs)?
                         .iter()
@@ -248,6 +267,7 @@ pub fn run_perturbation(
                     row.abpc = Some(mean(&diff));
                     row.morf = morf.to_vec();
                     row.lerf = lerf.to_vec();
+                    row.map = explanation.maps[0].map.clone();
                 }
             }
             images.push(row);
@@ -276,6 +296,7 @@ pub fn run_perturbation(
         protocol: "perturbation",
         method,
         heatmap_size: (h, w),
+        map_grid: cfg.grid(),
         model,
         adapter,
         dataset: DatasetInfo::of(dataset),
@@ -298,7 +319,8 @@ pub fn run_perturbation(
         lerf_auc: mean_of(&|r| r.lerf_auc),
         abpc: mean_of(&|r| r.abpc),
         gpu_batches_per_image,
-        tie_rule: TIE_RULE,
+        tie_rule: options.ties.describe(),
+        ties: options.ties,
         notes,
         images,
     })

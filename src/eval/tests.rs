@@ -274,6 +274,75 @@ fn removal_order_and_ties() {
 }
 
 #[test]
+fn stable_ties_are_the_index_order() {
+    let heat = [0.1, 0.9, 0.5, 0.9, 0.1, 0.5, 0.5];
+    let identity: Vec<u32> = (0..heat.len() as u32).collect();
+    assert_eq!(Ties::Stable.rank(heat.len(), "x"), None);
+    for descending in [true, false] {
+        assert_eq!(
+            removal_order_ranked(&heat, descending, &identity),
+            removal_order(&heat, descending)
+        );
+    }
+    let input = vec![1.0f32; 2 * heat.len()];
+    assert_eq!(
+        perturbed_inputs(&input, &heat, &[0, 3, 7], Some(&identity)),
+        perturbed_inputs(&input, &heat, &[0, 3, 7], None)
+    );
+}
+
+#[test]
+fn random_ties_reorder_only_equal_values_and_repeat_with_the_seed() {
+    // A map with deliberate ties: four plateaus of 25 pixels each, in a scrambled layout.
+    let heat: Vec<f32> = (0..100).map(|i| ((i * 37) % 4) as f32 / 3.0).collect();
+    let ties = Ties::Random { seed: 11 };
+    let rank = ties.rank(heat.len(), "img-1").unwrap();
+    // A permutation, the same for the same seed and image, different for another of either.
+    let mut sorted = rank.clone();
+    sorted.sort_unstable();
+    assert_eq!(sorted, (0..100).collect::<Vec<u32>>());
+    assert_eq!(ties.rank(heat.len(), "img-1").unwrap(), rank);
+    assert_ne!(ties.rank(heat.len(), "img-2").unwrap(), rank);
+    assert_ne!(
+        Ties::Random { seed: 12 }.rank(heat.len(), "img-1").unwrap(),
+        rank
+    );
+    for descending in [true, false] {
+        let stable = removal_order(&heat, descending);
+        let random = removal_order_ranked(&heat, descending, &rank);
+        assert_ne!(
+            stable, random,
+            "the tie rule changes the order of equal values"
+        );
+        // Still sorted by value; each plateau holds the same pixels at the same positions.
+        let values = |o: &[usize]| o.iter().map(|&i| heat[i]).collect::<Vec<f32>>();
+        assert_eq!(values(&stable), values(&random));
+        for plateau in stable.chunks(25).zip(random.chunks(25)) {
+            let (mut a, mut b) = (plateau.0.to_vec(), plateau.1.to_vec());
+            a.sort_unstable();
+            b.sort_unstable();
+            assert_eq!(a, b);
+        }
+        // Equal values follow the rank: increasing rank inside every plateau.
+        for p in random.chunks(25) {
+            assert!(p.windows(2).all(|w| rank[w[0]] < rank[w[1]]));
+        }
+    }
+    // The perturbed inputs differ where the tie order decides which pixels go first.
+    let input = vec![1.0f32; heat.len()];
+    assert_ne!(
+        perturbed_inputs(&input, &heat, &[10], Some(&rank)),
+        perturbed_inputs(&input, &heat, &[10], None)
+    );
+    assert!(ties.describe().contains("seed 11"));
+    assert_eq!(Ties::Stable.describe(), TIE_RULE);
+    assert_eq!(
+        serde_json::to_string(&ties).unwrap(),
+        r#"{"rule":"random","seed":11}"#
+    );
+}
+
+#[test]
 fn perturbed_copies() {
     // Two channels of a 2×2 image (plane 4), three steps: p = 0, 0.5, 1.
     let input: Vec<f32> = (1..=12).map(|v| v as f32).collect();
@@ -283,7 +352,7 @@ fn perturbed_copies() {
         .map(|&p| removed_count(4, p))
         .collect();
     assert_eq!(removed, vec![0, 2, 4]);
-    let out = perturbed_inputs(&input, &heat, &removed);
+    let out = perturbed_inputs(&input, &heat, &removed, None);
     let copies: Vec<&[f32]> = out.chunks(12).collect();
     assert_eq!(copies.len(), 6);
     assert_eq!(copies[0], &input[..]);

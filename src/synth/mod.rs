@@ -54,7 +54,7 @@
 //! files are byte-identical on every run and machine whatever the thread count.
 
 mod raster;
-mod rng;
+pub(crate) mod rng;
 mod scene;
 mod shapes;
 #[cfg(test)]
