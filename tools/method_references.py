@@ -97,8 +97,9 @@ def generic_attention(model: VisionTransformer, x: torch.Tensor,
 
     R = I; for each block in forward order, Ā = mean over heads of max(0, ∇A ⊙ A) with
     ∇A = ∂logit_c/∂A through the whole network (no detach, unlike AGCAM); R <- R + Ā R.
-    Map = R[CLS, patch tokens]. Class-token pooling only: the map is the class token's row, which
-    reaches no logit in an average-pooled model.
+    Map = R[CLS, patch tokens]: `generate_relevance` of the authors' ViT notebook
+    (hila-chefer/Transformer-MM-Explainability). Class-token pooling only: the map is the class
+    token's row, which reaches no logit in an average-pooled model.
     """
     check_supported(model)
     record: list = []
