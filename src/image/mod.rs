@@ -8,7 +8,8 @@
 //!   torchvision's `Resize` does on PIL images), Pillow 13's pass order by default and Pillow 12's
 //!   on request ([`resize_bilinear_antialias_with`]);
 //! * [`normalize_chw`]: torchvision's `ToTensor()` + `Normalize(mean, std)`;
-//! * [`preprocess`]: the three above from a file to a model input;
+//! * [`preprocess`]: the three above from a file to a model input, [`preprocess_rgb`] the last
+//!   two from decoded pixels;
 //! * [`upsample_bilinear`]: `F.interpolate(mode="bilinear", align_corners=False)`;
 //! * [`min_max_normalize`], [`jet`] (OpenCV's `COLORMAP_JET`) and [`overlay`] for display;
 //! * [`write_npy_f32`]: `np.save` of a float32 array.
@@ -26,7 +27,7 @@ pub use decode::load_rgb;
 pub use map::{min_max_normalize, upsample_bilinear};
 pub use npy::write_npy_f32;
 pub use overlay::{overlay, DEFAULT_OVERLAY_ALPHA};
-pub use preprocess::{normalize_chw, preprocess};
+pub use preprocess::{normalize_chw, preprocess, preprocess_rgb};
 pub use resize::{resize_bilinear_antialias, resize_bilinear_antialias_with, ResizePassOrder};
 
 #[cfg(test)]

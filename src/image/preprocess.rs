@@ -26,16 +26,14 @@ pub fn normalize_chw(img: &RgbImage, mean: [f32; 3], std: [f32; 3]) -> Vec<f32> 
 }
 
 /// Loads an image file and prepares it for a model of input size `height × width`: decodes it with
-/// [`load_rgb`], resizes it (ignoring aspect ratio) with [`resize_bilinear_antialias`] as
-/// torchvision's `Resize((height, width))` does on a PIL image, and normalises it with
-/// [`normalize_chw`].
+/// [`load_rgb`], then [`preprocess_rgb`].
 ///
 /// Returns the original decoded image (for overlays) and the normalised `[3, height, width]`
 /// tensor.
 ///
 /// # Errors
-/// [`Error::Invalid`] for a zero or too large size, or a `std` that is zero or not finite, or a
-/// `mean` that is not finite; the errors of [`load_rgb`] for the file.
+/// The errors of [`preprocess_rgb`] (checked before the file is read), then those of
+/// [`load_rgb`] for the file.
 pub fn preprocess(
     path: &Path,
     height: usize,
@@ -43,6 +41,49 @@ pub fn preprocess(
     mean: [f32; 3],
     std: [f32; 3],
 ) -> Result<(RgbImage, Vec<f32>)> {
+    let (h, w) = check_parameters(height, width, mean, std)?;
+    let original = load_rgb(path)?;
+    let tensor = resize_and_normalize(&original, h, w, mean, std);
+    Ok((original, tensor))
+}
+
+/// Prepares an already decoded RGB image for a model of input size `height × width`, exactly
+/// as [`preprocess`] prepares a file: resizes it (ignoring aspect ratio) with
+/// [`resize_bilinear_antialias`] as torchvision's `Resize((height, width))` does on a PIL image,
+/// and normalises it with [`normalize_chw`]. For pixels decoded elsewhere, e.g. by PIL.
+///
+/// # Errors
+/// [`Error::Invalid`] for a zero or too large size, or a `std` that is zero or not finite, or a
+/// `mean` that is not finite.
+pub fn preprocess_rgb(
+    image: &RgbImage,
+    height: usize,
+    width: usize,
+    mean: [f32; 3],
+    std: [f32; 3],
+) -> Result<Vec<f32>> {
+    let (h, w) = check_parameters(height, width, mean, std)?;
+    Ok(resize_and_normalize(image, h, w, mean, std))
+}
+
+fn resize_and_normalize(
+    image: &RgbImage,
+    h: u32,
+    w: u32,
+    mean: [f32; 3],
+    std: [f32; 3],
+) -> Vec<f32> {
+    let resized = resize_bilinear_antialias(image, w, h);
+    normalize_chw(&resized, mean, std)
+}
+
+/// The input size as `u32`s, once the size and normalisation are known to make sense.
+fn check_parameters(
+    height: usize,
+    width: usize,
+    mean: [f32; 3],
+    std: [f32; 3],
+) -> Result<(u32, u32)> {
     let size = |v: usize, what: &str| {
         u32::try_from(v).ok().filter(|&v| v > 0).ok_or_else(|| {
             Error::Invalid(format!(
@@ -62,8 +103,5 @@ pub fn preprocess(
             "normalisation mean {mean:?} must be finite"
         )));
     }
-    let original = load_rgb(path)?;
-    let resized = resize_bilinear_antialias(&original, w, h);
-    let tensor = normalize_chw(&resized, mean, std);
-    Ok((original, tensor))
+    Ok((h, w))
 }
