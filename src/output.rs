@@ -1,6 +1,7 @@
 //! What `agcam explain` writes per image and explained class: an overlay PNG, the raw map as
 //! `.npy`, and a JSON record of the prediction.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
@@ -88,6 +89,51 @@ pub fn write_class(
         msg: format!("cannot write PNG: {e}"),
     })?;
 
+    let record = class_record(
+        Some(&prepared.path),
+        prepared.original.dimensions(),
+        explanation,
+        class_map,
+        info,
+        RecordFiles {
+            map: written.map.file_name().map(|f| f.to_string_lossy()),
+            overlay: written.overlay.file_name().map(|f| f.to_string_lossy()),
+        },
+        json!({
+            "preprocess": prepared.preprocess_ms,
+            "gpu_per_image": gpu_ms,
+            "write": start.elapsed().as_secs_f64() * 1e3,
+        }),
+    );
+    let text = serde_json::to_string_pretty(&record).expect("JSON of plain values");
+    std::fs::write(&written.json, text + "\n").map_err(|e| Error::io(&written.json, e))?;
+    Ok(written)
+}
+
+/// The names of the files written beside a record (`None`: not written).
+#[derive(Debug, Clone, Default)]
+pub struct RecordFiles<'a> {
+    /// The raw map's `.npy` file name.
+    pub map: Option<Cow<'a, str>>,
+    /// The overlay's `.png` file name.
+    pub overlay: Option<Cow<'a, str>>,
+}
+
+/// The JSON record of `class_map` of `explanation` that `agcam explain` writes as
+/// `<stem>.json`: the image (`None` for pixels that came from no file) and its `(width, height)`,
+/// prediction, explained class with logit and probability, top 5, map range, model, adapter,
+/// the `files` written beside it and `timings_ms` (milliseconds by stage).
+pub fn class_record(
+    image: Option<&Path>,
+    image_size: (u32, u32),
+    explanation: &Explanation,
+    class_map: &ClassMap,
+    info: &RunInfo,
+    files: RecordFiles<'_>,
+    timings_ms: serde_json::Value,
+) -> serde_json::Value {
+    let cfg = &info.config;
+    let (gh, gw) = cfg.grid();
     let probs = softmax(&explanation.logits);
     let c = class_map.class;
     let predicted = explanation.predicted();
@@ -109,9 +155,9 @@ pub fn write_class(
         .fold((f32::INFINITY, f32::NEG_INFINITY), |(lo, hi), &v| {
             (lo.min(v), hi.max(v))
         });
-    let record = json!({
-        "image": prepared.path,
-        "image_size": [prepared.original.width(), prepared.original.height()],
+    json!({
+        "image": image,
+        "image_size": [image_size.0, image_size.1],
         "method": info.method.name(),
         "predicted_class": predicted,
         "predicted_label": cfg.label(predicted),
@@ -121,13 +167,13 @@ pub fn write_class(
         "explained_probability": probs[c],
         "top5": top5,
         "map": {
-            "file": written.map.file_name().map(|f| f.to_string_lossy()),
+            "file": files.map,
             "grid": [gh, gw],
             "min": min,
             "max": max,
             "note": "raw grid: no upsampling, no normalisation",
         },
-        "overlay": written.overlay.file_name().map(|f| f.to_string_lossy()),
+        "overlay": files.overlay,
         "model": {
             "name": cfg.name,
             "input_size": [cfg.image_size.0, cfg.image_size.1],
@@ -135,13 +181,6 @@ pub fn write_class(
             "num_classes": cfg.num_classes,
         },
         "adapter": info.adapter,
-        "timings_ms": {
-            "preprocess": prepared.preprocess_ms,
-            "gpu_per_image": gpu_ms,
-            "write": start.elapsed().as_secs_f64() * 1e3,
-        },
-    });
-    let text = serde_json::to_string_pretty(&record).expect("JSON of plain values");
-    std::fs::write(&written.json, text + "\n").map_err(|e| Error::io(&written.json, e))?;
-    Ok(written)
+        "timings_ms": timings_ms,
+    })
 }
