@@ -463,9 +463,15 @@ impl Explainer {
         if batch == Some(0) {
             return Err(PyValueError::new_err("batch must be at least 1"));
         }
+        let max_gpu_mem = match max_gpu_mem {
+            None => defaults.max_gpu_mem,
+            Some(mib) => mib.checked_mul(1 << 20).ok_or_else(|| {
+                PyValueError::new_err(format!("max_gpu_mem of {mib} MiB is too large"))
+            })?,
+        };
         let options = EngineOptions {
             max_batch: batch.unwrap_or(defaults.max_batch),
-            max_gpu_mem: max_gpu_mem.map_or(defaults.max_gpu_mem, |mib| mib << 20),
+            max_gpu_mem,
             precision,
             ..defaults
         };

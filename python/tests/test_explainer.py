@@ -225,6 +225,10 @@ def test_bad_constructor_arguments(tmp_path):
         agcam.Explainer(backend="cuda")
     with pytest.raises(ValueError, match="batch must be at least 1"):
         agcam.Explainer(batch=0)
+    with pytest.raises(ValueError, match="too large"):
+        agcam.Explainer(max_gpu_mem=2**60)
+    with pytest.raises(ValueError, match="does not fit the GPU budget"):
+        agcam.Explainer(max_gpu_mem=0)
     with pytest.raises(FileNotFoundError):
         agcam.Explainer(tmp_path / "missing.safetensors")
     junk = tmp_path / "junk.safetensors"
