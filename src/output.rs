@@ -4,6 +4,7 @@
 //! half a set or a truncated file; output names are planned so that no two inputs share one and
 //! no input picture is overwritten.
 
+use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
 use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
@@ -246,6 +247,67 @@ fn stage_class(
             })
     })?;
 
+    let record = class_record(
+        RecordImage {
+            path: Some(&prepared.path),
+            size: prepared.size,
+            exif_orientation: prepared.exif_orientation,
+            orientation_applied: prepared.oriented(),
+        },
+        explanation,
+        class_map,
+        info,
+        RecordFiles {
+            map: written.map.file_name().map(|f| f.to_string_lossy()),
+            overlay: written.overlay.file_name().map(|f| f.to_string_lossy()),
+        },
+        json!({
+            "preprocess": prepared.preprocess_ms,
+            "gpu_per_image": gpu_ms,
+            "write": start.elapsed().as_secs_f64() * 1e3,
+        }),
+    );
+    let text = serde_json::to_string_pretty(&record).expect("JSON of plain values");
+    set.write(&written.json, (text + "\n").as_bytes())?;
+    Ok(written)
+}
+
+/// The picture a JSON record describes.
+#[derive(Debug, Clone, Copy)]
+pub struct RecordImage<'a> {
+    /// Its file; `None` for pixels that came from no file.
+    pub path: Option<&'a Path>,
+    /// `(width, height)` of the picture as explained (after any EXIF rotation).
+    pub size: (u32, u32),
+    /// The file's EXIF orientation tag (1–8), if it has one.
+    pub exif_orientation: Option<u8>,
+    /// Whether that orientation was applied before explaining.
+    pub orientation_applied: bool,
+}
+
+/// The names of the files written beside a record (`None`: not written).
+#[derive(Debug, Clone, Default)]
+pub struct RecordFiles<'a> {
+    /// The raw map's `.npy` file name.
+    pub map: Option<Cow<'a, str>>,
+    /// The overlay's `.png` file name.
+    pub overlay: Option<Cow<'a, str>>,
+}
+
+/// The JSON record of `class_map` of `explanation` that `agcam explain` writes as
+/// `<stem>.json`: the image, its size and orientation, prediction, explained class with logit and
+/// probability, top 5, map range, model, adapter, the `files` written beside it and
+/// `timings_ms` (milliseconds by stage).
+pub fn class_record(
+    image: RecordImage<'_>,
+    explanation: &Explanation,
+    class_map: &ClassMap,
+    info: &RunInfo,
+    files: RecordFiles<'_>,
+    timings_ms: serde_json::Value,
+) -> serde_json::Value {
+    let cfg = &info.config;
+    let (gh, gw) = cfg.grid();
     let probs = softmax(&explanation.logits);
     let c = class_map.class;
     let predicted = explanation.predicted();
@@ -267,12 +329,12 @@ fn stage_class(
         .fold((f32::INFINITY, f32::NEG_INFINITY), |(lo, hi), &v| {
             (lo.min(v), hi.max(v))
         });
-    let record = json!({
+    json!({
         // Lossy for a path that is not UTF-8 (JSON strings are Unicode).
-        "image": prepared.path.to_string_lossy(),
-        "image_size": [prepared.size.0, prepared.size.1],
-        "exif_orientation": prepared.exif_orientation,
-        "orientation_applied": prepared.oriented(),
+        "image": image.path.map(|p| p.to_string_lossy()),
+        "image_size": [image.size.0, image.size.1],
+        "exif_orientation": image.exif_orientation,
+        "orientation_applied": image.orientation_applied,
         "method": info.method.name(),
         "predicted_class": predicted,
         "predicted_label": cfg.label(predicted),
@@ -282,13 +344,13 @@ fn stage_class(
         "explained_probability": probs[c],
         "top5": top5,
         "map": {
-            "file": written.map.file_name().map(|f| f.to_string_lossy()),
+            "file": files.map,
             "grid": [gh, gw],
             "min": min,
             "max": max,
             "note": "raw grid: no upsampling, no normalisation",
         },
-        "overlay": written.overlay.file_name().map(|f| f.to_string_lossy()),
+        "overlay": files.overlay,
         "model": {
             "name": cfg.name,
             "input_size": [cfg.image_size.0, cfg.image_size.1],
@@ -296,15 +358,8 @@ fn stage_class(
             "num_classes": cfg.num_classes,
         },
         "adapter": info.adapter,
-        "timings_ms": {
-            "preprocess": prepared.preprocess_ms,
-            "gpu_per_image": gpu_ms,
-            "write": start.elapsed().as_secs_f64() * 1e3,
-        },
-    });
-    let text = serde_json::to_string_pretty(&record).expect("JSON of plain values");
-    set.write(&written.json, (text + "\n").as_bytes())?;
-    Ok(written)
+        "timings_ms": timings_ms,
+    })
 }
 
 #[cfg(test)]

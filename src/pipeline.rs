@@ -11,7 +11,7 @@ use std::time::Instant;
 
 use crate::error::{Error, Result};
 use crate::explain::{Engine, Explanation, Method, Target};
-use crate::image::{decode_file, to_model_input, Orientation};
+use crate::image::{decode_file, preprocess_rgb, Orientation};
 use crate::model::ModelConfig;
 
 /// File extensions searched for inside folders (files named explicitly are read whatever
@@ -219,7 +219,7 @@ pub fn prepare_with(path: &Path, cfg: &ModelConfig, options: &ReadOptions) -> Re
     let start = Instant::now();
     let (h, w) = cfg.image_size;
     let decoded = decode_file(path, options.orientation)?;
-    let input = to_model_input(&decoded.image, h, w, cfg.mean, cfg.std)?;
+    let input = preprocess_rgb(&decoded.image, h, w, cfg.mean, cfg.std)?;
     let size = decoded.image.dimensions();
     let bytes = size.0 as usize * size.1 as usize * 3;
     let original = match options.keep_original_bytes {

@@ -26,7 +26,7 @@ pub use decode::{decode_file, load_rgb, Decoded, Orientation, MAX_DECODED_BYTES}
 pub use map::{min_max_normalize, upsample_bilinear};
 pub use npy::{write_npy_f32, write_npy_f32_to};
 pub use overlay::{overlay, DEFAULT_OVERLAY_ALPHA};
-pub use preprocess::{normalize_chw, preprocess, to_model_input};
+pub use preprocess::{normalize_chw, preprocess, preprocess_rgb};
 pub use resize::{resize_bilinear_antialias, resize_bilinear_antialias_with, ResizePassOrder};
 
 #[cfg(test)]

@@ -26,13 +26,13 @@ pub fn normalize_chw(img: &RgbImage, mean: [f32; 3], std: [f32; 3]) -> Vec<f32> 
 }
 
 /// Loads an image file and prepares it for a model of input size `height × width`: decodes it with
-/// [`load_rgb`] and prepares it with [`to_model_input`].
+/// [`load_rgb`] and prepares it with [`preprocess_rgb`].
 ///
 /// Returns the original decoded image (for overlays) and the normalised `[3, height, width]`
 /// tensor.
 ///
 /// # Errors
-/// The errors of [`to_model_input`], checked before the file is read; the errors of
+/// The errors of [`preprocess_rgb`], checked before the file is read; the errors of
 /// [`load_rgb`] for the file.
 pub fn preprocess(
     path: &Path,
@@ -43,26 +43,27 @@ pub fn preprocess(
 ) -> Result<(RgbImage, Vec<f32>)> {
     check_input_settings(height, width, mean, std)?;
     let original = load_rgb(path)?;
-    let tensor = to_model_input(&original, height, width, mean, std)?;
+    let tensor = preprocess_rgb(&original, height, width, mean, std)?;
     Ok((original, tensor))
 }
 
-/// Prepares a decoded picture for a model of input size `height × width`: resizes it (ignoring
-/// aspect ratio) with [`resize_bilinear_antialias`] as torchvision's `Resize((height, width))`
-/// does on a PIL image, and normalises it with [`normalize_chw`].
+/// Prepares an already decoded RGB picture for a model of input size `height × width`, exactly
+/// as [`preprocess`] prepares a file: resizes it (ignoring aspect ratio) with
+/// [`resize_bilinear_antialias`] as torchvision's `Resize((height, width))` does on a PIL image,
+/// and normalises it with [`normalize_chw`]. For pixels decoded elsewhere, e.g. by PIL.
 ///
 /// # Errors
 /// [`Error::Invalid`] for a zero or too large size, or a `std` that is zero or not finite, or a
 /// `mean` that is not finite.
-pub fn to_model_input(
-    original: &RgbImage,
+pub fn preprocess_rgb(
+    image: &RgbImage,
     height: usize,
     width: usize,
     mean: [f32; 3],
     std: [f32; 3],
 ) -> Result<Vec<f32>> {
     let (h, w) = check_input_settings(height, width, mean, std)?;
-    let resized = resize_bilinear_antialias(original, w, h);
+    let resized = resize_bilinear_antialias(image, w, h);
     Ok(normalize_chw(&resized, mean, std))
 }
 
