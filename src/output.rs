@@ -35,10 +35,10 @@ pub struct Stems {
     reserved: HashSet<String>,
     /// Stems given out so far.
     taken: HashSet<String>,
-    /// Canonical paths of input files inside the output folder: never written to.
-    inputs_in_out: HashSet<PathBuf>,
-    /// The canonical output folder, when planned.
-    out: Option<PathBuf>,
+    /// Stems `s` whose `s.<png|npy|json>` is an input file in the output folder.
+    protected: HashSet<String>,
+    /// Stems `s` with some `s_c<class>.<png|npy|json>` an input file in the output folder.
+    protected_with_class: HashSet<String>,
 }
 
 /// A file stem as text: lossy for names that are not UTF-8 (two such names that become the same
@@ -54,46 +54,38 @@ impl Stems {
     /// Plans stems for `inputs`, whose outputs go to the folder `out` (which should exist, so
     /// that inputs inside it can be recognised).
     pub fn plan(inputs: &[PathBuf], out: &Path) -> Self {
-        let out = std::fs::canonicalize(out).ok();
-        let inputs_in_out = match &out {
-            Some(out) => inputs
-                .iter()
-                .filter_map(|p| std::fs::canonicalize(p).ok())
-                .filter(|p| p.parent() == Some(out.as_path()))
-                .collect(),
-            None => HashSet::new(),
-        };
-        Stems {
+        let mut plan = Stems {
             reserved: inputs.iter().map(|p| natural_stem(p)).collect(),
-            inputs_in_out,
-            out,
             ..Self::default()
+        };
+        let Ok(out) = std::fs::canonicalize(out) else {
+            return plan;
+        };
+        for input in inputs.iter().filter_map(|p| std::fs::canonicalize(p).ok()) {
+            let is_output_kind = input
+                .extension()
+                .and_then(OsStr::to_str)
+                .is_some_and(|e| OUTPUT_EXTENSIONS.contains(&e));
+            let Some(stem) = input.file_stem().and_then(OsStr::to_str) else {
+                continue; // not UTF-8: no output name (always UTF-8) can be this file
+            };
+            if input.parent() != Some(out.as_path()) || !is_output_kind {
+                continue;
+            }
+            if let Some((base, class)) = stem.rsplit_once("_c") {
+                if !class.is_empty() && class.bytes().all(|b| b.is_ascii_digit()) {
+                    plan.protected_with_class.insert(base.to_string());
+                }
+            }
+            plan.protected.insert(stem.to_string());
         }
+        plan
     }
 
     /// Whether writing `<stem><suffix>.<ext>` files would overwrite an input, for any suffix
     /// `_c<class>` or none.
     fn hits_an_input(&self, stem: &str) -> bool {
-        let Some(out) = &self.out else { return false };
-        self.inputs_in_out.iter().any(|input| {
-            let ext_is_output = input
-                .extension()
-                .and_then(OsStr::to_str)
-                .is_some_and(|e| OUTPUT_EXTENSIONS.contains(&e));
-            let Some(rest) = input
-                .file_stem()
-                .and_then(OsStr::to_str)
-                .and_then(|s| s.strip_prefix(stem))
-            else {
-                return false;
-            };
-            let class_suffix = rest
-                .strip_prefix("_c")
-                .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()));
-            input.parent() == Some(out.as_path())
-                && ext_is_output
-                && (rest.is_empty() || class_suffix)
-        })
+        self.protected.contains(stem) || self.protected_with_class.contains(stem)
     }
 
     /// The stem for `path`.
