@@ -3,15 +3,13 @@
 //! numbers, out-of-range options and noisy stderr. Each test names the class of failure it
 //! guards against.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-fn fixture(path: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures")
-        .join(path)
-}
+use common::cli::{agcam, fixture, s, stderr};
 
 fn weights() -> PathBuf {
     fixture("odd_ls/model.safetensors")
@@ -19,38 +17,6 @@ fn weights() -> PathBuf {
 
 fn image() -> PathBuf {
     fixture("odd_ls/image.png")
-}
-
-/// Runs agcam; a run that takes over five minutes is killed and fails the test (a hang).
-fn agcam(args: &[&str]) -> Output {
-    let limit = Duration::from_secs(300);
-    let mut child = Command::new(env!("CARGO_BIN_EXE_agcam"))
-        .args(args)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("run agcam");
-    let start = Instant::now();
-    while child.try_wait().unwrap().is_none() {
-        if start.elapsed() > limit {
-            child.kill().unwrap();
-            let o = child.wait_with_output().unwrap();
-            panic!(
-                "agcam {args:?} still running after {limit:?}: {}",
-                String::from_utf8_lossy(&o.stderr)
-            );
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    child.wait_with_output().unwrap()
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
-
-fn s(p: &Path) -> &str {
-    p.to_str().unwrap()
 }
 
 fn explain(inputs: &[&Path], out: &Path, extra: &[&str]) -> Output {

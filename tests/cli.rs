@@ -1,28 +1,11 @@
 //! The `agcam` binary end to end: outputs on disk, exit status, and clear errors for bad input.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+mod common;
 
-fn fixture(path: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures")
-        .join(path)
-}
+use std::path::Path;
+use std::process::Command;
 
-fn agcam(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_agcam"))
-        .args(args)
-        .output()
-        .expect("run agcam")
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
-
-fn s(p: &Path) -> &str {
-    p.to_str().unwrap()
-}
+use common::cli::{agcam, fixture, s, stderr};
 
 #[test]
 fn explain_writes_overlay_map_and_record_and_reports_bad_images() {

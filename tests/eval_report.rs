@@ -2,23 +2,11 @@
 //! synthetic set: the page's structure (the browser check is scripts/check-report.sh), several
 //! methods in one run, the JSON of several methods, and clear errors for bad requests.
 
+mod common;
+
 use std::path::Path;
-use std::process::{Command, Output};
 
-fn agcam(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_agcam"))
-        .args(args)
-        .output()
-        .expect("run agcam")
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
-
-fn s(p: &Path) -> &str {
-    p.to_str().unwrap()
-}
+use common::cli::{agcam, s, stderr};
 
 fn synth(dir: &Path, count: &str) -> std::path::PathBuf {
     let data = dir.join("data");

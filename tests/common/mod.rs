@@ -1,6 +1,7 @@
 //! Shared helpers of the integration tests.
 #![allow(dead_code)]
 
+pub mod cli;
 pub mod parity;
 
 use agcam::gpu::{open_each, Backend, Gpu};
