@@ -258,6 +258,46 @@ fn non_finite_numbers_are_errors() {
     assert!(records(&out).is_empty());
 }
 
+/// Class: the evaluation protocols averaged NaN scores (or dropped them) with exit status 0.
+#[test]
+fn evaluation_refuses_non_finite_scores() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let o = agcam(&["synth", "--out", s(&data), "--count", "2", "--seed", "3"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    for protocol in ["localization", "perturbation"] {
+        let json = dir.path().join(format!("{protocol}.json"));
+        let o = agcam(
+            &[
+                "eval",
+                protocol,
+                "--data",
+                s(&data),
+                "--std",
+                "1e-45,1e-45,1e-45",
+                "--steps",
+                "3",
+                "--json",
+                s(&json),
+            ]
+            .into_iter()
+            .filter(|a| protocol == "perturbation" || !matches!(*a, "--steps" | "3"))
+            .collect::<Vec<_>>(),
+        );
+        assert!(!o.status.success(), "{protocol}: {}", stderr(&o));
+        assert!(stderr(&o).contains("NaN or infinite"), "{}", stderr(&o));
+        let report: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+        assert_eq!(report["counts"]["non_finite"], 2, "{protocol}");
+        assert_eq!(report["counts"]["scored"], 0, "{protocol}");
+        assert!(report["images"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|i| i["status"] == "non-finite"));
+    }
+}
+
 /// Class: out-of-range numbers were accepted (or overflowed), and negative ones got clap's
 /// "unexpected argument" instead of a range error.
 #[test]

@@ -205,6 +205,7 @@ fn both_protocols_all_methods() {
                 }
                 Status::Misclassified => assert!(!r.classes.contains(&r.predicted.unwrap())),
                 Status::Unreadable => assert_eq!(r.id, "g"),
+                Status::NonFinite => panic!("{}: {:?}", r.id, r.error),
             }
         }
         // Image "b" has no <size>: its boxes are scaled by the decoded 90×200.

@@ -200,6 +200,13 @@ fn print_counts(c: &Counts, dataset: &Dataset, what_misclassified: bool) {
         "images: {} total, {} scored{misclassified}, {} skipped for missing data{detail}",
         c.total, c.scored, c.missing_data
     );
+    if c.non_finite > 0 {
+        eprintln!(
+            "error: the model gave NaN or infinite values for {} images (not scored): check the \
+             weights and the normalisation (--mean, --std)",
+            c.non_finite
+        );
+    }
 }
 
 /// Runs `work` with a progress callback that drives a bar over the dataset's images.
@@ -281,7 +288,9 @@ fn localization(args: &LocalizationArgs) -> agcam::Result<bool> {
         write_reports_json(path, &reports)?;
     }
     write_page(a, Runs::Localization(&reports), &dataset)?;
-    Ok(reports.iter().all(|r| r.counts.scored > 0))
+    Ok(reports
+        .iter()
+        .all(|r| r.counts.scored > 0 && r.counts.non_finite == 0))
 }
 
 fn perturbation(args: &PerturbationArgs) -> agcam::Result<bool> {
@@ -351,7 +360,9 @@ fn perturbation(args: &PerturbationArgs) -> agcam::Result<bool> {
         write_reports_json(path, &reports)?;
     }
     write_page(a, Runs::Perturbation(&reports), &dataset)?;
-    Ok(reports.iter().all(|r| r.counts.scored > 0))
+    Ok(reports
+        .iter()
+        .all(|r| r.counts.scored > 0 && r.counts.non_finite == 0))
 }
 
 /// Runs one `agcam eval` command.

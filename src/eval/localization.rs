@@ -202,8 +202,11 @@ pub fn run_localization(
                 Ok(prep) => {
                     let explanation = explained.next().expect("one explanation per image");
                     let map = &explanation.maps[0];
-                    row.predicted = Some(map.class);
-                    if !sample.has_class(map.class) {
+                    if let Some(why) = crate::pipeline::non_finite(&explanation) {
+                        row.status = Status::NonFinite;
+                        row.error = Some(format!("{}: {why}", sample.image.display()));
+                    } else if !sample.has_class(map.class) {
+                        row.predicted = Some(map.class);
                         row.status = Status::Misclassified;
                     } else {
                         let decoded = prep.original.dimensions();
@@ -221,6 +224,7 @@ pub fn run_localization(
                             &gt,
                             size,
                         );
+                        row.predicted = Some(map.class);
                         row.status = Status::Scored;
                         row.image_size = Some(size);
                         row.predicted_boxes = pred_boxes;
@@ -249,6 +253,7 @@ pub fn run_localization(
         misclassified: count(Status::Misclassified),
         missing_data,
         unreadable,
+        non_finite: count(Status::NonFinite),
         total: total + dataset.skipped.total(),
     };
     let mean = MeanMetrics::of(images.iter().filter_map(|r| r.metrics.as_ref()));

@@ -52,6 +52,9 @@ pub enum Status {
     Misclassified,
     /// The image file could not be decoded.
     Unreadable,
+    /// The model gave NaN or infinite logits, map values or perturbed scores for it (its
+    /// `error` says which): broken weights or normalisation, never a score.
+    NonFinite,
 }
 
 /// The dataset as a report describes it.
@@ -94,6 +97,8 @@ pub struct Counts {
     pub missing_data: usize,
     /// Images that could not be decoded (part of `missing_data`).
     pub unreadable: usize,
+    /// Images for which the model gave NaN or infinite values (not scored; the run fails).
+    pub non_finite: usize,
 }
 
 /// Checks shared by both protocols; returns notes for the report.

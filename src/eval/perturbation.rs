@@ -250,6 +250,13 @@ pub fn run_perturbation(
                 Err(e) => row.error = Some(e.to_string()),
                 Ok(prep) => {
                     let explanation = explained.next().expect("one explanation per image");
+                    if let Some(why) = crate::pipeline::non_finite(&explanation) {
+                        row.status = Status::NonFinite;
+                        row.error = Some(format!("{}: {why}", sample.image.display()));
+                        images.push(row);
+                        progress(images.len(), total);
+                        continue;
+                    }
                     row.predicted = Some(top_classes(&explanation.logits, 1)[0].class);
                     let heat = heatmap(&explanation.maps[0].map, cfg.grid(), (h, w));
                     let rank = options.ties.rank(heat.len(), &sample.id);
@@ -259,6 +266,16 @@ pub fn run_perturbation(
                         .iter()
                         .map(|logits| softmax(logits)[class] as f64)
                         .collect();
+                    if let Some(bad) = scores.iter().position(|s| !s.is_finite()) {
+                        row.status = Status::NonFinite;
+                        row.error = Some(format!(
+                            "{}: the model gave a non-finite probability for perturbed input {bad}",
+                            sample.image.display()
+                        ));
+                        images.push(row);
+                        progress(images.len(), total);
+                        continue;
+                    }
                     let (morf, lerf) = scores.split_at(options.steps);
                     let diff: Vec<f64> = lerf.iter().zip(morf).map(|(l, m)| l - m).collect();
                     row.status = Status::Scored;
@@ -279,7 +296,8 @@ pub fn run_perturbation(
         .iter()
         .filter(|r| r.status == Status::Scored)
         .collect();
-    let unreadable = images.len() - scored.len();
+    let count = |s: Status| images.iter().filter(|r| r.status == s).count();
+    let (unreadable, non_finite) = (count(Status::Unreadable), count(Status::NonFinite));
     let mean_of = |f: &dyn Fn(&PerturbationImage) -> Option<f64>| -> Option<f64> {
         (!scored.is_empty()).then(|| mean(&scored.iter().filter_map(|r| f(r)).collect::<Vec<_>>()))
     };
@@ -306,6 +324,7 @@ pub fn run_perturbation(
             misclassified: 0,
             missing_data: dataset.skipped.total() + unreadable,
             unreadable,
+            non_finite,
         },
         correctly_classified: scored
             .iter()
