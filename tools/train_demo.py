@@ -11,7 +11,9 @@ What it does, in order (every step prints its progress):
    shrinking: what torchvision `Resize((224, 224))` does on a PIL image), and to the low
    resolution of the first phase; the uint8 arrays are cached next to the data.
 3. A timm `VisionTransformer` (patch 16, 224×224, class-token pooling, standard blocks, qkv bias)
-   is trained from scratch on the label of each picture's target (non-distractor) object, in two
+   is trained from scratch on the label of each picture's target (non-distractor) object, and on
+   nothing else by default (`--token-loss W` adds an auxiliary loss that names the object under
+   every patch from the boxes: weak supervision no more, see issue 15), in two
    phases: most epochs at `--low-res` (timm's `dynamic_img_size` resamples the 14×14 position
    embedding, which is what keeps this affordable on two CPU cores), then `--high-epochs` at 224.
    Inputs are normalised with mean = std = 0.5. Augmentation: random horizontal and vertical
@@ -25,7 +27,9 @@ What it does, in order (every step prints its progress):
    map lies inside the target's box, and, on pictures with a distractor, inside the target's box
    rather than the distractor's.
 
-Reproduce the bundled weights with the defaults: `python3 tools/train_demo.py`.
+Reproduce the bundled weights (trained with the token-labelling loss) with
+`python3 tools/train_demo.py --token-loss 0.5`; the defaults train on class labels only
+(weights/label-only/).
 """
 
 from __future__ import annotations
@@ -460,8 +464,9 @@ def main() -> None:
     p.add_argument("--drop-path", type=float, default=0.0)
     p.add_argument("--mimetic", action=argparse.BooleanOptionalAction, default=True,
                    help="mimetic initialisation of the attention weights")
-    p.add_argument("--token-loss", type=float, default=0.5,
-                   help="weight of the auxiliary token-labelling loss (0 = off)")
+    p.add_argument("--token-loss", type=float, default=0.0,
+                   help="weight of the auxiliary token-labelling loss, which names the object "
+                        "under every patch from the boxes (default 0: class labels only)")
     p.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=True,
                    help="bfloat16 autocast in the 224 phase (weights stay float32)")
     p.add_argument("--seed", type=int, default=0)
