@@ -51,7 +51,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image
-from safetensors.torch import save_file
+from safetensors.torch import load_file, save_file
 from timm.models.vision_transformer import VisionTransformer
 
 REPO = Path(__file__).resolve().parent.parent
@@ -259,7 +259,13 @@ def train(args, stages, val_set, num_classes):
     torch.manual_seed(args.seed)
     g = torch.Generator().manual_seed(args.seed)
     model = make_model(args, num_classes, dynamic=True)
-    if args.mimetic:
+    if args.init is not None:
+        # Continued training: start from a saved model of the same shape (what this script
+        # writes), with a fresh optimizer and schedule.
+        state = {k: v.float() for k, v in load_file(str(args.init)).items()}
+        model.load_state_dict(state)
+        log(f"initialised from {args.init}")
+    elif args.mimetic:
         mimetic_init(model, g)
     # Token labelling (Jiang et al. 2021, "All Tokens Matter"): a linear head on every patch
     # token, trained to name the object under the patch (or background). Used only during
@@ -470,6 +476,9 @@ def main() -> None:
     p.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=True,
                    help="bfloat16 autocast in the 224 phase (weights stay float32)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--init", type=Path, default=None,
+                   help="continue training from this .safetensors (same shape; fresh optimizer and "
+                        "schedule; no mimetic init)")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--val-during", type=int, default=500, help="held-out pictures checked per epoch")
     p.add_argument("--log-every", type=int, default=50)
