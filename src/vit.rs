@@ -119,6 +119,45 @@ pub(crate) struct LayerKeep {
     pub y_cls: wgpu::Buffer,
 }
 
+/// What the forward keeps of one layer for the full backward (no detach), all tokens.
+pub(crate) struct FullKeep {
+    /// The block's input x_{k-1} [B·N, D] (LN1's input).
+    pub x: wgpu::Buffer,
+    /// q, k, v [B·N, 3D].
+    pub qkv: wgpu::Buffer,
+    /// Post-softmax attention [B, H, N, padded].
+    pub probs: wgpu::Buffer,
+    /// The residual stream after attention y_k [B·N, D] (LN2's input).
+    pub y: wgpu::Buffer,
+    /// fc1's pre-activation [B·N, F].
+    pub pre: wgpu::Buffer,
+}
+
+/// Bytes per image of the [`FullKeep`] buffers of every layer.
+pub(crate) fn full_keep_bytes_per_image(cfg: &ModelConfig) -> usize {
+    let n = cfg.tokens();
+    let (d, f) = (cfg.embed_dim, cfg.mlp_hidden);
+    4 * cfg.depth * (n * (5 * d + f) + attention_shape(cfg, 1).scores_per_image())
+}
+
+impl FullKeep {
+    /// One per layer, for up to `capacity` images.
+    pub fn new(gpu: &Gpu, cfg: &ModelConfig, capacity: usize) -> Vec<FullKeep> {
+        let rows = (capacity * cfg.tokens()) as u64;
+        let (d, f) = (cfg.embed_dim as u64, cfg.mlp_hidden as u64);
+        let scores = (capacity * attention_shape(cfg, 1).scores_per_image()) as u64;
+        (0..cfg.depth)
+            .map(|_| FullKeep {
+                x: gpu.storage("kept block input", 4 * rows * d),
+                qkv: gpu.storage("kept qkv", 4 * rows * 3 * d),
+                probs: gpu.storage("kept attention", 4 * scores),
+                y: gpu.storage("kept mlp input", 4 * rows * d),
+                pre: gpu.storage("kept fc1 pre-activation", 4 * rows * f),
+            })
+            .collect()
+    }
+}
+
 /// Activation buffers for up to `capacity` images.
 pub(crate) struct Activations {
     /// Normalised input images [B, 3, H, W].
@@ -224,7 +263,9 @@ fn push_named(out: &mut Vec<Dispatch>, dispatches: Vec<Dispatch>, name: &str) {
 
 /// Records the forward pass of `batch` images (already in `acts.images`) up to the logits.
 /// With `keep_mixed` (one [B, N, N] buffer per layer), also keeps each layer's head-averaged
-/// attention mixed with the identity, for attention rollout.
+/// attention mixed with the identity, for attention rollout; with `keep_full`, everything the
+/// full backward reads, every block computed for all tokens.
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn record_forward(
     gpu: &Gpu,
     k: &Kernels,
@@ -233,6 +274,7 @@ pub(crate) fn record_forward(
     acts: &Activations,
     batch: usize,
     keep_mixed: Option<&[wgpu::Buffer]>,
+    keep_full: Option<&[FullKeep]>,
 ) -> Vec<Dispatch> {
     let n = cfg.tokens();
     let (d, f, p) = (cfg.embed_dim, cfg.mlp_hidden, cfg.patch_size);
@@ -279,15 +321,26 @@ pub(crate) fn record_forward(
     // Under class-token pooling only the class token of the last block reaches the logits (and
     // the AGCAM backward): its block needs K and V of every token, the rest for the class token
     // alone. Rollout keeps the full last block, since it reads every attention row.
-    let short_last = cfg.pooling == Pooling::Token && keep_mixed.is_none();
+    let short_last = cfg.pooling == Pooling::Token && keep_mixed.is_none() && keep_full.is_none();
     for (i, (blk, keep)) in w.blocks.iter().zip(&acts.layers).enumerate() {
         let cls_only = short_last && i + 1 == cfg.depth;
+        // The full backward's copies: the activations are written straight into them.
+        let full = keep_full.map(|f| &f[i]);
+        let qkv = full.map_or(&acts.qkv, |f| &f.qkv);
+        let scores = full.map_or(&acts.scores, |f| &f.probs);
         // Rows the query side works on, and how far apart they sit in the token matrices.
         let (q_rows, stride) = if cls_only { (batch, n) } else { (rows, 1) };
         let tokens_view = |width: usize| View::rows(width * stride);
         let name = |part: &str| format!("blocks.{i}.{part}");
 
         // y = x + ls1 · proj(attention(LN1(x)))
+        if let Some(f) = full {
+            out.push(
+                k.backward
+                    .copy(gpu, &acts.x, &f.x, rows * d)
+                    .named(name("keep_x")),
+            );
+        }
         out.push(
             k.layernorm
                 .dispatch(
@@ -318,7 +371,7 @@ pub(crate) fn record_forward(
                         ),
                         (&blk.qkv_b, &blk.qkv_b, d),
                         (
-                            &acts.qkv,
+                            qkv,
                             View {
                                 offset: d as u32,
                                 ..View::rows(3 * d)
@@ -337,7 +390,7 @@ pub(crate) fn record_forward(
                     (&acts.normed, tokens_view(d)),
                     (&blk.qkv_w, View::rows(d)),
                     (&blk.qkv_b, &blk.qkv_b, 0),
-                    (&acts.qkv, tokens_view(3 * d)),
+                    (qkv, tokens_view(3 * d)),
                     (q_rows, if cls_only { d } else { 3 * d }, d),
                     Epilogue::Bias,
                 )
@@ -347,8 +400,8 @@ pub(crate) fn record_forward(
             gpu,
             &k.gemm,
             AttnBuffers {
-                qkv: &acts.qkv,
-                scores: &acts.scores,
+                qkv,
+                scores,
                 v_t: &acts.v_t,
                 out: &acts.attn_out,
                 cls_scores: &keep.cls_scores,
@@ -364,7 +417,7 @@ pub(crate) fn record_forward(
             let shape = (batch, n, attn.padded(), cfg.num_heads);
             out.push(
                 k.baselines
-                    .head_mean(gpu, &acts.scores, &mixed[i], shape)
+                    .head_mean(gpu, scores, &mixed[i], shape)
                     .named(name("attn.head_mean")),
             );
         }
@@ -386,6 +439,13 @@ pub(crate) fn record_forward(
         );
 
         // x = y + ls2 · fc2(gelu(fc1(LN2(y))))
+        if let Some(f) = full {
+            out.push(
+                k.backward
+                    .copy(gpu, &acts.x, &f.y, rows * d)
+                    .named(name("keep_y")),
+            );
+        }
         out.push(
             k.layernorm
                 .dispatch(
@@ -403,6 +463,11 @@ pub(crate) fn record_forward(
                 )
                 .named(name("norm2")),
         );
+        // With `keep_full`, fc1 keeps its pre-activation and the GELU runs on its own.
+        let (fc1_out, fc1_epilogue) = match full {
+            Some(keep) => (&keep.pre, Epilogue::Bias),
+            None => (&acts.hidden, Epilogue::Gelu),
+        };
         out.push(
             k.gemm
                 .linear(
@@ -411,12 +476,19 @@ pub(crate) fn record_forward(
                     &blk.fc1_w,
                     &blk.fc1_b,
                     &blk.fc1_b,
-                    &acts.hidden,
+                    fc1_out,
                     (q_rows, f, d),
-                    Epilogue::Gelu,
+                    fc1_epilogue,
                 )
                 .named(name("mlp.fc1")),
         );
+        if let Some(keep) = full {
+            out.push(
+                k.backward
+                    .gelu_copy(gpu, &keep.pre, &acts.hidden, q_rows * f)
+                    .named(name("mlp.gelu")),
+            );
+        }
         // LN2's output in `normed` is dead once fc1 has read it.
         let fc2 = k.gemm.residual(
             gpu,

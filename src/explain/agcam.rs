@@ -96,6 +96,49 @@ pub(crate) fn record_topk(
         .named("topk")
 }
 
+/// Records `out` = LN_finalᵀ(W_head[c]) at the class token of x_L for each of `rows` gradient
+/// rows (`per_image` per image) and its class c in `classes`: where every backward starts.
+/// `head_rows` [rows, D] is scratch. The dispatches are named `{prefix}.head_rows` and
+/// `{prefix}.norm_backward`.
+pub(crate) fn record_head_gradient(
+    gpu: &Gpu,
+    k: &Kernels,
+    (cfg, w, acts): (&ModelConfig, &GpuWeights, &Activations),
+    (classes, head_rows, out): (&wgpu::Buffer, &wgpu::Buffer, &wgpu::Buffer),
+    (rows, per_image): (usize, usize),
+    prefix: &str,
+) -> [Dispatch; 2] {
+    let d = cfg.embed_dim;
+    [
+        k.tokens
+            .gather_indexed(
+                gpu,
+                (&w.head_w, cfg.num_classes),
+                classes,
+                head_rows,
+                rows,
+                d,
+            )
+            .named(format!("{prefix}.head_rows")),
+        k.layernorm
+            .dispatch_backward(
+                gpu,
+                &acts.x,
+                &w.norm_w,
+                head_rows,
+                out,
+                (rows, d),
+                RowMap {
+                    rows_per_input: per_image,
+                    input_row_stride: cfg.tokens(),
+                },
+                cfg.layer_norm_eps,
+                false,
+            )
+            .named(format!("{prefix}.norm_backward")),
+    ]
+}
+
 /// Records the backward of `batch` images with `per_image` classes each, after the forward.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn record_backward(
@@ -119,36 +162,15 @@ pub(crate) fn record_backward(
         out.push(record_topk(gpu, k, cfg, acts, back, batch, per_image));
     }
     // g = LN_finalᵀ(W_head[c]) at the class token of x_L.
-    out.push(
-        k.tokens
-            .gather_indexed(
-                gpu,
-                (&w.head_w, cfg.num_classes),
-                &back.classes,
-                &back.upstream,
-                rows,
-                d,
-            )
-            .named("agcam.head_rows"),
-    );
-    out.push(
-        k.layernorm
-            .dispatch_backward(
-                gpu,
-                &acts.x,
-                &w.norm_w,
-                &back.upstream,
-                &back.g,
-                (rows, d),
-                RowMap {
-                    rows_per_input: per_image,
-                    input_row_stride: n,
-                },
-                eps,
-                false,
-            )
-            .named("agcam.norm_backward"),
-    );
+    let buffers = (&back.classes, &back.upstream, &back.g);
+    out.extend(record_head_gradient(
+        gpu,
+        k,
+        (cfg, w, acts),
+        buffers,
+        (rows, per_image),
+        "agcam",
+    ));
 
     let per_image_rows = RowMap {
         rows_per_input: per_image,

@@ -3,11 +3,15 @@
 
 pub(crate) mod agcam;
 mod baselines;
+mod full_backward;
 
 use std::collections::HashMap;
 
 use agcam::{backward_bytes_per_row, record_backward, record_topk, Backward, ClassChoice};
 use baselines::{record_raw_attention, record_rollout, rollout_bytes_per_image, RolloutBuffers};
+use full_backward::{
+    full_bytes_per_image, full_largest_binding_per_image, record_generic_attention, FullBackward,
+};
 
 use crate::error::{Error, Result};
 use crate::gpu::Gpu;
@@ -28,6 +32,11 @@ pub enum Method {
     AttentionRollout,
     /// The last layer's class-token attention, mean over heads: class-agnostic.
     RawAttention,
+    /// Generic attention explainability (Chefer, Gur & Wolf, ICCV 2021, the self-attention
+    /// rule; method.md §6.1): class-specific, class-token pooling only. With ∇A_k = ∂logit_c/∂A_k
+    /// from the full backward (no detach) and Ā_k = mean_h max(0, ∇A_k,h ⊙ A_k,h), the map is
+    /// the class-token row of R = (I + Ā_L)⋯(I + Ā_1) at the patch tokens.
+    GenericAttention,
 }
 
 impl Method {
@@ -37,12 +46,18 @@ impl Method {
             Method::Agcam => "agcam",
             Method::AttentionRollout => "attention-rollout",
             Method::RawAttention => "raw-attention",
+            Method::GenericAttention => "generic-attention",
         }
     }
 
     /// Whether the map depends on the explained class.
     pub fn is_class_specific(self) -> bool {
-        self == Method::Agcam
+        matches!(self, Method::Agcam | Method::GenericAttention)
+    }
+
+    /// Whether the method runs the full backward (every layer, every token, no detach).
+    fn needs_full_backward(self) -> bool {
+        self == Method::GenericAttention
     }
 }
 
@@ -158,6 +173,7 @@ struct Workspace {
     acts: Activations,
     back: Option<Backward>,
     rollout: Option<RolloutBuffers>,
+    full: Option<FullBackward>,
     recordings: HashMap<RecordingKey, Vec<Dispatch>>,
     logits_readback: wgpu::Buffer,
     classes_readback: Option<wgpu::Buffer>,
@@ -286,6 +302,15 @@ impl Engine {
                 self.config.name
             )));
         }
+        if method == Method::GenericAttention && self.config.pooling == Pooling::Avg {
+            return Err(Error::Invalid(format!(
+                "{}: generic attention is undefined for average-pooled models \
+                 (global_pool=\"avg\"): its map is the class token's row of the relevance, and \
+                 the class token reaches no logit there (method.md §6.1). AGCAM is undefined \
+                 too; predictions and the attention-rollout and raw-attention baselines work.",
+                self.config.name
+            )));
+        }
         let (per_image, choice) = match target {
             Target::Predicted => (1, ClassChoice::TopK),
             Target::TopK(k) => {
@@ -311,6 +336,9 @@ impl Engine {
                 (1, ClassChoice::Given)
             }
         };
+        if method.needs_full_backward() {
+            self.fit_full_backward(per_image)?;
+        }
         let mut out = Vec::with_capacity(count);
         for (i, chunk) in images.chunks(self.capacity * self.image_len()).enumerate() {
             let n = chunk.len() / self.image_len();
@@ -358,6 +386,50 @@ impl Engine {
         Ok(images.len() / len)
     }
 
+    /// Lowers the chunk size (once, for the engine's lifetime) so that the activations, the
+    /// full backward's kept activations and its gradients for `per_image` classes fit both the
+    /// memory budget and the adapter's binding limit together.
+    fn fit_full_backward(&mut self, per_image: usize) -> Result<()> {
+        let cfg = &self.config;
+        let per_image_bytes = activation_bytes_per_image(cfg)
+            + full_bytes_per_image(cfg, per_image)
+            + per_image * backward_bytes_per_row(cfg);
+        let max_binding = self.gpu.limits.max_storage_buffer_binding_size as usize;
+        let by_binding = max_binding / full_largest_binding_per_image(cfg, per_image);
+        let fit = (self.max_gpu_mem as usize / per_image_bytes).min(by_binding);
+        if fit == 0 {
+            return Err(Error::Invalid(format!(
+                "{}: {} {per_image} classes of one image need {} MiB on the GPU (activations \
+                 and the full backward), over --max-gpu-mem {} MiB or the adapter's binding \
+                 limit: explain fewer classes or raise --max-gpu-mem",
+                cfg.name,
+                Method::GenericAttention.name(),
+                per_image_bytes >> 20,
+                self.max_gpu_mem >> 20
+            )));
+        }
+        if fit < self.capacity {
+            // Buffers and recordings were sized for the larger chunks.
+            self.capacity = fit;
+            self.workspace = None;
+        }
+        Ok(())
+    }
+
+    /// Allocates the full backward's buffers for `per_image` classes per image on first use.
+    fn prepare_full(&mut self, per_image: usize) {
+        let ws = self.workspace.as_mut().expect("prepared");
+        if ws.full.as_ref().is_none_or(|f| f.per_image < per_image) {
+            ws.full = Some(FullBackward::new(
+                &self.gpu,
+                &self.config,
+                self.capacity,
+                per_image,
+            ));
+            ws.recordings.clear();
+        }
+    }
+
     /// Makes sure the workspace exists and its backward buffers hold `rows` gradient rows.
     fn prepare(&mut self, rows: usize) -> Result<&mut Workspace> {
         let cfg = &self.config;
@@ -366,6 +438,7 @@ impl Engine {
             acts: Activations::new(gpu, cfg, self.capacity),
             back: None,
             rollout: None,
+            full: None,
             recordings: HashMap::new(),
             logits_readback: gpu.readback("logits", 4 * (self.capacity * cfg.num_classes) as u64),
             classes_readback: None,
@@ -409,6 +482,9 @@ impl Engine {
         if method == Method::AttentionRollout {
             self.prepare_rollout()?;
         }
+        if method.needs_full_backward() {
+            self.prepare_full(per_image);
+        }
         let ws = self.workspace.as_mut().expect("prepared");
         let key = (batch, per_image, explain.map(|(c, _)| c), method);
         if ws.recordings.contains_key(&key) {
@@ -419,11 +495,21 @@ impl Engine {
             (Method::AttentionRollout, Some(r)) => Some(r.mixed.as_slice()),
             _ => None,
         };
-        let mut dispatches = record_forward(gpu, k, cfg, w, &ws.acts, batch, mixed);
+        let keep_full = match (method.needs_full_backward(), &ws.full) {
+            (true, Some(full)) => Some(full.keep.as_slice()),
+            _ => None,
+        };
+        let mut dispatches = record_forward(gpu, k, cfg, w, &ws.acts, batch, mixed, keep_full);
         if let (Some((choice, method)), Some(back)) = (explain, &ws.back) {
             let tail = match method {
                 Method::Agcam => {
                     record_backward(gpu, k, cfg, w, &ws.acts, back, batch, per_image, choice)
+                }
+                Method::GenericAttention => {
+                    let full = ws.full.as_ref().expect("prepared");
+                    let shape = (batch, per_image);
+                    let bufs = (back, full);
+                    record_generic_attention(gpu, k, cfg, w, &ws.acts, bufs, shape, choice, None)
                 }
                 Method::RawAttention | Method::AttentionRollout => {
                     let mut tail = Vec::new();

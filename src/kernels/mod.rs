@@ -3,6 +3,7 @@
 
 mod agcam;
 mod attention;
+mod backward;
 mod baselines;
 mod gemm;
 mod layernorm;
@@ -11,6 +12,7 @@ pub(crate) mod variants;
 
 pub(crate) use agcam::AgcamKernels;
 pub(crate) use attention::{Attention, AttnBuffers, AttnShape};
+pub(crate) use backward::{BackwardKernels, Batch, Finish, Mat, Right};
 pub(crate) use baselines::{Baselines, ChainStep};
 pub(crate) use gemm::{Epilogue, Gemm, View};
 
@@ -26,6 +28,7 @@ const COMMON: &str = include_str!("../../shaders/common.wgsl");
 pub(crate) const SHADERS: &[(&str, &str)] = &[
     ("agcam", include_str!("../../shaders/agcam.wgsl")),
     ("attention", include_str!("../../shaders/attention.wgsl")),
+    ("backward", include_str!("../../shaders/backward.wgsl")),
     ("baselines", include_str!("../../shaders/baselines.wgsl")),
     ("gemm", include_str!("../../shaders/gemm.wgsl")),
     ("layernorm", include_str!("../../shaders/layernorm.wgsl")),
@@ -436,6 +439,8 @@ pub(crate) struct Kernels {
     pub tokens: Tokens,
     pub agcam: AgcamKernels,
     pub baselines: Baselines,
+    /// The full backward (generic attention).
+    pub backward: BackwardKernels,
 }
 
 impl Kernels {
@@ -448,6 +453,7 @@ impl Kernels {
             tokens: Tokens::new(gpu, precision),
             agcam: AgcamKernels::new(gpu, set, precision),
             baselines: Baselines::new(gpu),
+            backward: BackwardKernels::new(gpu, precision),
         }
     }
 }

@@ -205,6 +205,19 @@ pub fn shader_variants() -> Vec<ShaderVariant> {
     for entry in ["head_mean", "rollout_step", "raw_attention"] {
         out.push(v("baselines", entry, &[], None));
     }
+    // The full backward (generic attention): f32 and f16 weights as the right operand.
+    for b_f16 in [0, 1] {
+        out.push(v("backward", "bgemm", &[("B_F16", b_f16)], None));
+    }
+    for entry in [
+        "gelu_copy",
+        "keep_copy",
+        "seed",
+        "softmax_backward",
+        "relevance_step",
+    ] {
+        out.push(v("backward", entry, &[], None));
+    }
     out
 }
 

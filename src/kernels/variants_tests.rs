@@ -212,6 +212,7 @@ fn launchers_mirror_their_shaders() {
         &super::gemm::MIRROR,
         &super::agcam::MIRROR,
         &super::attention::MIRROR,
+        &super::backward::MIRROR,
         &super::baselines::MIRROR,
         &super::layernorm::MIRROR,
         &super::tokens::MIRROR,

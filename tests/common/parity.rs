@@ -6,7 +6,7 @@
 use std::path::{Path, PathBuf};
 
 use agcam::model::{load_model, ConfigOverrides, Model};
-use agcam::{Engine, Target};
+use agcam::{Engine, Method, Target};
 use safetensors::{Dtype, SafeTensors};
 
 /// The folder of fixture `name`.
@@ -98,10 +98,25 @@ pub fn compare(
     prefix: &str,
     tol: f64,
 ) {
+    let (mshape, maps) = tensor(&r.st(), &format!("{prefix}maps"));
+    let want = (mshape.as_slice(), maps.as_slice());
+    compare_method(name, r, engine, (input, prefix), Method::Agcam, want, tol);
+}
+
+/// [`compare`] for `method`, whose reference maps `[B, K, gh, gw]` for the fixture's
+/// `{prefix}classes` are `maps`.
+pub fn compare_method(
+    name: &str,
+    r: &Reference,
+    engine: &mut Engine,
+    (input, prefix): (&[f32], &str),
+    method: Method,
+    (mshape, maps): (&[usize], &[f64]),
+    tol: f64,
+) {
     let st = r.st();
     let (cshape, classes) = tensor(&st, &format!("{prefix}classes"));
     let (_, logits) = tensor(&st, &format!("{prefix}logits"));
-    let (mshape, maps) = tensor(&st, &format!("{prefix}maps"));
     let (batch, k) = (cshape[0], cshape[1]);
     let cells = mshape[2] * mshape[3];
     assert_eq!(
@@ -110,10 +125,12 @@ pub fn compare(
         "{name}: grid"
     );
     let adapter = engine.gpu().describe();
-    let tag = format!("{name} {prefix}on {adapter}");
+    let tag = format!("{name} {} {prefix}on {adapter}", method.name());
 
     // Top-k: the classes themselves come from the GPU.
-    let got = engine.explain(input, &Target::TopK(k)).unwrap();
+    let got = engine
+        .explain_with(input, &Target::TopK(k), method)
+        .unwrap();
     let c = r.model.config.num_classes;
     for (b, exp) in got.iter().enumerate() {
         let (err, scale) = super::max_error(&exp.logits, &logits[b * c..(b + 1) * c]);
@@ -143,7 +160,7 @@ pub fn compare(
         .map(|b| classes[b * k + k - 1] as usize)
         .collect();
     let got = engine
-        .explain(input, &Target::PerImage(last.clone()))
+        .explain_with(input, &Target::PerImage(last.clone()), method)
         .unwrap();
     for (b, exp) in got.iter().enumerate() {
         assert_eq!(exp.maps.len(), 1);
@@ -152,6 +169,23 @@ pub fn compare(
         check_map(
             &tag,
             &format!("image {b} named class"),
+            &exp.maps[0].map,
+            want,
+            tol,
+        );
+    }
+
+    // The predicted class: slot 0 of the top-k.
+    let got = engine
+        .explain_with(input, &Target::Predicted, method)
+        .unwrap();
+    for (b, exp) in got.iter().enumerate() {
+        assert_eq!(exp.maps.len(), 1);
+        assert_eq!(exp.maps[0].class as f64, classes[b * k], "{tag}: image {b}");
+        let want = &maps[b * k * cells..][..cells];
+        check_map(
+            &tag,
+            &format!("image {b} predicted"),
             &exp.maps[0].map,
             want,
             tol,

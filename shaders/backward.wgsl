@@ -1,0 +1,284 @@
+// The full backward through the ViT (no detach), for methods that need ∂logit/∂A of every
+// attention row (src/explain/full_backward.rs): a general strided batched GEMM, and the
+// elementwise and row kernels around it. No parameter gradients are computed.
+
+// A matrix inside a buffer, in elements: element (r, c) of the matrix of batch entry
+// (image, class, head) is at offset + image·image + class·cls + head·head + r·row + c·col.
+// Transposes are stride swaps. Must match `Mat` in src/kernels/backward.rs.
+struct Mat {
+    offset: u32,
+    row: u32,
+    col: u32,
+    image: u32,
+    cls: u32,
+    head: u32,
+    _pad0: u32,
+    _pad1: u32,
+}
+
+struct BgParams {
+    m: u32,
+    n: u32,
+    k: u32,
+    // The batch: images × classes × heads products, dispatched along z.
+    classes: u32,
+    heads: u32,
+    // Bit 0: multiply by gelu'(aux); bit 1: scale term k by kscale[k].
+    flags: u32,
+    alpha: f32,
+    // Epilogue: output row r reads aux row r / aux_div.
+    aux_div: u32,
+    a: Mat,
+    b: Mat,
+    c: Mat,
+    aux: Mat,
+}
+
+// B as f16 pairs (the weight matrices with f16 storage) instead of f32.
+override B_F16: bool = false;
+
+@group(0) @binding(0) var<storage, read> ga: array<f32>;
+@group(0) @binding(1) var<storage, read> gb: array<f32>;
+@group(0) @binding(2) var<storage, read> kscale: array<f32>;
+@group(0) @binding(3) var<storage, read> aux: array<f32>;
+@group(0) @binding(4) var<storage, read_write> gc: array<f32>;
+@group(0) @binding(5) var<uniform> p: BgParams;
+@group(0) @binding(6) var<storage, read> gb_f16: array<u32>;
+
+const GELU_GRAD: u32 = 1u;
+const K_SCALED: u32 = 2u;
+// Invocations per workgroup side and outputs per invocation side of `bgemm`.
+const BG_WG: u32 = 8u;
+const BG_TILE: u32 = 4u;
+
+fn mat_base(t: Mat, z: u32) -> u32 {
+    let head = z % p.heads;
+    let cls = (z / p.heads) % p.classes;
+    let image = z / (p.heads * p.classes);
+    return t.offset + image * t.image + cls * t.cls + head * t.head;
+}
+
+fn load_b(i: u32) -> f32 {
+    if (B_F16) {
+        let pair = unpack2x16float(gb_f16[i >> 1u]);
+        return select(pair.x, pair.y, (i & 1u) == 1u);
+    }
+    return gb[i];
+}
+
+// C = alpha · op(A) · op(B) [⊙ gelu'(aux)] for every batch entry, each invocation a 4 × 4
+// block held in registers (no workgroup memory: CPU rasterizers run this well, and it is
+// correct everywhere). Out-of-range rows and columns are clamped on load and never stored.
+@compute @workgroup_size(BG_WG, BG_WG, 1)
+fn bgemm(
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(local_invocation_id) lid: vec3<u32>,
+) {
+    let row0 = (wid.y * BG_WG + lid.y) * BG_TILE;
+    let col0 = (wid.x * BG_WG + lid.x) * BG_TILE;
+    if (row0 >= p.m || col0 >= p.n) {
+        return;
+    }
+    let z = wid.z;
+    let a0 = mat_base(p.a, z);
+    let b0 = mat_base(p.b, z);
+    var a_row: array<u32, 4>;
+    var b_col: array<u32, 4>;
+    for (var i = 0u; i < BG_TILE; i++) {
+        a_row[i] = a0 + min(row0 + i, p.m - 1u) * p.a.row;
+        b_col[i] = b0 + min(col0 + i, p.n - 1u) * p.b.col;
+    }
+    let scaled = (p.flags & K_SCALED) != 0u;
+    var acc: array<vec4<f32>, 4>;
+    for (var kk = 0u; kk < p.k; kk++) {
+        let ak = kk * p.a.col;
+        let bk = kk * p.b.row;
+        var bv = vec4<f32>(load_b(b_col[0] + bk), load_b(b_col[1] + bk), load_b(b_col[2] + bk),
+            load_b(b_col[3] + bk));
+        if (scaled) {
+            bv *= kscale[kk];
+        }
+        for (var i = 0u; i < BG_TILE; i++) {
+            acc[i] += ga[a_row[i] + ak] * bv;
+        }
+    }
+    let c0 = mat_base(p.c, z);
+    let x0 = mat_base(p.aux, z);
+    let gelu_grad_epilogue = (p.flags & GELU_GRAD) != 0u;
+    for (var i = 0u; i < BG_TILE; i++) {
+        let r = row0 + i;
+        if (r >= p.m) {
+            break;
+        }
+        for (var j = 0u; j < BG_TILE; j++) {
+            let c = col0 + j;
+            if (c >= p.n) {
+                break;
+            }
+            var v = p.alpha * acc[i][j];
+            if (gelu_grad_epilogue) {
+                v *= gelu_grad(aux[x0 + (r / p.aux_div) * p.aux.row + c * p.aux.col]);
+            }
+            gc[c0 + r * p.c.row + c * p.c.col] = v;
+        }
+    }
+}
+
+// --- elementwise and row kernels -------------------------------------------------------------
+
+struct ElemParams {
+    // Elements (gelu_copy, copy, seed) or rows (softmax_backward, relevance_step) to do.
+    count: u32,
+    tokens: u32,
+    classes: u32,
+    dim: u32,
+    heads: u32,
+    // Row length of the attention buffers (tokens rounded up to a multiple of 4).
+    padded: u32,
+    // relevance_step: bit 0 = first step (r is e_CLS), bit 1 = last step (write the map).
+    flags: u32,
+    _pad: u32,
+}
+
+const EW_WG: u32 = 64u;
+
+@group(0) @binding(10) var<storage, read> src: array<f32>;
+@group(0) @binding(11) var<storage, read_write> dst: array<f32>;
+// Post-softmax attention of one layer [B, H, N, padded].
+@group(0) @binding(12) var<storage, read> probs: array<f32>;
+@group(0) @binding(13) var<uniform> e: ElemParams;
+// ∂logit/∂A of one layer [B, K, H, N, padded]; softmax_backward turns it into ∂logit/∂S.
+@group(0) @binding(14) var<storage, read_write> grad_attn: array<f32>;
+
+fn elem_index(wid: vec3<u32>, nwg: vec3<u32>, lid: u32) -> u32 {
+    return linear_workgroup(wid, nwg) * EW_WG + lid;
+}
+
+// dst = gelu(src): the MLP activation, when the forward keeps the pre-activation.
+@compute @workgroup_size(EW_WG)
+fn gelu_copy(
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+    @builtin(local_invocation_index) lid: u32,
+) {
+    let i = elem_index(wid, nwg, lid);
+    if (i < e.count) {
+        dst[i] = gelu(src[i]);
+    }
+}
+
+// dst = src: keeps the residual stream before a block changes it in place.
+@compute @workgroup_size(EW_WG)
+fn keep_copy(
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+    @builtin(local_invocation_index) lid: u32,
+) {
+    let i = elem_index(wid, nwg, lid);
+    if (i < e.count) {
+        dst[i] = src[i];
+    }
+}
+
+// The gradient of x_L [B, N, K, D] from the class-token gradient src [B·K, D]: zero except
+// at token 0 of each image.
+@compute @workgroup_size(EW_WG)
+fn seed(
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+    @builtin(local_invocation_index) lid: u32,
+) {
+    let i = elem_index(wid, nwg, lid);
+    if (i >= e.count) {
+        return;
+    }
+    let col = i % e.dim;
+    let cls = (i / e.dim) % e.classes;
+    let token = (i / (e.dim * e.classes)) % e.tokens;
+    let image = i / (e.dim * e.classes * e.tokens);
+    var v = 0.0;
+    if (token == 0u) {
+        v = src[(image * e.classes + cls) * e.dim + col];
+    }
+    dst[i] = v;
+}
+
+// Row of probs [B, H, N, padded] that gradient row `row` of [B, K, H, N, padded] belongs to.
+fn probs_row(row: u32) -> u32 {
+    let i = row % e.tokens;
+    let h = (row / e.tokens) % e.heads;
+    let image = row / (e.tokens * e.heads * e.classes);
+    return (image * e.heads + h) * e.tokens + i;
+}
+
+// Softmax backward in place, one invocation per row: dS = A ⊙ (dA − Σ_j dA_j A_j).
+@compute @workgroup_size(EW_WG)
+fn softmax_backward(
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+    @builtin(local_invocation_index) lid: u32,
+) {
+    let row = elem_index(wid, nwg, lid);
+    if (row >= e.count) {
+        return;
+    }
+    let g = row * e.padded;
+    let a = probs_row(row) * e.padded;
+    var dot = 0.0;
+    for (var j = 0u; j < e.tokens; j++) {
+        dot += grad_attn[g + j] * probs[a + j];
+    }
+    for (var j = 0u; j < e.tokens; j++) {
+        grad_attn[g + j] = probs[a + j] * (grad_attn[g + j] - dot);
+    }
+}
+
+// One step of generic attention's relevance, from the last layer down, one invocation per
+// (gradient row q = image·K + class, key j):
+//   r'[j] = r[j] + Σ_i r[i] · Ā[i, j],   Ā = mean_h max(0, ∇A_h ⊙ A_h)
+// (r = e_CLS on the first step), without forming Ā or R. The last step writes r'[1:] as the
+// map [B·K, N-1] to dst instead of r' [B·K, N].
+@compute @workgroup_size(EW_WG)
+fn relevance_step(
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+    @builtin(local_invocation_index) lid: u32,
+) {
+    let idx = elem_index(wid, nwg, lid);
+    if (idx >= e.count) {
+        return;
+    }
+    let n = e.tokens;
+    let q = idx / n;
+    let j = idx % n;
+    let image = q / e.classes;
+    let first = (e.flags & 1u) != 0u;
+    let last = (e.flags & 2u) != 0u;
+    // Only row CLS of r is non-zero on the first step.
+    let rows = select(n, 1u, first);
+    var sum = 0.0;
+    for (var h = 0u; h < e.heads; h++) {
+        let g = (q * e.heads + h) * n * e.padded + j;
+        let a = (image * e.heads + h) * n * e.padded + j;
+        for (var i = 0u; i < rows; i++) {
+            // Never read src on the first step: it is not bound then.
+            var r_i = 1.0;
+            if (!first) {
+                r_i = src[q * n + i];
+            }
+            sum += r_i * max(0.0, grad_attn[g + i * e.padded] * probs[a + i * e.padded]);
+        }
+    }
+    var r_j = f32(j == 0u);
+    if (!first) {
+        r_j = src[q * n + j];
+    }
+    let value = r_j + sum / f32(e.heads);
+    if (last) {
+        if (j > 0u) {
+            dst[q * (n - 1u) + j - 1u] = value;
+        }
+    } else {
+        dst[q * n + j] = value;
+    }
+}

@@ -1,0 +1,338 @@
+//! The full backward through the ViT on the GPU (no detach, every token), and generic attention
+//! (method.md §6.1) on top of it.
+//!
+//! Unlike AGCAM's chain (agcam.rs), nothing is detached: the gradient flows back through every
+//! attention block too, so it is dense over the tokens below the last block. Gradient rows are
+//! laid out [B, N, K, D] (image, token, class): the K classes of one token share that token's
+//! kept activations, so LayerNorm's backward reads input row r / K. Per block, from the last:
+//!
+//! ```text
+//! dH   = gelu'(pre) ⊙ ((ls2 ⊙ G) · W_fc2)            G = ∂logit/∂x_k
+//! G   += LN2ᵀ(dH · W_fc1)                             now ∂logit/∂y_k
+//! dO   = (ls1 ⊙ G) · W_proj
+//! ∇A_h = dO_h · V_hᵀ                                  [H, N, N], every row
+//! r    = r + r · mean_h max(0, ∇A_h ⊙ A_h)            generic attention, never forming R
+//! dV_h = A_hᵀ · dO_h;   dS = A ⊙ (∇A − rowsum(∇A ⊙ A))
+//! dQ_h = d^-½ dS_h · K_h;   dK_h = d^-½ dS_hᵀ · Q_h
+//! G   += LN1ᵀ([dQ dK dV] · W_qkv)                     now ∂logit/∂x_{k-1}
+//! ```
+//!
+//! from G = LN_finalᵀ(W_head[c]) at the class token of x_L, zero elsewhere. No parameter
+//! gradients. The forward keeps per layer what this reads ([`FullKeep`]).
+
+use super::agcam::{record_head_gradient, record_topk, Backward, ClassChoice};
+use crate::gpu::Gpu;
+use crate::kernels::{Batch, ChainStep, Dispatch, Finish, Kernels, Mat, Right, RowMap};
+use crate::model::ModelConfig;
+use crate::vit::{full_keep_bytes_per_image, Activations, FullKeep, GpuWeights};
+
+/// The forward's kept activations and the backward's gradients, for up to `images` images
+/// with `per_image` classes each.
+pub(crate) struct FullBackward {
+    pub per_image: usize,
+    pub keep: Vec<FullKeep>,
+    /// [B·K, D]: head rows of the explained classes, then their class-token gradient at x_L.
+    head_rows: wgpu::Buffer,
+    cls_grad: wgpu::Buffer,
+    /// [B·N·K, D]: the residual-stream gradient G.
+    pub grad: wgpu::Buffer,
+    /// [B·N·K, D]: the gradient at a branch's output side (LN2 / LN1 output, attention output).
+    branch: wgpu::Buffer,
+    /// [B·N·K, F]: the gradient at fc1's pre-activation.
+    hidden: wgpu::Buffer,
+    /// [B·N·K, 3D]: the gradient of q, k, v.
+    d_qkv: wgpu::Buffer,
+    /// [B, K, H, N, padded]: ∂logit/∂A of the current layer, then ∂logit/∂S.
+    pub d_attn: wgpu::Buffer,
+    /// [B·K, N]: generic attention's relevance row, alternately.
+    ping: wgpu::Buffer,
+    pong: wgpu::Buffer,
+}
+
+/// Bytes of gradient buffers per gradient row (one image × one class).
+fn bytes_per_row(cfg: &ModelConfig) -> usize {
+    let (n, d, f) = (cfg.tokens(), cfg.embed_dim, cfg.mlp_hidden);
+    4 * (2 * d + n * (5 * d + f) + cfg.num_heads * n * n.next_multiple_of(4) + 2 * n)
+}
+
+/// Bytes per image of the full backward with `per_image` classes: the kept activations and
+/// the gradients.
+pub(crate) fn full_bytes_per_image(cfg: &ModelConfig, per_image: usize) -> usize {
+    full_keep_bytes_per_image(cfg) + per_image * bytes_per_row(cfg)
+}
+
+/// Bytes per image of the largest single buffer of the full backward, which must stay under
+/// the adapter's binding limit.
+pub(crate) fn full_largest_binding_per_image(cfg: &ModelConfig, per_image: usize) -> usize {
+    let (n, d, f) = (cfg.tokens(), cfg.embed_dim, cfg.mlp_hidden);
+    let attn = cfg.num_heads * n * n.next_multiple_of(4);
+    4 * per_image * (n * (3 * d).max(f)).max(attn)
+}
+
+impl FullBackward {
+    pub fn new(gpu: &Gpu, cfg: &ModelConfig, images: usize, per_image: usize) -> FullBackward {
+        let (n, d, f) = (
+            cfg.tokens() as u64,
+            cfg.embed_dim as u64,
+            cfg.mlp_hidden as u64,
+        );
+        let rows = (images * per_image) as u64;
+        let attn = cfg.num_heads as u64 * n * n.next_multiple_of(4);
+        FullBackward {
+            per_image,
+            keep: FullKeep::new(gpu, cfg, images),
+            head_rows: gpu.storage("head rows", 4 * rows * d),
+            cls_grad: gpu.storage("class token gradient", 4 * rows * d),
+            grad: gpu.storage("residual gradient", 4 * rows * n * d),
+            branch: gpu.storage("branch gradient", 4 * rows * n * d),
+            hidden: gpu.storage("mlp gradient", 4 * rows * n * f),
+            d_qkv: gpu.storage("qkv gradient", 4 * rows * n * 3 * d),
+            d_attn: gpu.storage("attention gradient", 4 * rows * attn),
+            ping: gpu.storage("relevance row", 4 * rows * n),
+            pong: gpu.storage("relevance row", 4 * rows * n),
+        }
+    }
+}
+
+/// Records the full backward of `batch` images with `per_image` classes each, after a forward
+/// that kept [`FullKeep`] in `full.keep`, and generic attention's map of each gradient row into
+/// `back.maps`. With `probe = Some(layer)` it stops once ∂logit/∂A of that layer is in
+/// `full.d_attn` (for the tests); otherwise `full.grad` ends as ∂logit/∂x_0.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn record_generic_attention(
+    gpu: &Gpu,
+    k: &Kernels,
+    cfg: &ModelConfig,
+    w: &GpuWeights,
+    acts: &Activations,
+    (back, full): (&Backward, &FullBackward),
+    (batch, per_image): (usize, usize),
+    choice: ClassChoice,
+    probe: Option<usize>,
+) -> Vec<Dispatch> {
+    let n = cfg.tokens();
+    let (d, f, h, hd) = (cfg.embed_dim, cfg.mlp_hidden, cfg.num_heads, cfg.head_dim());
+    let np = n.next_multiple_of(4);
+    let kk = per_image;
+    let rows = batch * n * kk;
+    let eps = cfg.layer_norm_eps;
+    let scale = (hd as f64).powf(-0.5) as f32;
+    let bk = &k.backward;
+    let mut out = Vec::with_capacity(4 + 14 * cfg.depth);
+
+    if choice == ClassChoice::TopK {
+        out.push(record_topk(gpu, k, cfg, acts, back, batch, kk));
+    }
+    // G = LN_finalᵀ(W_head[c]) at the class token of x_L, zero at the other tokens.
+    let buffers = (&back.classes, &full.head_rows, &full.cls_grad);
+    out.extend(record_head_gradient(
+        gpu,
+        k,
+        (cfg, w, acts),
+        buffers,
+        (batch * kk, kk),
+        "full",
+    ));
+    out.push(
+        bk.seed(gpu, &full.cls_grad, &full.grad, (batch, n, kk, d))
+            .named("full.seed"),
+    );
+
+    // Gradient rows [B, N, K]: K of them share one row of the kept activations.
+    let per_token = RowMap {
+        rows_per_input: kk,
+        input_row_stride: 1,
+    };
+    let heads = Batch {
+        images: batch,
+        classes: kk,
+        heads: h,
+    };
+    // Per (image, class, head): the head's columns of a [B, N, K, width] gradient, or of the
+    // kept [B·N, 3D] q, k, v (the same for every class), and the [N, padded] attention matrices.
+    let grad_head = |width: usize, offset: usize| {
+        Mat::at(offset, kk * width, 1).batched(n * kk * width, width, hd)
+    };
+    let kept_head = |offset: usize| Mat::at(offset, 3 * d, 1).batched(n * 3 * d, 0, hd);
+    let d_attn = Mat::rows(np).batched(kk * h * n * np, h * n * np, n * np);
+    let probs = Mat::rows(np).batched(h * n * np, 0, n * np);
+    let attn_shape = (batch, kk, h, n);
+
+    for (layer, (blk, keep)) in w.blocks.iter().zip(&full.keep).enumerate().rev() {
+        let name = |part: &str| format!("full.blocks.{layer}.{part}");
+        // MLP: dH = gelu'(pre) ⊙ ((ls2 ⊙ G) · W_fc2), then G += LN2ᵀ(dH · W_fc1).
+        out.push(
+            bk.product(
+                gpu,
+                (&full.grad, Mat::rows(d)),
+                Right::Weight(&blk.fc2_w, Mat::rows(f)),
+                (&full.hidden, Mat::rows(f)),
+                (rows, f, d),
+                Batch::ONE,
+                Finish {
+                    alpha: 1.0,
+                    k_scale: Some(&blk.ls2),
+                    gelu_grad: Some((&keep.pre, Mat::rows(f), kk)),
+                },
+            )
+            .named(name("mlp.fc2_t")),
+        );
+        out.push(
+            bk.product(
+                gpu,
+                (&full.hidden, Mat::rows(f)),
+                Right::Weight(&blk.fc1_w, Mat::rows(d)),
+                (&full.branch, Mat::rows(d)),
+                (rows, d, f),
+                Batch::ONE,
+                Finish::scaled(1.0),
+            )
+            .named(name("mlp.fc1_t")),
+        );
+        out.push(
+            k.layernorm
+                .dispatch_backward(
+                    gpu,
+                    &keep.y,
+                    &blk.norm2_w,
+                    &full.branch,
+                    &full.grad,
+                    (rows, d),
+                    per_token,
+                    eps,
+                    true,
+                )
+                .named(name("norm2_backward")),
+        );
+
+        // Attention: dO = (ls1 ⊙ G) · W_proj, ∇A_h = dO_h · V_hᵀ.
+        out.push(
+            bk.product(
+                gpu,
+                (&full.grad, Mat::rows(d)),
+                Right::Weight(&blk.proj_w, Mat::rows(d)),
+                (&full.branch, Mat::rows(d)),
+                (rows, d, d),
+                Batch::ONE,
+                Finish {
+                    alpha: 1.0,
+                    k_scale: Some(&blk.ls1),
+                    gelu_grad: None,
+                },
+            )
+            .named(name("attn.proj_t")),
+        );
+        out.push(
+            bk.product(
+                gpu,
+                (&full.branch, grad_head(d, 0)),
+                Right::Activation(&keep.qkv, kept_head(2 * d).t()),
+                (&full.d_attn, d_attn),
+                (n, n, hd),
+                heads,
+                Finish::scaled(1.0),
+            )
+            .named(name("attn.grad_attn")),
+        );
+        if probe == Some(layer) {
+            return out;
+        }
+
+        // Generic attention: r ← r + r · Ā_k, ping-pong from the last layer down.
+        let (r_in, r_out) = if (cfg.depth - 1 - layer).is_multiple_of(2) {
+            (&full.pong, &full.ping)
+        } else {
+            (&full.ping, &full.pong)
+        };
+        let r_out = if layer == 0 { &back.maps } else { r_out };
+        out.push(
+            bk.relevance_step(
+                gpu,
+                &keep.probs,
+                &full.d_attn,
+                r_in,
+                r_out,
+                attn_shape,
+                ChainStep {
+                    first: layer + 1 == cfg.depth,
+                    last: layer == 0,
+                },
+            )
+            .named(name("relevance")),
+        );
+
+        // dV_h = A_hᵀ · dO_h, then dS, dQ_h = d^-½ dS_h · K_h, dK_h = d^-½ dS_hᵀ · Q_h.
+        out.push(
+            bk.product(
+                gpu,
+                (&keep.probs, probs.t()),
+                Right::Activation(&full.branch, grad_head(d, 0)),
+                (&full.d_qkv, grad_head(3 * d, 2 * d)),
+                (n, hd, n),
+                heads,
+                Finish::scaled(1.0),
+            )
+            .named(name("attn.grad_v")),
+        );
+        out.push(
+            bk.softmax_backward(gpu, &keep.probs, &full.d_attn, attn_shape)
+                .named(name("attn.softmax_backward")),
+        );
+        out.push(
+            bk.product(
+                gpu,
+                (&full.d_attn, d_attn),
+                Right::Activation(&keep.qkv, kept_head(d)),
+                (&full.d_qkv, grad_head(3 * d, 0)),
+                (n, hd, n),
+                heads,
+                Finish::scaled(scale),
+            )
+            .named(name("attn.grad_q")),
+        );
+        out.push(
+            bk.product(
+                gpu,
+                (&full.d_attn, d_attn.t()),
+                Right::Activation(&keep.qkv, kept_head(0)),
+                (&full.d_qkv, grad_head(3 * d, d)),
+                (n, hd, n),
+                heads,
+                Finish::scaled(scale),
+            )
+            .named(name("attn.grad_k")),
+        );
+        // G += LN1ᵀ([dQ dK dV] · W_qkv).
+        out.push(
+            bk.product(
+                gpu,
+                (&full.d_qkv, Mat::rows(3 * d)),
+                Right::Weight(&blk.qkv_w, Mat::rows(d)),
+                (&full.branch, Mat::rows(d)),
+                (rows, d, 3 * d),
+                Batch::ONE,
+                Finish::scaled(1.0),
+            )
+            .named(name("attn.qkv_t")),
+        );
+        out.push(
+            k.layernorm
+                .dispatch_backward(
+                    gpu,
+                    &keep.x,
+                    &blk.norm1_w,
+                    &full.branch,
+                    &full.grad,
+                    (rows, d),
+                    per_token,
+                    eps,
+                    true,
+                )
+                .named(name("norm1_backward")),
+        );
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,533 @@
+//! Launcher of shaders/backward.wgsl: the kernels of the full backward (no detach): a general
+//! strided batched GEMM `C = alpha · op(A) · op(B)` (transposes are stride swaps), and the
+//! elementwise and row kernels around it.
+
+use super::{linear_grid, module_with, words, Access, ChainStep, Dispatch, Kernel, Precision};
+use crate::gpu::Gpu;
+
+/// A matrix inside a buffer, in elements: element (r, c) of batch entry (image, class, head)
+/// is at `offset + image·image + class·cls + head·head + r·row + c·col`. Must match `Mat`
+/// in backward.wgsl.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, bytemuck::Pod, bytemuck::Zeroable)]
+pub(crate) struct Mat {
+    pub offset: u32,
+    pub row: u32,
+    pub col: u32,
+    pub image: u32,
+    pub cls: u32,
+    pub head: u32,
+    _pad: [u32; 2],
+}
+
+impl Mat {
+    /// A matrix at `offset` with the given row and column strides, the same for every batch
+    /// entry until [`Mat::batched`].
+    pub fn at(offset: usize, row: usize, col: usize) -> Mat {
+        Mat {
+            offset: offset as u32,
+            row: row as u32,
+            col: col as u32,
+            ..Mat::default()
+        }
+    }
+
+    /// Row-major with rows of `row` elements.
+    pub fn rows(row: usize) -> Mat {
+        Mat::at(0, row, 1)
+    }
+
+    /// The same matrix with its transpose's strides.
+    pub fn t(self) -> Mat {
+        Mat {
+            row: self.col,
+            col: self.row,
+            ..self
+        }
+    }
+
+    /// The same with strides between the matrices of consecutive images, classes and heads.
+    pub fn batched(self, image: usize, class: usize, head: usize) -> Mat {
+        Mat {
+            image: image as u32,
+            cls: class as u32,
+            head: head as u32,
+            ..self
+        }
+    }
+
+    /// One past the last element that `rows × cols` matrices over `batch` reach.
+    fn extent(&self, rows: usize, cols: usize, batch: Batch) -> usize {
+        if rows == 0 || cols == 0 || batch.count() == 0 {
+            return 0;
+        }
+        self.offset as usize
+            + (batch.images - 1) * self.image as usize
+            + (batch.classes - 1) * self.cls as usize
+            + (batch.heads - 1) * self.head as usize
+            + (rows - 1) * self.row as usize
+            + (cols - 1) * self.col as usize
+            + 1
+    }
+}
+
+/// The batch of a product: one matrix product per (image, class, head).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Batch {
+    pub images: usize,
+    pub classes: usize,
+    pub heads: usize,
+}
+
+impl Batch {
+    /// A single product.
+    pub const ONE: Batch = Batch {
+        images: 1,
+        classes: 1,
+        heads: 1,
+    };
+
+    fn count(&self) -> usize {
+        self.images * self.classes * self.heads
+    }
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+struct BgParams {
+    m: u32,
+    n: u32,
+    k: u32,
+    classes: u32,
+    heads: u32,
+    flags: u32,
+    alpha: f32,
+    aux_div: u32,
+    a: Mat,
+    b: Mat,
+    c: Mat,
+    aux: Mat,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Default, bytemuck::Pod, bytemuck::Zeroable)]
+struct ElemParams {
+    count: u32,
+    tokens: u32,
+    classes: u32,
+    dim: u32,
+    heads: u32,
+    padded: u32,
+    flags: u32,
+    _pad: u32,
+}
+
+const GELU_GRAD: u32 = 1;
+const K_SCALED: u32 = 2;
+const BG_WG: u32 = 8;
+const BG_TILE: u32 = 4;
+const EW_WG: u32 = 64;
+
+#[cfg(test)]
+pub(super) const MIRROR: super::Mirror = super::Mirror {
+    shader: "backward",
+    constants: &[
+        ("GELU_GRAD", GELU_GRAD),
+        ("K_SCALED", K_SCALED),
+        ("BG_WG", BG_WG),
+        ("BG_TILE", BG_TILE),
+        ("EW_WG", EW_WG),
+    ],
+    workgroups: &[
+        ("bgemm", [BG_WG, BG_WG, 1]),
+        ("gelu_copy", [EW_WG, 1, 1]),
+        ("keep_copy", [EW_WG, 1, 1]),
+        ("seed", [EW_WG, 1, 1]),
+        ("softmax_backward", [EW_WG, 1, 1]),
+        ("relevance_step", [EW_WG, 1, 1]),
+    ],
+    structs: &[
+        super::layout!(Mat {
+            offset,
+            row,
+            col,
+            image,
+            cls,
+            head
+        }),
+        super::layout!(BgParams {
+            m,
+            n,
+            k,
+            classes,
+            heads,
+            flags,
+            alpha,
+            aux_div,
+            a,
+            b,
+            c,
+            aux
+        }),
+        super::layout!(ElemParams {
+            count,
+            tokens,
+            classes,
+            dim,
+            heads,
+            padded,
+            flags
+        }),
+    ],
+};
+
+const BGEMM_BINDINGS: &[(u32, Access)] = &[
+    (0, Access::Read),
+    (1, Access::Read),
+    (2, Access::Read),
+    (3, Access::Read),
+    (4, Access::ReadWrite),
+    (5, Access::Uniform),
+    (6, Access::Read),
+];
+const ELEM_BINDINGS: &[(u32, Access)] = &[
+    (10, Access::Read),
+    (11, Access::ReadWrite),
+    (13, Access::Uniform),
+];
+const SOFTMAX_BINDINGS: &[(u32, Access)] = &[
+    (12, Access::Read),
+    (13, Access::Uniform),
+    (14, Access::ReadWrite),
+];
+const RELEVANCE_BINDINGS: &[(u32, Access)] = &[
+    (10, Access::Read),
+    (11, Access::ReadWrite),
+    (12, Access::Read),
+    (13, Access::Uniform),
+    (14, Access::ReadWrite),
+];
+
+/// The right-hand operand of a product: a weight matrix (stored as the engine's precision
+/// says) or an activation (always f32).
+pub(crate) enum Right<'a> {
+    Weight(&'a wgpu::Buffer, Mat),
+    Activation(&'a wgpu::Buffer, Mat),
+}
+
+/// What happens to a product before it is stored.
+pub(crate) struct Finish<'a> {
+    /// Multiplies the whole product.
+    pub alpha: f32,
+    /// Scales term k of the sum by `scale[k]` (layer scale on the gradient side).
+    pub k_scale: Option<&'a wgpu::Buffer>,
+    /// Multiplies output (r, c) by gelu'(pre[r / div, c]) for `pre` viewed as the matrix.
+    pub gelu_grad: Option<(&'a wgpu::Buffer, Mat, usize)>,
+}
+
+impl Finish<'_> {
+    /// `C = alpha · A · B`.
+    pub fn scaled(alpha: f32) -> Finish<'static> {
+        Finish {
+            alpha,
+            k_scale: None,
+            gelu_grad: None,
+        }
+    }
+}
+
+pub(crate) struct BackwardKernels {
+    /// Indexed by whether B is f16; the f16 entry exists with f16 weights only.
+    bgemm: [Option<Kernel>; 2],
+    weights_f16: bool,
+    gelu_copy: Kernel,
+    keep_copy: Kernel,
+    seed: Kernel,
+    softmax_backward: Kernel,
+    relevance_step: Kernel,
+}
+
+impl BackwardKernels {
+    pub fn new(gpu: &Gpu, precision: Precision) -> BackwardKernels {
+        let m = module_with(gpu, "backward", false);
+        let weights_f16 = precision == Precision::F16;
+        let bgemm = |f16: bool| {
+            (!f16 || weights_f16).then(|| {
+                Kernel::new(
+                    gpu,
+                    &m,
+                    "bgemm",
+                    BGEMM_BINDINGS,
+                    &[("B_F16", f16 as u32 as f64)],
+                )
+            })
+        };
+        let kernel = |entry: &str, bindings| Kernel::new(gpu, &m, entry, bindings, &[]);
+        BackwardKernels {
+            bgemm: [bgemm(false), bgemm(true)],
+            weights_f16,
+            gelu_copy: kernel("gelu_copy", ELEM_BINDINGS),
+            keep_copy: kernel("keep_copy", ELEM_BINDINGS),
+            seed: kernel("seed", ELEM_BINDINGS),
+            softmax_backward: kernel("softmax_backward", SOFTMAX_BINDINGS),
+            relevance_step: kernel("relevance_step", RELEVANCE_BINDINGS),
+        }
+    }
+
+    /// `c = finish(a · b)` for every matrix of `batch`: `m × k` times `k × n`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn product(
+        &self,
+        gpu: &Gpu,
+        (a, a_mat): (&wgpu::Buffer, Mat),
+        b: Right<'_>,
+        (c, c_mat): (&wgpu::Buffer, Mat),
+        (m, n, k): (usize, usize, usize),
+        batch: Batch,
+        finish: Finish<'_>,
+    ) -> Dispatch {
+        let (b, b_mat, b_f16) = match b {
+            Right::Weight(buffer, mat) => (buffer, mat, self.weights_f16),
+            Right::Activation(buffer, mat) => (buffer, mat, false),
+        };
+        let mut flags = 0;
+        if finish.k_scale.is_some() {
+            flags |= K_SCALED;
+        }
+        let (aux, aux_mat, aux_div) = match finish.gelu_grad {
+            Some((buffer, mat, div)) => {
+                flags |= GELU_GRAD;
+                (Some(buffer), mat, div)
+            }
+            None => (None, Mat::default(), 1),
+        };
+        let params = BgParams {
+            m: m as u32,
+            n: n as u32,
+            k: k as u32,
+            classes: batch.classes as u32,
+            heads: batch.heads as u32,
+            flags,
+            alpha: finish.alpha,
+            aux_div: aux_div as u32,
+            a: a_mat,
+            b: b_mat,
+            c: c_mat,
+            aux: aux_mat,
+        };
+        let count = batch.count();
+        assert!(count <= 65535, "bgemm: {count} products in one dispatch");
+        let uniform = gpu.uniform("bgemm params", &params);
+        let kernel = self.bgemm[b_f16 as usize]
+            .as_ref()
+            .expect("bgemm for this weight format");
+        let b_values = b_mat.extent(k, n, batch);
+        let mut bind = kernel
+            .bind()
+            .storage(0, a, words(a_mat.extent(m, k, batch)))
+            .storage(4, c, words(c_mat.extent(m, n, batch)))
+            .uniform(5, &uniform);
+        bind = if b_f16 {
+            bind.storage(6, b, (2 * b_values as u64).next_multiple_of(4))
+                .unused(gpu, 1)
+        } else {
+            bind.storage(1, b, words(b_values)).unused(gpu, 6)
+        };
+        bind = match finish.k_scale {
+            Some(scale) => bind.storage(2, scale, words(k)),
+            None => bind.unused(gpu, 2),
+        };
+        bind = match aux {
+            Some(buffer) => {
+                let rows = m.saturating_sub(1) / aux_div + 1;
+                bind.storage(3, buffer, words(aux_mat.extent(rows, n, batch)))
+            }
+            None => bind.unused(gpu, 3),
+        };
+        let side = BG_WG * BG_TILE;
+        let groups = [
+            (n as u32).div_ceil(side),
+            (m as u32).div_ceil(side),
+            count as u32,
+        ];
+        let b_bytes = if b_f16 { 2 } else { 4 };
+        bind.dispatch(gpu, groups).work(
+            2 * count * m * n * k,
+            count * (4 * m * k + b_bytes * k * n + 4 * m * n),
+        )
+    }
+
+    fn elementwise(
+        &self,
+        gpu: &Gpu,
+        kernel: &Kernel,
+        (src, src_len): (&wgpu::Buffer, usize),
+        dst: &wgpu::Buffer,
+        params: ElemParams,
+    ) -> Dispatch {
+        let count = params.count as usize;
+        let uniform = gpu.uniform("backward elementwise params", &params);
+        kernel
+            .bind()
+            .storage(10, src, words(src_len))
+            .storage(11, dst, words(count))
+            .uniform(13, &uniform)
+            .dispatch(gpu, linear_grid((count as u32).div_ceil(EW_WG)))
+            .work(count, 8 * count)
+    }
+
+    /// `dst[i] = gelu(src[i])` for `count` values.
+    pub fn gelu_copy(
+        &self,
+        gpu: &Gpu,
+        src: &wgpu::Buffer,
+        dst: &wgpu::Buffer,
+        count: usize,
+    ) -> Dispatch {
+        self.map(gpu, &self.gelu_copy, (src, dst), count)
+    }
+
+    /// `dst[i] = src[i]` for `count` values.
+    pub fn copy(
+        &self,
+        gpu: &Gpu,
+        src: &wgpu::Buffer,
+        dst: &wgpu::Buffer,
+        count: usize,
+    ) -> Dispatch {
+        self.map(gpu, &self.keep_copy, (src, dst), count)
+    }
+
+    /// A kernel that maps `count` values of `src` to `dst` one by one.
+    fn map(
+        &self,
+        gpu: &Gpu,
+        kernel: &Kernel,
+        (src, dst): (&wgpu::Buffer, &wgpu::Buffer),
+        count: usize,
+    ) -> Dispatch {
+        let params = ElemParams {
+            count: count as u32,
+            ..Default::default()
+        };
+        self.elementwise(gpu, kernel, (src, count), dst, params)
+    }
+
+    /// The gradient of the residual stream [B, N, K, D] that is `cls` [B·K, D] at token 0 of
+    /// each image and zero elsewhere.
+    pub fn seed(
+        &self,
+        gpu: &Gpu,
+        cls: &wgpu::Buffer,
+        grad: &wgpu::Buffer,
+        (images, tokens, classes, dim): (usize, usize, usize, usize),
+    ) -> Dispatch {
+        let params = ElemParams {
+            count: (images * tokens * classes * dim) as u32,
+            tokens: tokens as u32,
+            classes: classes as u32,
+            dim: dim as u32,
+            ..Default::default()
+        };
+        let src_len = images * classes * dim;
+        self.elementwise(gpu, &self.seed, (cls, src_len), grad, params)
+    }
+
+    fn attention_params(
+        (images, classes, heads, tokens): (usize, usize, usize, usize),
+        count: usize,
+        flags: u32,
+    ) -> ElemParams {
+        ElemParams {
+            count: count as u32,
+            tokens: tokens as u32,
+            classes: classes as u32,
+            dim: 0,
+            heads: heads as u32,
+            padded: tokens.next_multiple_of(4) as u32,
+            flags,
+            _pad: 0,
+        }
+        .checked(images)
+    }
+
+    /// Softmax backward in place: `grad` [B, K, H, N, padded] holds ∂/∂A and becomes ∂/∂S,
+    /// with `probs` [B, H, N, padded] the post-softmax attention.
+    pub fn softmax_backward(
+        &self,
+        gpu: &Gpu,
+        probs: &wgpu::Buffer,
+        grad: &wgpu::Buffer,
+        shape: (usize, usize, usize, usize),
+    ) -> Dispatch {
+        let (images, classes, heads, tokens) = shape;
+        let rows = images * classes * heads * tokens;
+        let params = Self::attention_params(shape, rows, 0);
+        let padded = params.padded as usize;
+        let uniform = gpu.uniform("softmax backward params", &params);
+        self.softmax_backward
+            .bind()
+            .storage(12, probs, words(images * heads * tokens * padded))
+            .uniform(13, &uniform)
+            .storage(14, grad, words(rows * padded))
+            .dispatch(gpu, linear_grid((rows as u32).div_ceil(EW_WG)))
+            .work(4 * rows * tokens, 4 * 3 * rows * tokens)
+    }
+
+    /// One step of generic attention's relevance chain (shaders/backward.wgsl
+    /// `relevance_step`): `r_out = r_in + r_in · mean_h max(0, grad ⊙ probs)` per gradient
+    /// row, or the map r[1:] into `r_out` [B·K, N-1] on the last step.
+    #[allow(clippy::too_many_arguments)]
+    pub fn relevance_step(
+        &self,
+        gpu: &Gpu,
+        probs: &wgpu::Buffer,
+        grad: &wgpu::Buffer,
+        r_in: &wgpu::Buffer,
+        r_out: &wgpu::Buffer,
+        shape: (usize, usize, usize, usize),
+        step: ChainStep,
+    ) -> Dispatch {
+        let (images, classes, heads, tokens) = shape;
+        let rows = images * classes;
+        let count = rows * tokens;
+        let flags = step.first as u32 | (step.last as u32) << 1;
+        let params = Self::attention_params(shape, count, flags);
+        let padded = params.padded as usize;
+        let uniform = gpu.uniform("relevance step params", &params);
+        let bind = self.relevance_step.bind();
+        let bind = if step.first {
+            bind.unused(gpu, 10)
+        } else {
+            bind.storage(10, r_in, words(count))
+        };
+        let out_len = if step.last {
+            rows * (tokens - 1)
+        } else {
+            count
+        };
+        let reads = if step.first { 1 } else { tokens };
+        bind.storage(11, r_out, words(out_len))
+            .storage(12, probs, words(images * heads * tokens * padded))
+            .uniform(13, &uniform)
+            .storage(14, grad, words(rows * heads * tokens * padded))
+            .dispatch(gpu, linear_grid((count as u32).div_ceil(EW_WG)))
+            .work(4 * count * heads * reads, 4 * 2 * count * heads * reads)
+    }
+}
+
+impl ElemParams {
+    /// The kernels index with u32: refuse shapes past it at record time.
+    fn checked(self, images: usize) -> ElemParams {
+        let total = images as u64
+            * self.classes as u64
+            * self.heads as u64
+            * self.tokens as u64
+            * self.padded as u64;
+        assert!(
+            total < u32::MAX as u64,
+            "attention gradient past u32 indexing"
+        );
+        self
+    }
+}

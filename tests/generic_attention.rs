@@ -1,0 +1,58 @@
+//! Generic attention (method.md §6.1) against the float64 PyTorch reference of
+//! tools/method_references.py on the golden fixtures (`generic_attention.safetensors`, written by
+//! tools/make_method_fixtures.py): every class-token fixture, so layer scale, HF naming and
+//! eps, no qkv bias, bf16 and f16 weights and odd grids all go through the full backward. Maps
+//! within 1e-3 × max|map| for the top-k classes, a named class per image and the predicted one,
+//! at batch 2-3; average-pooled models are refused.
+
+mod common;
+
+use agcam::{Engine, Method, Target};
+use common::parity::{compare_method, dir, tensor, Reference};
+use safetensors::SafeTensors;
+
+/// method.md's parity bound for the compared methods.
+const TOL: f64 = 1e-3;
+
+#[test]
+fn generic_attention_matches_pytorch_on_every_class_token_fixture() {
+    let fixtures = [
+        "odd_ls", "odd_nols", "vit_ti", "hf_vit", "deit3_ls", "patch32",
+    ];
+    for gpu in common::gpus() {
+        for name in fixtures {
+            // Loaded from the folder, as `--weights FOLDER` does (HF's config lives there).
+            let r = Reference::load_from(name, &dir(name));
+            let bytes = std::fs::read(dir(name).join("generic_attention.safetensors")).unwrap();
+            let st = SafeTensors::deserialize(&bytes).unwrap();
+            let (shape, maps) = tensor(&st, "maps");
+            let mut engine = Engine::new(gpu.clone(), &r.model).unwrap();
+            let want = (shape.as_slice(), maps.as_slice());
+            let input = r.input();
+            compare_method(
+                name,
+                &r,
+                &mut engine,
+                (&input, ""),
+                Method::GenericAttention,
+                want,
+                TOL,
+            );
+        }
+    }
+}
+
+#[test]
+fn generic_attention_refuses_average_pooled_models() {
+    let r = Reference::load_from("avgpool", &dir("avgpool"));
+    let gpu = common::gpus().remove(0);
+    let mut engine = Engine::new(gpu, &r.model).unwrap();
+    let err = engine
+        .explain_with(&r.input(), &Target::Predicted, Method::GenericAttention)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("generic attention is undefined for average-pooled models"),
+        "{err}"
+    );
+}
