@@ -22,6 +22,7 @@ fn main() {
     })
     .expect("a GPU adapter");
     let options = BenchOptions {
+        methods: vec![agcam::Method::Agcam],
         batches: vec![1, 8],
         top_ks: vec![1],
         iters: 2,

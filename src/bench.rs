@@ -5,7 +5,7 @@
 use std::time::Instant;
 
 use crate::error::Result;
-use crate::explain::{Engine, EngineOptions, Target};
+use crate::explain::{Engine, EngineOptions, Method, Target};
 use crate::gpu::Gpu;
 use crate::kernels::{KernelSet, Precision};
 use crate::model::Model;
@@ -17,6 +17,8 @@ pub struct BenchOptions {
     pub batches: Vec<usize>,
     /// Classes explained per image.
     pub top_ks: Vec<usize>,
+    /// Methods of the explain points (each top-k is measured with each).
+    pub methods: Vec<Method>,
     /// Timed repetitions per point (after one untimed warm-up).
     pub iters: usize,
     /// GPU memory budget for activations, bytes.
@@ -42,6 +44,8 @@ pub struct BenchRow {
     pub precision: Precision,
     /// Classes explained per image (0 for forward).
     pub top_k: usize,
+    /// The explain points' method (`None` for forward).
+    pub method: Option<Method>,
     /// Wall-clock milliseconds per image, including upload and readback.
     pub ms_per_image: f64,
     /// Images per second.
@@ -74,13 +78,17 @@ pub fn run(
         let images: Vec<f32> = (0..batch * engine.image_len())
             .map(|i| ((i * 7919) % 1000) as f32 / 500.0 - 1.0)
             .collect();
-        let modes = std::iter::once(0).chain(options.top_ks.iter().copied());
-        for top_k in modes {
+        let explains = options
+            .methods
+            .iter()
+            .flat_map(|&m| options.top_ks.iter().map(move |&k| (k, Some(m))));
+        for (top_k, method) in std::iter::once((0, None)).chain(explains) {
             let call = |engine: &mut Engine| -> Result<()> {
-                if top_k == 0 {
-                    engine.predict(&images).map(drop)
-                } else {
-                    engine.explain(&images, &Target::TopK(top_k)).map(drop)
+                match method {
+                    None => engine.predict(&images).map(drop),
+                    Some(m) => engine
+                        .explain_with(&images, &Target::TopK(top_k), m)
+                        .map(drop),
                 }
             };
             call(&mut engine)?;
@@ -101,6 +109,7 @@ pub fn run(
                 mode: if top_k == 0 { "forward" } else { "explain" }.into(),
                 precision: options.precision,
                 top_k,
+                method,
                 ms_per_image: per_image * 1e3,
                 images_per_s: 1.0 / per_image,
                 iters: options.iters,

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use agcam::gpu::{Backend, Gpu, GpuOptions};
 use agcam::model::{load_model, ConfigOverrides, Model};
-use agcam::{Error, KernelSet, Precision, Target};
+use agcam::{Error, KernelSet, Method, Precision, Target};
 use clap::Args;
 
 use super::{random_model, GpuArgs, ModelArgs};
@@ -23,6 +23,9 @@ pub struct ProfileArgs {
     /// Classes explained per image.
     #[arg(long, default_value_t = 1)]
     pub top_k: usize,
+    /// How maps are computed.
+    #[arg(long, value_enum, default_value_t = Method::Agcam)]
+    pub method: Method,
     /// Print JSON instead of a table.
     #[arg(long)]
     pub json: bool,
@@ -49,6 +52,9 @@ pub struct BenchArgs {
     /// Classes explained per image, comma-separated (each is one explain point).
     #[arg(long, value_delimiter = ',', default_value = "1")]
     pub top_k: Vec<usize>,
+    /// Methods of the explain points, comma-separated (each top-k is measured with each).
+    #[arg(long, value_enum, value_delimiter = ',', default_values_t = [Method::Agcam])]
+    pub method: Vec<Method>,
     /// Timed repetitions per point, after one warm-up.
     #[arg(long, default_value_t = 3)]
     pub iters: usize,
@@ -84,8 +90,8 @@ pub fn profile(args: &ProfileArgs) -> agcam::Result<bool> {
         .map(|i| ((i * 7919) % 1000) as f32 / 500.0 - 1.0)
         .collect();
     // Once to record pipelines and warm caches, then the measured run.
-    engine.explain(&images, &Target::TopK(args.top_k))?;
-    let profile = engine.profile(&images, args.top_k)?;
+    engine.explain_with(&images, &Target::TopK(args.top_k), args.method)?;
+    let profile = engine.profile_with(&images, args.top_k, args.method)?;
     if args.json {
         println!(
             "{}",
@@ -152,6 +158,7 @@ pub fn bench(args: &BenchArgs) -> agcam::Result<bool> {
     let options = agcam::bench::BenchOptions {
         batches: args.batches.clone(),
         top_ks: args.top_k.clone(),
+        methods: args.method.clone(),
         iters: args.iters,
         // In range: the parser bounds it to MAX_GPU_MEM_MIB.
         max_gpu_mem: args.max_gpu_mem << 20,
@@ -159,7 +166,7 @@ pub fn bench(args: &BenchArgs) -> agcam::Result<bool> {
         precision: args.precision,
     };
     println!(
-        "{:<24} {:>6} {:>8} {:>6} {:>12} {:>10} {:>10}",
+        "{:<24} {:>6} {:>17} {:>6} {:>12} {:>10} {:>10}",
         "model", "batch", "mode", "top-k", "ms/image", "images/s", "GPU MiB"
     );
     let mut all = Vec::new();
@@ -167,8 +174,15 @@ pub fn bench(args: &BenchArgs) -> agcam::Result<bool> {
         all.extend(agcam::bench::run(&gpu, model, &options, |r| {
             let mem = r.gpu_mem_mib.map_or("-".into(), |m| format!("{m:.1}"));
             println!(
-                "{:<24} {:>6} {:>8} {:>6} {:>12.2} {:>10.2} {:>10}",
-                r.model, r.batch, r.mode, r.top_k, r.ms_per_image, r.images_per_s, mem
+                "{:<24} {:>6} {:>17} {:>6} {:>12.2} {:>10.2} {:>10}",
+                r.model,
+                r.batch,
+                // An explain point shows its method.
+                r.method.map_or(r.mode.as_str(), |m| m.name()),
+                r.top_k,
+                r.ms_per_image,
+                r.images_per_s,
+                mem
             );
         })?);
     }

@@ -627,10 +627,23 @@ impl Engine {
         Ok((logits, classes, maps))
     }
 
-    /// Times every kernel of one explanation of `images` (at most one chunk) for `target`:
-    /// with GPU timestamps where the adapter has them, else by wall clock around a submit and
-    /// a wait per kernel (which includes submission overhead).
+    /// Times every kernel of one AGCAM explanation of `images` (at most one chunk) for the
+    /// `top_k` best classes: with GPU timestamps where the adapter has them, else by wall clock
+    /// around a submit and a wait per kernel (which includes submission overhead).
     pub fn profile(&mut self, images: &[f32], top_k: usize) -> Result<Profile> {
+        self.profile_with(images, top_k, Method::Agcam)
+    }
+
+    /// [`Engine::profile`] of an explanation by `method`.
+    pub fn profile_with(
+        &mut self,
+        images: &[f32],
+        top_k: usize,
+        method: Method,
+    ) -> Result<Profile> {
+        if method.needs_full_backward() && top_k > 0 {
+            self.fit_full_backward(top_k)?;
+        }
         let count = self.check_images(images)?;
         if count > self.capacity {
             return Err(Error::Invalid(format!(
@@ -644,7 +657,7 @@ impl Engine {
                 self.config.num_classes
             )));
         }
-        let key = self.recording(count, top_k, Some((ClassChoice::TopK, Method::Agcam)))?;
+        let key = self.recording(count, top_k, Some((ClassChoice::TopK, method)))?;
         let ws = self.workspace.as_ref().expect("prepared");
         self.upload(ws, images, Some(ClassChoice::TopK), &[]);
         let dispatches = &ws.recordings[&key];
