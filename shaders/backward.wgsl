@@ -36,6 +36,12 @@ struct BgParams {
 
 // B as f16 pairs (the weight matrices with f16 storage) instead of f32.
 override B_F16: bool = false;
+// bgemm_block: B's columns are contiguous and 4-aligned (col 1, offset, row and batch strides
+// and n multiples of 4): each invocation reads 4 columns per load.
+override B_VEC4: bool = false;
+// bgemm_block: A's rows are contiguous and 4-aligned and k is a multiple of 4: each row is
+// read 4 terms per load.
+override A_VEC4: bool = false;
 
 @group(0) @binding(0) var<storage, read> ga: array<f32>;
 @group(0) @binding(1) var<storage, read> gb: array<f32>;
@@ -44,6 +50,10 @@ override B_F16: bool = false;
 @group(0) @binding(4) var<storage, read_write> gc: array<f32>;
 @group(0) @binding(5) var<uniform> p: BgParams;
 @group(0) @binding(6) var<storage, read> gb_f16: array<u32>;
+// B again, as vec4 (bgemm_block with B_VEC4).
+@group(0) @binding(7) var<storage, read> gb4: array<vec4<f32>>;
+// A again, as vec4 (bgemm_block with A_VEC4).
+@group(0) @binding(8) var<storage, read> ga4: array<vec4<f32>>;
 
 const GELU_GRAD: u32 = 1u;
 const K_SCALED: u32 = 2u;
@@ -64,6 +74,14 @@ fn load_b(i: u32) -> f32 {
         return select(pair.x, pair.y, (i & 1u) == 1u);
     }
     return gb[i];
+}
+
+// B[i..i+4] for i a multiple of 4.
+fn load_b4(i: u32) -> vec4<f32> {
+    if (B_F16) {
+        return vec4<f32>(unpack2x16float(gb_f16[i >> 1u]), unpack2x16float(gb_f16[(i >> 1u) + 1u]));
+    }
+    return gb4[i >> 2u];
 }
 
 // C = alpha · op(A) · op(B) [⊙ gelu'(aux)] for every batch entry, each invocation a 4 × 4
@@ -120,6 +138,119 @@ fn bgemm(
                 v *= gelu_grad(aux[x0 + (r / p.aux_div) * p.aux.row + c * p.aux.col]);
             }
             gc[c0 + r * p.c.row + c * p.c.col] = v;
+        }
+    }
+}
+
+// The CPU kernel set's product: each invocation computes BB_ROWS rows × BB_COLS columns, the
+// rows shared by the whole workgroup (one SIMD vector on llvmpipe). llvmpipe loads a value that
+// is the same on every lane (A: the rows depend on the workgroup only) with one scalar load
+// and a value that differs per lane one lane at a time, so each per-lane load of B serves
+// BB_ROWS multiply-adds (see gemm_block in gemm.wgsl). Loops of at most 32 iterations are
+// unrolled by Mesa. Columns per invocation: 8, or 4 for products of at most 32 columns (a
+// head's width), which would leave half of the lanes of an 8-column workgroup idle; the arrays
+// are sized for the largest.
+const BB_ROWS: u32 = 32u;
+
+// Row kk of B at this invocation's columns (rb: their element offsets), times kscale[kk].
+fn block_b_row(b0: u32, n0: u32, rb: array<u32, BB_MAX_COLS>, kk: u32) -> array<f32, BB_MAX_COLS> {
+    var s = 1.0;
+    if ((p.flags & K_SCALED) != 0u) {
+        s = kscale[kk];
+    }
+    let bk = kk * p.b.row;
+    var bv: array<f32, BB_MAX_COLS>;
+    if (B_VEC4) {
+        for (var j = 0u; j < BB_COLS; j += 4u) {
+            // Past the last column: any 4 columns of the row (never stored).
+            let v = load_b4(b0 + min(n0 + j, p.n - 4u) + bk) * s;
+            bv[j] = v.x;
+            bv[j + 1u] = v.y;
+            bv[j + 2u] = v.z;
+            bv[j + 3u] = v.w;
+        }
+    } else {
+        for (var j = 0u; j < BB_COLS; j++) {
+            bv[j] = load_b(rb[j] + bk) * s;
+        }
+    }
+    return bv;
+}
+const BB_MAX_COLS: u32 = 8u;
+override BB_COLS: u32 = 8u;
+
+@compute @workgroup_size(8)
+fn bgemm_block(
+    @builtin(global_invocation_id) gid: vec3<u32>,
+    @builtin(workgroup_id) wid: vec3<u32>,
+) {
+    let n0 = gid.x * BB_COLS;
+    let m0 = wid.y * BB_ROWS;
+    let z = wid.z;
+    if (n0 >= p.n) {
+        return;
+    }
+    let a0 = mat_base(p.a, z);
+    let b0 = mat_base(p.b, z);
+    var rb: array<u32, BB_MAX_COLS>;
+    for (var j = 0u; j < BB_COLS; j++) {
+        rb[j] = b0 + min(n0 + j, p.n - 1u) * p.b.col;
+    }
+    var ra: array<u32, BB_ROWS>;
+    for (var i = 0u; i < BB_ROWS; i++) {
+        ra[i] = a0 + min(m0 + i, p.m - 1u) * p.a.row;
+    }
+    var acc: array<array<f32, BB_MAX_COLS>, BB_ROWS>;
+    if (A_VEC4) {
+        for (var kk = 0u; kk < p.k; kk += 4u) {
+            let r0 = block_b_row(b0, n0, rb, kk);
+            let r1 = block_b_row(b0, n0, rb, kk + 1u);
+            let r2 = block_b_row(b0, n0, rb, kk + 2u);
+            let r3 = block_b_row(b0, n0, rb, kk + 3u);
+            var bq: array<vec4<f32>, BB_MAX_COLS>;
+            for (var j = 0u; j < BB_COLS; j++) {
+                bq[j] = vec4<f32>(r0[j], r1[j], r2[j], r3[j]);
+            }
+            for (var i = 0u; i < BB_ROWS; i++) {
+                let x = ga4[(ra[i] + kk) >> 2u];
+                for (var j = 0u; j < BB_COLS; j++) {
+                    acc[i][j] += dot(x, bq[j]);
+                }
+            }
+        }
+    } else {
+        for (var kk = 0u; kk < p.k; kk++) {
+            let bv = block_b_row(b0, n0, rb, kk);
+            let ak = kk * p.a.col;
+            for (var i = 0u; i < BB_ROWS; i++) {
+                let x = ga[ra[i] + ak];
+                for (var j = 0u; j < BB_COLS; j++) {
+                    acc[i][j] += x * bv[j];
+                }
+            }
+        }
+    }
+    // As gemm_block: one select per element in the unrolled store, the GELU' epilogue in a
+    // rolled second loop (Mesa's compile time grows fast with per-lane work unrolled here).
+    let c0 = mat_base(p.c, z);
+    let rows = min(BB_ROWS, p.m - m0);
+    let cols = min(BB_COLS, p.n - n0);
+    for (var i = 0u; i < BB_ROWS; i++) {
+        for (var j = 0u; j < BB_COLS; j++) {
+            if (i < rows && j < cols) {
+                gc[c0 + (m0 + i) * p.c.row + (n0 + j) * p.c.col] = p.alpha * acc[i][j];
+            }
+        }
+    }
+    if ((p.flags & GELU_GRAD) != 0u) {
+        let x0 = mat_base(p.aux, z);
+        for (var i = 0u; i < rows; i++) {
+            for (var j = 0u; j < cols; j++) {
+                let r = m0 + i;
+                let c = n0 + j;
+                let e = c0 + r * p.c.row + c * p.c.col;
+                gc[e] *= gelu_grad(aux[x0 + (r / p.aux_div) * p.aux.row + c * p.aux.col]);
+            }
         }
     }
 }

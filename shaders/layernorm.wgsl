@@ -95,6 +95,21 @@ fn layernorm_backward(
     }
 }
 
+// Mean and 1/sqrt(var + eps) of the input row at `base`, two-pass, by one invocation.
+fn serial_stats(base: u32) -> vec2<f32> {
+    var s = 0.0;
+    for (var i = 0u; i < p.dim; i++) {
+        s += x[base + i];
+    }
+    let mean = s / f32(p.dim);
+    var q = 0.0;
+    for (var i = 0u; i < p.dim; i++) {
+        let d = x[base + i] - mean;
+        q += d * d;
+    }
+    return vec2<f32>(mean, inverseSqrt(q / f32(p.dim) + p.eps));
+}
+
 // Row index of a one-invocation-per-row dispatch laid out by `linear_grid`.
 fn serial_row(wid: vec3<u32>, nwg: vec3<u32>, lid: u32) -> u32 {
     return linear_workgroup(wid, nwg) * WG + lid;
@@ -112,19 +127,44 @@ fn layernorm_serial(
         return;
     }
     let base = input_base(row);
-    var s = 0.0;
-    for (var i = 0u; i < p.dim; i++) {
-        s += x[base + i];
-    }
-    let mean = s / f32(p.dim);
-    var q = 0.0;
-    for (var i = 0u; i < p.dim; i++) {
-        let d = x[base + i] - mean;
-        q += d * d;
-    }
-    let rstd = inverseSqrt(q / f32(p.dim) + p.eps);
+    let stats = serial_stats(base);
+    let mean = stats.x;
+    let rstd = stats.y;
     let o = row * p.dim;
     for (var i = 0u; i < p.dim; i++) {
         out[o + i] = (x[base + i] - mean) * rstd * gamma[i] + beta[i];
+    }
+}
+
+// The backward with one invocation per row and no barriers, for the many rows of the full
+// backward on CPU rasterizers.
+@compute @workgroup_size(WG)
+fn layernorm_backward_serial(
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+    @builtin(local_invocation_index) lid: u32,
+) {
+    let row = serial_row(wid, nwg, lid);
+    if (row >= p.rows) {
+        return;
+    }
+    let base = input_base(row);
+    let stats = serial_stats(base);
+    let mean = stats.x;
+    let rstd = stats.y;
+    let o = row * p.dim;
+    var s_gu = 0.0;
+    var s_gux = 0.0;
+    for (var i = 0u; i < p.dim; i++) {
+        let gu = gamma[i] * upstream[o + i];
+        s_gu += gu;
+        s_gux += gu * (x[base + i] - mean) * rstd;
+    }
+    let mean_gu = s_gu / f32(p.dim);
+    let mean_gux = s_gux / f32(p.dim);
+    for (var i = 0u; i < p.dim; i++) {
+        let xhat = (x[base + i] - mean) * rstd;
+        let dx = rstd * (gamma[i] * upstream[o + i] - mean_gu - xhat * mean_gux);
+        out[o + i] = select(dx, out[o + i] + dx, p.accumulate != 0u);
     }
 }

@@ -336,7 +336,7 @@ pub(crate) fn record_forward(
         // y = x + ls1 · proj(attention(LN1(x)))
         if let Some(f) = full {
             out.push(
-                k.backward
+                k.backward(gpu)
                     .copy(gpu, &acts.x, &f.x, rows * d)
                     .named(name("keep_x")),
             );
@@ -441,7 +441,7 @@ pub(crate) fn record_forward(
         // x = y + ls2 · fc2(gelu(fc1(LN2(y))))
         if let Some(f) = full {
             out.push(
-                k.backward
+                k.backward(gpu)
                     .copy(gpu, &acts.x, &f.y, rows * d)
                     .named(name("keep_y")),
             );
@@ -484,7 +484,7 @@ pub(crate) fn record_forward(
         );
         if let Some(keep) = full {
             out.push(
-                k.backward
+                k.backward(gpu)
                     .gelu_copy(gpu, &keep.pre, &acts.hidden, q_rows * f)
                     .named(name("mlp.gelu")),
             );

@@ -4,6 +4,8 @@
         [--image path] [--work DIR] [--init default|test]
     python3 tools/check_parity.py --hf google/vit-base-patch16-224 --agcam target/release/agcam
     python3 tools/check_parity.py --hf path/to/config.json --agcam target/release/agcam
+    python3 tools/check_parity.py --method generic-attention --model vit_base_patch16_224 \
+        --agcam target/release/agcam
 
 `--model`: builds the random-init timm model (seed 0) and writes it with timm's own hub export
 (`save_for_hf`: model.safetensors + config.json) into the work directory. `--hf`: builds a
@@ -19,7 +21,9 @@ Then writes a smooth test PNG of the model's input size unless an image is given
 everything), and compares the raw grid it writes (DIR/<stem>.npy) with the autograd reference
 on the same preprocessed input (for `--hf`, autograd through the transformers model itself).
 PASS when max |agcam - torch| <= 1e-3 × max|map| and the predicted classes agree; exit status 1
-otherwise.
+otherwise. `--method generic-attention` passes `--method generic-attention` to the binary and
+compares with `generic_attention` of tools/method_references.py (method.md §6.1; for `--hf` the
+same rule through the transformers model, as tools/make_method_fixtures.py computes it).
 """
 
 from __future__ import annotations
@@ -43,11 +47,13 @@ TOLERANCE = 1e-3  # × max|map|
 TIE = 1e-5  # logits closer than this × max|logit| are a tie under f32 noise, not a mismatch
 
 
-def run_agcam(binary: Path, image: Path, weights: Path, out: Path) -> tuple:
-    """Run the binary on the model folder with no other flag; return (raw grid [gh, gw], its
-    JSON report)."""
+def run_agcam(binary: Path, image: Path, weights: Path, out: Path, method: str = "agcam") -> tuple:
+    """Run the binary on the model folder with no other flag than the method; return (raw grid
+    [gh, gw], its JSON report)."""
     out.mkdir(parents=True, exist_ok=True)
     cmd = [str(binary), "explain", str(image), "--weights", str(weights), "--out", str(out)]
+    if method != "agcam":
+        cmd += ["--method", method]
     print("running:", " ".join(cmd))
     proc = subprocess.run(cmd, capture_output=True, text=True)
     if proc.returncode != 0:
@@ -104,8 +110,12 @@ def main() -> int:
     ap.add_argument("--work", type=Path, help="work directory (default: target/parity/<name>)")
     ap.add_argument("--init", choices=("default", "test"), default="default",
                     help="the library's random init, or the fixtures' randomisation")
+    ap.add_argument("--method", choices=("agcam", "generic-attention"), default="agcam",
+                    help="the method the binary runs and the reference computes")
     args = ap.parse_args()
     label = args.model or "hf-" + Path(args.hf).stem.replace("/", "_")
+    if args.method != "agcam":
+        label += "-" + args.method
     work = args.work or Path("target") / "parity" / label
     work.mkdir(parents=True, exist_ok=True)
 
@@ -120,16 +130,23 @@ def main() -> int:
         image = work / "test.png"
         smooth_image(size[1], size[0], seed=0).save(image)
 
-    grid, report = run_agcam(args.agcam, image, work, work / "out")
+    grid, report = run_agcam(args.agcam, image, work, work / "out", args.method)
     agcam_class = int(report["predicted_class"])
     print(f"agcam: predicted {agcam_class} ({report.get('predicted_label')}), "
           f"GPU {report['timings_ms']['gpu_per_image']:.0f} ms per image on {report['adapter']}")
 
     x = preprocess_as(image, size, mean, std).double()
-    trace = autograd(model.double(), x, classes=torch.tensor([[agcam_class]]))
-    logits = trace.logits[0]
+    if args.method == "generic-attention":
+        from make_method_fixtures import generic_attention_any  # noqa: E402
+
+        kind = "timm" if args.model else "hf"
+        maps, logits, _ = generic_attention_any(model.double(), kind, x,
+                                                torch.tensor([[agcam_class]]))
+        logits, reference = logits[0], maps[0, 0].detach().numpy()
+    else:
+        trace = autograd(model.double(), x, classes=torch.tensor([[agcam_class]]))
+        logits, reference = trace.logits[0], trace.maps[0, 0].numpy()
     torch_class = int(logits.argmax())
-    reference = trace.maps[0, 0].numpy()
 
     if grid.shape != reference.shape:
         print(f"FAIL: grid shape {grid.shape}, expected {reference.shape}")

@@ -117,7 +117,7 @@ pub(crate) fn record_generic_attention(
     let rows = batch * n * kk;
     let eps = cfg.layer_norm_eps;
     let scale = (hd as f64).powf(-0.5) as f32;
-    let bk = &k.backward;
+    let bk = k.backward(gpu);
     let mut out = Vec::with_capacity(4 + 14 * cfg.depth);
 
     if choice == ClassChoice::TopK {
@@ -191,7 +191,7 @@ pub(crate) fn record_generic_attention(
         );
         out.push(
             k.layernorm
-                .dispatch_backward(
+                .dispatch_backward_rows(
                     gpu,
                     &keep.y,
                     &blk.norm2_w,
@@ -317,7 +317,7 @@ pub(crate) fn record_generic_attention(
         );
         out.push(
             k.layernorm
-                .dispatch_backward(
+                .dispatch_backward_rows(
                     gpu,
                     &keep.x,
                     &blk.norm1_w,

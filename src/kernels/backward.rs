@@ -2,7 +2,9 @@
 //! strided batched GEMM `C = alpha · op(A) · op(B)` (transposes are stride swaps), and the
 //! elementwise and row kernels around it.
 
-use super::{linear_grid, module_with, words, Access, ChainStep, Dispatch, Kernel, Precision};
+use super::{
+    linear_grid, module_with, words, Access, ChainStep, Dispatch, Kernel, KernelSet, Precision,
+};
 use crate::gpu::Gpu;
 
 /// A matrix inside a buffer, in elements: element (r, c) of batch entry (image, class, head)
@@ -54,6 +56,13 @@ impl Mat {
             head: head as u32,
             ..self
         }
+    }
+
+    /// Whether `cols` columns of this matrix can be read 4 at a time, aligned.
+    fn vec4_columns(&self, cols: usize) -> bool {
+        self.col == 1
+            && cols.is_multiple_of(4)
+            && (self.offset | self.row | self.image | self.cls | self.head).is_multiple_of(4)
     }
 
     /// One past the last element that `rows × cols` matrices over `batch` reach.
@@ -126,6 +135,13 @@ const GELU_GRAD: u32 = 1;
 const K_SCALED: u32 = 2;
 const BG_WG: u32 = 8;
 const BG_TILE: u32 = 4;
+/// Rows per workgroup and columns per invocation of `bgemm_block` (8 invocations); narrow
+/// products (at most [`BB_NARROW_MAX_N`] columns) take 4 columns per invocation.
+const BB_ROWS: u32 = 32;
+const BB_COLS: u32 = 8;
+const BB_COLS_NARROW: u32 = 4;
+const BB_NARROW_MAX_N: usize = 32;
+const BB_WG: u32 = 8;
 const EW_WG: u32 = 64;
 
 #[cfg(test)]
@@ -136,10 +152,14 @@ pub(super) const MIRROR: super::Mirror = super::Mirror {
         ("K_SCALED", K_SCALED),
         ("BG_WG", BG_WG),
         ("BG_TILE", BG_TILE),
+        ("BB_ROWS", BB_ROWS),
+        ("BB_MAX_COLS", BB_COLS),
+        ("BB_COLS", BB_COLS),
         ("EW_WG", EW_WG),
     ],
     workgroups: &[
         ("bgemm", [BG_WG, BG_WG, 1]),
+        ("bgemm_block", [BB_WG, 1, 1]),
         ("gelu_copy", [EW_WG, 1, 1]),
         ("keep_copy", [EW_WG, 1, 1]),
         ("seed", [EW_WG, 1, 1]),
@@ -189,6 +209,8 @@ const BGEMM_BINDINGS: &[(u32, Access)] = &[
     (4, Access::ReadWrite),
     (5, Access::Uniform),
     (6, Access::Read),
+    (7, Access::Read),
+    (8, Access::Read),
 ];
 const ELEM_BINDINGS: &[(u32, Access)] = &[
     (10, Access::Read),
@@ -236,9 +258,24 @@ impl Finish<'_> {
     }
 }
 
+/// Which `bgemm_block` variant a product runs on (the CPU kernel set).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+struct BlockVariant {
+    /// [`BB_COLS_NARROW`] columns per invocation (f32 operands only).
+    narrow: bool,
+    b_f16: bool,
+    b_vec4: bool,
+    a_vec4: bool,
+}
+
 pub(crate) struct BackwardKernels {
-    /// Indexed by whether B is f16; the f16 entry exists with f16 weights only.
+    /// `bgemm` (by whether B is f16; the f16 entry with f16 weights only) on the GPU kernel set
+    /// and on OpenGL, where Mesa's compile of large unrolled kernels trips wgpu's context lock
+    /// (see `Gemm::block`).
     bgemm: [Option<Kernel>; 2],
+    /// `bgemm_block` variants elsewhere on the CPU set: empty unless `block`.
+    blocks: std::collections::HashMap<BlockVariant, Kernel>,
+    block: bool,
     weights_f16: bool,
     gelu_copy: Kernel,
     keep_copy: Kernel,
@@ -248,23 +285,45 @@ pub(crate) struct BackwardKernels {
 }
 
 impl BackwardKernels {
-    pub fn new(gpu: &Gpu, precision: Precision) -> BackwardKernels {
+    pub fn new(gpu: &Gpu, set: KernelSet, precision: Precision) -> BackwardKernels {
         let m = module_with(gpu, "backward", false);
         let weights_f16 = precision == Precision::F16;
+        let gl = gpu.info.backend == wgpu::Backend::Gl;
+        let block = set.resolve(gpu) == KernelSet::Cpu && !gl;
         let bgemm = |f16: bool| {
-            (!f16 || weights_f16).then(|| {
-                Kernel::new(
-                    gpu,
-                    &m,
-                    "bgemm",
-                    BGEMM_BINDINGS,
-                    &[("B_F16", f16 as u32 as f64)],
-                )
+            (!block && (!f16 || weights_f16)).then(|| {
+                let constants = [("B_F16", f16 as u32 as f64)];
+                Kernel::new(gpu, &m, "bgemm", BGEMM_BINDINGS, &constants)
             })
         };
+        let mut blocks = std::collections::HashMap::new();
+        let flags = [false, true];
+        for (narrow, b_f16, b_vec4, a_vec4) in flag_combinations(flags) {
+            if !block || (b_f16 && (narrow || !weights_f16)) {
+                continue;
+            }
+            let mut constants = vec![
+                ("B_F16", b_f16 as u32 as f64),
+                ("B_VEC4", b_vec4 as u32 as f64),
+                ("A_VEC4", a_vec4 as u32 as f64),
+            ];
+            if narrow {
+                constants.push(("BB_COLS", BB_COLS_NARROW as f64));
+            }
+            let kernel = Kernel::new(gpu, &m, "bgemm_block", BGEMM_BINDINGS, &constants);
+            let variant = BlockVariant {
+                narrow,
+                b_f16,
+                b_vec4,
+                a_vec4,
+            };
+            blocks.insert(variant, kernel);
+        }
         let kernel = |entry: &str, bindings| Kernel::new(gpu, &m, entry, bindings, &[]);
         BackwardKernels {
             bgemm: [bgemm(false), bgemm(true)],
+            blocks,
+            block,
             weights_f16,
             gelu_copy: kernel("gelu_copy", ELEM_BINDINGS),
             keep_copy: kernel("keep_copy", ELEM_BINDINGS),
@@ -272,6 +331,12 @@ impl BackwardKernels {
             softmax_backward: kernel("softmax_backward", SOFTMAX_BINDINGS),
             relevance_step: kernel("relevance_step", RELEVANCE_BINDINGS),
         }
+    }
+
+    /// Whether products run on `bgemm_block` (the CPU kernel set, not on OpenGL).
+    #[cfg(test)]
+    pub fn is_block(&self) -> bool {
+        self.block
     }
 
     /// `c = finish(a · b)` for every matrix of `batch`: `m × k` times `k × n`.
@@ -318,20 +383,46 @@ impl BackwardKernels {
         let count = batch.count();
         assert!(count <= 65535, "bgemm: {count} products in one dispatch");
         let uniform = gpu.uniform("bgemm params", &params);
-        let kernel = self.bgemm[b_f16 as usize]
-            .as_ref()
-            .expect("bgemm for this weight format");
+        let narrow = !b_f16 && n <= BB_NARROW_MAX_N;
+        let vec4 = self.block && b_mat.vec4_columns(n);
+        let a_vec4 = self.block && a_mat.vec4_columns(k);
+        let kernel = if self.block {
+            self.blocks.get(&BlockVariant {
+                narrow,
+                b_f16,
+                b_vec4: vec4,
+                a_vec4,
+            })
+        } else {
+            self.bgemm[b_f16 as usize].as_ref()
+        };
+        let kernel = kernel.expect("bgemm for this weight format");
+        let a_bytes = words(a_mat.extent(m, k, batch));
         let b_values = b_mat.extent(k, n, batch);
         let mut bind = kernel
             .bind()
-            .storage(0, a, words(a_mat.extent(m, k, batch)))
+            .storage(0, a, a_bytes)
             .storage(4, c, words(c_mat.extent(m, n, batch)))
             .uniform(5, &uniform);
         bind = if b_f16 {
             bind.storage(6, b, (2 * b_values as u64).next_multiple_of(4))
                 .unused(gpu, 1)
+                .unused(gpu, 7)
+        } else if vec4 {
+            // The vec4 view reads whole groups of 4 columns: the last ends at a multiple of 4.
+            let b_end = words(b_values.next_multiple_of(4));
+            bind.storage(1, b, words(b_values))
+                .storage(7, b, b_end)
+                .unused(gpu, 6)
         } else {
-            bind.storage(1, b, words(b_values)).unused(gpu, 6)
+            bind.storage(1, b, words(b_values))
+                .unused(gpu, 6)
+                .unused(gpu, 7)
+        };
+        bind = if a_vec4 {
+            bind.storage(8, a, a_bytes)
+        } else {
+            bind.unused(gpu, 8)
         };
         bind = match finish.k_scale {
             Some(scale) => bind.storage(2, scale, words(k)),
@@ -344,12 +435,21 @@ impl BackwardKernels {
             }
             None => bind.unused(gpu, 3),
         };
-        let side = BG_WG * BG_TILE;
-        let groups = [
-            (n as u32).div_ceil(side),
-            (m as u32).div_ceil(side),
-            count as u32,
-        ];
+        let groups = if self.block {
+            let cols = if narrow { BB_COLS_NARROW } else { BB_COLS };
+            [
+                (n as u32).div_ceil(BB_WG * cols),
+                (m as u32).div_ceil(BB_ROWS),
+                count as u32,
+            ]
+        } else {
+            let side = BG_WG * BG_TILE;
+            [
+                (n as u32).div_ceil(side),
+                (m as u32).div_ceil(side),
+                count as u32,
+            ]
+        };
         let b_bytes = if b_f16 { 2 } else { 4 };
         bind.dispatch(gpu, groups).work(
             2 * count * m * n * k,
@@ -530,4 +630,15 @@ impl ElemParams {
         );
         self
     }
+}
+
+/// Every combination of four flags.
+fn flag_combinations(flags: [bool; 2]) -> impl Iterator<Item = (bool, bool, bool, bool)> {
+    flags.into_iter().flat_map(move |a| {
+        flags.into_iter().flat_map(move |b| {
+            flags
+                .into_iter()
+                .flat_map(move |c| flags.into_iter().map(move |d| (a, b, c, d)))
+        })
+    })
 }

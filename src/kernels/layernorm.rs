@@ -45,7 +45,10 @@ const SERIAL_WG: u32 = 64;
 pub(super) const MIRROR: super::Mirror = super::Mirror {
     shader: "layernorm",
     constants: &[("WG", SERIAL_WG)],
-    workgroups: &[("layernorm_serial", [SERIAL_WG, 1, 1])],
+    workgroups: &[
+        ("layernorm_serial", [SERIAL_WG, 1, 1]),
+        ("layernorm_backward_serial", [SERIAL_WG, 1, 1]),
+    ],
     structs: &[super::layout!(LnParams {
         rows,
         dim,
@@ -62,11 +65,19 @@ pub(crate) struct LayerNorm {
     forward: Kernel,
     forward_serial: Kernel,
     backward: Kernel,
+    backward_serial: Kernel,
 }
 
 impl LayerNorm {
     pub fn new(gpu: &Gpu, serial: bool) -> LayerNorm {
         let m = module(gpu, "layernorm");
+        let backward_bindings: &[(u32, Access)] = &[
+            (0, Access::Read),
+            (1, Access::Read),
+            (3, Access::ReadWrite),
+            (4, Access::Uniform),
+            (5, Access::Read),
+        ];
         LayerNorm {
             serial,
             forward: Kernel::new(
@@ -95,17 +106,12 @@ impl LayerNorm {
                 ],
                 &[],
             ),
-            backward: Kernel::new(
+            backward: Kernel::new(gpu, &m, "layernorm_backward", backward_bindings, &[]),
+            backward_serial: Kernel::new(
                 gpu,
                 &m,
-                "layernorm_backward",
-                &[
-                    (0, Access::Read),
-                    (1, Access::Read),
-                    (3, Access::ReadWrite),
-                    (4, Access::Uniform),
-                    (5, Access::Read),
-                ],
+                "layernorm_backward_serial",
+                backward_bindings,
                 &[],
             ),
         }
@@ -174,18 +180,65 @@ impl LayerNorm {
         eps: f32,
         accumulate: bool,
     ) -> Dispatch {
+        self.backward_with(
+            gpu,
+            (x, gamma, upstream, out),
+            (rows, dim),
+            map,
+            (eps, accumulate),
+            false,
+        )
+    }
+
+    /// [`LayerNorm::dispatch_backward`] for the many rows of the full backward: one invocation
+    /// per row on the CPU kernel set (one workgroup per row there costs barriers per row).
+    #[allow(clippy::too_many_arguments)]
+    pub fn dispatch_backward_rows(
+        &self,
+        gpu: &Gpu,
+        x: &wgpu::Buffer,
+        gamma: &wgpu::Buffer,
+        upstream: &wgpu::Buffer,
+        out: &wgpu::Buffer,
+        (rows, dim): (usize, usize),
+        map: RowMap,
+        eps: f32,
+        accumulate: bool,
+    ) -> Dispatch {
+        let buffers = (x, gamma, upstream, out);
+        let serial = self.serial;
+        self.backward_with(gpu, buffers, (rows, dim), map, (eps, accumulate), serial)
+    }
+
+    fn backward_with(
+        &self,
+        gpu: &Gpu,
+        (x, gamma, upstream, out): (&wgpu::Buffer, &wgpu::Buffer, &wgpu::Buffer, &wgpu::Buffer),
+        (rows, dim): (usize, usize),
+        map: RowMap,
+        (eps, accumulate): (f32, bool),
+        serial: bool,
+    ) -> Dispatch {
         let uniform = gpu.uniform(
             "layernorm backward params",
             &Self::params(rows, dim, map, eps, accumulate),
         );
-        self.backward
+        let (kernel, groups) = if serial {
+            (
+                &self.backward_serial,
+                linear_grid((rows as u32).div_ceil(SERIAL_WG)),
+            )
+        } else {
+            (&self.backward, linear_grid(rows as u32))
+        };
+        kernel
             .bind()
             .storage(0, x, words(map.input_extent(rows, dim)))
             .storage(1, gamma, words(dim))
             .storage(3, out, words(rows * dim))
             .uniform(4, &uniform)
             .storage(5, upstream, words(rows * dim))
-            .dispatch(gpu, linear_grid(rows as u32))
+            .dispatch(gpu, groups)
             .work(14 * rows * dim, 4 * 3 * rows * dim)
     }
 }

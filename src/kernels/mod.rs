@@ -439,8 +439,11 @@ pub(crate) struct Kernels {
     pub tokens: Tokens,
     pub agcam: AgcamKernels,
     pub baselines: Baselines,
-    /// The full backward (generic attention).
-    pub backward: BackwardKernels,
+    /// The full backward's kernels (generic attention), compiled on first use: most runs
+    /// never need them.
+    backward: std::sync::OnceLock<BackwardKernels>,
+    set: KernelSet,
+    precision: Precision,
 }
 
 impl Kernels {
@@ -453,8 +456,16 @@ impl Kernels {
             tokens: Tokens::new(gpu, precision),
             agcam: AgcamKernels::new(gpu, set, precision),
             baselines: Baselines::new(gpu),
-            backward: BackwardKernels::new(gpu, precision),
+            backward: std::sync::OnceLock::new(),
+            set,
+            precision,
         }
+    }
+
+    /// The full backward's kernels, compiled on the first call.
+    pub fn backward(&self, gpu: &Gpu) -> &BackwardKernels {
+        self.backward
+            .get_or_init(|| BackwardKernels::new(gpu, self.set, self.precision))
     }
 }
 

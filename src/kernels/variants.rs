@@ -175,7 +175,12 @@ pub fn shader_variants() -> Vec<ShaderVariant> {
     out.push(v("gemm", "gemm_block", &[("BLOCK_COLS", 8)], Some(Cpu)).not_on_gl());
     out.push(v("gemm", "residual_add", &[], None));
     out.push(v("gemm", "residual_add", &[], Some(Gpu)).f16_math());
-    for entry in ["layernorm", "layernorm_serial", "layernorm_backward"] {
+    for entry in [
+        "layernorm",
+        "layernorm_serial",
+        "layernorm_backward",
+        "layernorm_backward_serial",
+    ] {
         out.push(v("layernorm", entry, &[], None));
     }
     for entry in ["softmax_rows", "softmax_rows_serial", "split_v"] {
@@ -208,6 +213,21 @@ pub fn shader_variants() -> Vec<ShaderVariant> {
     // The full backward (generic attention): f32 and f16 weights as the right operand.
     for b_f16 in [0, 1] {
         out.push(v("backward", "bgemm", &[("B_F16", b_f16)], None));
+    }
+    // bgemm_block: scalar or vec4 loads of A and of B; narrow products read activations only.
+    for narrow in [false, true] {
+        for b_f16 in [0, 1] {
+            if narrow && b_f16 == 1 {
+                continue;
+            }
+            for (b_vec4, a_vec4) in [(0, 0), (0, 1), (1, 0), (1, 1)] {
+                let mut constants = vec![("B_F16", b_f16), ("B_VEC4", b_vec4), ("A_VEC4", a_vec4)];
+                if narrow {
+                    constants.push(("BB_COLS", 4));
+                }
+                out.push(v("backward", "bgemm_block", &constants, Some(Cpu)).not_on_gl());
+            }
+        }
     }
     for entry in [
         "gelu_copy",

@@ -37,7 +37,7 @@ fn catalogue_matches_what_launchers_compile() {
         // large kernel: build its sets one after the other in this thread only.
         for set in [KernelSet::Cpu, KernelSet::Gpu] {
             for precision in [Precision::F32, Precision::F16] {
-                drop(Kernels::new(gpu, set, precision));
+                Kernels::new(gpu, set, precision).backward(gpu);
             }
         }
     }
