@@ -7,7 +7,7 @@
 
 mod common;
 
-use agcam::{Engine, Method, Target};
+use agcam::{Engine, EngineOptions, Method, Target};
 use common::parity::{compare_method, dir, tensor, Reference};
 use safetensors::SafeTensors;
 
@@ -55,4 +55,52 @@ fn generic_attention_refuses_average_pooled_models() {
         err.contains("generic attention is undefined for average-pooled models"),
         "{err}"
     );
+}
+
+/// The full backward's kept activations and gradients count against `max_gpu_mem`: a budget
+/// that holds several images for AGCAM holds one for generic attention, whose chunks shrink
+/// to it (same maps), and a budget below one image's needs is refused with the reason.
+#[test]
+fn generic_attention_chunks_fit_the_memory_budget() {
+    let r = Reference::load_from("odd_ls", &dir("odd_ls"));
+    let gpu = common::gpus().remove(0);
+    let input = r.input();
+    let target = Target::TopK(2);
+    let mut roomy = Engine::new(gpu.clone(), &r.model).unwrap();
+    let want = roomy
+        .explain_with(&input, &target, Method::GenericAttention)
+        .unwrap();
+
+    let options = |kib: u64| EngineOptions {
+        max_gpu_mem: kib << 10,
+        ..Default::default()
+    };
+    let mut tight = Engine::with_options(gpu.clone(), &r.model, &options(300)).unwrap();
+    assert!(tight.capacity() >= 3, "AGCAM chunks: {}", tight.capacity());
+    let got = tight
+        .explain_with(&input, &target, Method::GenericAttention)
+        .unwrap();
+    assert_eq!(tight.capacity(), 1, "generic attention chunks");
+    for (g, w) in got.iter().zip(&want) {
+        for (gm, wm) in g.maps.iter().zip(&w.maps) {
+            assert_eq!(gm.class, wm.class);
+            let scale = wm.map.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+            let err = gm
+                .map
+                .iter()
+                .zip(&wm.map)
+                .fold(0.0f32, |m, (a, b)| m.max((a - b).abs()));
+            assert!(
+                err <= 1e-6 * scale,
+                "chunked maps differ by {err:e} of {scale:e}"
+            );
+        }
+    }
+
+    let mut too_small = Engine::with_options(gpu, &r.model, &options(100)).unwrap();
+    let err = too_small
+        .explain_with(&input, &target, Method::GenericAttention)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("raise --max-gpu-mem"), "{err}");
 }

@@ -247,7 +247,9 @@ impl Engine {
         &self.gpu
     }
 
-    /// Most images per GPU chunk.
+    /// Most images per GPU chunk. A method that runs the full backward (generic attention)
+    /// lowers it, for the engine's lifetime, to what fits the memory budget with its kept
+    /// activations and gradients.
     pub fn capacity(&self) -> usize {
         self.capacity
     }
@@ -399,9 +401,9 @@ impl Engine {
         let fit = (self.max_gpu_mem as usize / per_image_bytes).min(by_binding);
         if fit == 0 {
             return Err(Error::Invalid(format!(
-                "{}: {} {per_image} classes of one image need {} MiB on the GPU (activations \
-                 and the full backward), over --max-gpu-mem {} MiB or the adapter's binding \
-                 limit: explain fewer classes or raise --max-gpu-mem",
+                "{}: {} for {per_image} classes of one image needs {} MiB on the GPU \
+                 (activations and the full backward), over --max-gpu-mem {} MiB or the \
+                 adapter's binding limit: explain fewer classes or raise --max-gpu-mem",
                 cfg.name,
                 Method::GenericAttention.name(),
                 per_image_bytes >> 20,
