@@ -104,3 +104,34 @@ fn generic_attention_chunks_fit_the_memory_budget() {
         .to_string();
     assert!(err.contains("raise --max-gpu-mem"), "{err}");
 }
+
+/// vit_ti's weights are f16 values: with f16 storage the full backward reads the weight
+/// matrices as f16 pairs, and where the arithmetic stays f32 the maps meet the same bound.
+#[test]
+fn generic_attention_with_f16_weights() {
+    for gpu in common::gpus() {
+        let r = Reference::load_from("vit_ti", &dir("vit_ti"));
+        let bytes = std::fs::read(dir("vit_ti").join("generic_attention.safetensors")).unwrap();
+        let st = SafeTensors::deserialize(&bytes).unwrap();
+        let (shape, maps) = tensor(&st, "maps");
+        let options = EngineOptions {
+            precision: agcam::Precision::F16,
+            ..Default::default()
+        };
+        let mut engine = Engine::with_options(gpu.clone(), &r.model, &options).unwrap();
+        let f16_math = gpu.has_f16() && !gpu.is_cpu();
+        let tol = if f16_math { 1e-2 } else { TOL };
+        let input = r.input();
+        let want = (shape.as_slice(), maps.as_slice());
+        let method = Method::GenericAttention;
+        compare_method(
+            "vit_ti f16",
+            &r,
+            &mut engine,
+            (&input, ""),
+            method,
+            want,
+            tol,
+        );
+    }
+}
