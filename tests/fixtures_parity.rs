@@ -5,8 +5,10 @@
 
 mod common;
 
-use agcam::{Engine, EngineOptions, Precision};
-use common::parity::{compare, cpu_reference_matches, dir, tensor, Reference, F32_TOL};
+use agcam::{Engine, EngineOptions, KernelSet, Method, Precision};
+use common::parity::{
+    compare, compare_method, cpu_reference_matches, dir, tensor, Reference, F32_TOL,
+};
 
 const FIXTURES: &[&str] = &["odd_ls", "odd_nols", "vit_ti"];
 
@@ -70,5 +72,41 @@ fn cpu_reference_matches_pytorch_autograd() {
     // it is slow).
     for name in ["odd_ls", "odd_nols"] {
         cpu_reference_matches(name, &Reference::load(name));
+    }
+}
+
+/// Grad-CAM (method.md §6.2) against the float64 autograd maps of `grad_cam.safetensors`
+/// (tools/make_fixtures.py --method grad-cam), with both kernel sets, for the random batch and
+/// the image file, top-k and named classes (batch 2 and 3), within 1e-4 × max|map| (measured
+/// on lavapipe: under 3e-6).
+#[test]
+fn grad_cam_matches_pytorch_autograd() {
+    for gpu in common::gpus() {
+        for name in ["odd_ls", "odd_nols", "vit_ti", "deit3_ls"] {
+            let r = Reference::load(name);
+            let bytes = std::fs::read(dir(name).join("grad_cam.safetensors")).unwrap();
+            let maps = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+            let (_, image) = tensor(&r.st(), "image_input");
+            let image: Vec<f32> = image.iter().map(|&v| v as f32).collect();
+            for kernels in [KernelSet::Cpu, KernelSet::Gpu] {
+                let options = EngineOptions {
+                    kernels,
+                    ..Default::default()
+                };
+                let mut engine = Engine::with_options(gpu.clone(), &r.model, &options).unwrap();
+                for (prefix, input) in [("", r.input()), ("image_", image.clone())] {
+                    compare_method(
+                        &format!("{name} {kernels:?} kernels"),
+                        &r,
+                        &mut engine,
+                        &input,
+                        prefix,
+                        F32_TOL,
+                        Method::GradCam,
+                        tensor(&maps, &format!("{prefix}maps")),
+                    );
+                }
+            }
+        }
     }
 }

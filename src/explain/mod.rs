@@ -3,11 +3,13 @@
 
 pub(crate) mod agcam;
 mod baselines;
+mod gradcam;
 
 use std::collections::HashMap;
 
 use agcam::{backward_bytes_per_row, record_backward, record_topk, Backward, ClassChoice};
 use baselines::{record_raw_attention, record_rollout, rollout_bytes_per_image, RolloutBuffers};
+use gradcam::record_grad_cam;
 
 use crate::error::{Error, Result};
 use crate::gpu::Gpu;
@@ -28,6 +30,12 @@ pub enum Method {
     AttentionRollout,
     /// The last layer's class-token attention, mean over heads: class-agnostic.
     RawAttention,
+    /// Grad-CAM (Selvaraju et al., ICCV 2017) as pytorch-grad-cam applies it to ViTs:
+    /// class-specific. With X the last block's LN1 output at the P patch tokens,
+    /// w = (1/P) Σ_j ∂logits[c]/∂X[j] and map[j] = ReLU(X[j] · w) (method.md §6.2), computed
+    /// in closed form from the last block alone. Class-token pooling only: average-pooled
+    /// models are refused.
+    GradCam,
 }
 
 impl Method {
@@ -37,12 +45,13 @@ impl Method {
             Method::Agcam => "agcam",
             Method::AttentionRollout => "attention-rollout",
             Method::RawAttention => "raw-attention",
+            Method::GradCam => "grad-cam",
         }
     }
 
     /// Whether the map depends on the explained class.
     pub fn is_class_specific(self) -> bool {
-        self == Method::Agcam
+        matches!(self, Method::Agcam | Method::GradCam)
     }
 }
 
@@ -64,7 +73,7 @@ pub enum Target {
 pub struct ClassMap {
     /// Class index.
     pub class: usize,
-    /// The raw AGCAM map over the patch grid, row-major `[gh, gw]`: exactly `grid` of
+    /// The raw map over the patch grid, row-major `[gh, gw]`: for AGCAM exactly `grid` of
     /// method.md §2, before any upsampling or normalisation.
     pub map: Vec<f32>,
 }
@@ -286,6 +295,16 @@ impl Engine {
                 self.config.name
             )));
         }
+        if method == Method::GradCam && self.config.pooling == Pooling::Avg {
+            return Err(Error::Invalid(format!(
+                "{}: grad-cam is not supported on average-pooled models (global_pool=\"avg\"): \
+                 agcam computes it in closed form from the last block's class token \
+                 (method.md §6.2), which holds only when the class token alone reaches the \
+                 logits. Predictions and the attention-rollout and raw-attention baselines \
+                 work.",
+                self.config.name
+            )));
+        }
         let (per_image, choice) = match target {
             Target::Predicted => (1, ClassChoice::TopK),
             Target::TopK(k) => {
@@ -424,6 +443,9 @@ impl Engine {
             let tail = match method {
                 Method::Agcam => {
                     record_backward(gpu, k, cfg, w, &ws.acts, back, batch, per_image, choice)
+                }
+                Method::GradCam => {
+                    record_grad_cam(gpu, k, cfg, w, &ws.acts, back, batch, per_image, choice)
                 }
                 Method::RawAttention | Method::AttentionRollout => {
                     let mut tail = Vec::new();
