@@ -18,8 +18,8 @@ Then writes a smooth test PNG of the model's input size unless an image is given
 `agcam explain IMAGE --weights WORKDIR --method M --out DIR` with no other flag (the folder must
 say everything), and compares the raw grid it writes (DIR/<stem>.npy) with the float64 reference
 of the method on the same preprocessed input: for `agcam`, autograd (for `--hf`, through the
-transformers model itself); for `grad-cam`, `method_references.grad_cam` (autograd; for `--hf`,
-on the same weights as a timm model).
+transformers model itself); for `grad-cam` (`--model` only: the reference takes timm models),
+`method_references.grad_cam`, by autograd.
 PASS when max |agcam - torch| <= 1e-3 × max|map| and the predicted classes agree; exit status 1
 otherwise.
 """
@@ -38,7 +38,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from agcam_reference import (agcam_autograd, agcam_autograd_hf, check_supported,  # noqa: E402
-                             randomize_for_testing, randomize_hf_for_testing, timm_from_hf)
+                             randomize_for_testing, randomize_hf_for_testing)
 from method_references import grad_cam  # noqa: E402
 from vit_checkpoint import preprocess_as, save_hf, smooth_image  # noqa: E402
 
@@ -111,6 +111,8 @@ def main() -> int:
     ap.add_argument("--init", choices=("default", "test"), default="default",
                     help="the library's random init, or the fixtures' randomisation")
     args = ap.parse_args()
+    if args.hf and args.method != "agcam":
+        ap.error(f"--method {args.method} needs --model: its reference takes timm models")
     label = args.model or "hf-" + Path(args.hf).stem.replace("/", "_")
     work = args.work or Path("target") / "parity" / label
     work.mkdir(parents=True, exist_ok=True)
@@ -120,10 +122,7 @@ def main() -> int:
         reference = {"agcam": agcam_autograd, "grad-cam": grad_cam}[args.method]
     else:
         model, size, mean, std = build_hf(args.hf, work, args.init)
-        reference = {
-            "agcam": agcam_autograd_hf,
-            "grad-cam": lambda m, x, classes: grad_cam(timm_from_hf(m), x, classes),
-        }[args.method]
+        reference = agcam_autograd_hf
     image = args.image
     if image is None:
         image = work / "test.png"
