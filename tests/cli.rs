@@ -318,3 +318,62 @@ fn eval_runs_a_list_of_methods_with_grad_cam() {
         .collect();
     assert_eq!(methods, ["agcam", "grad-cam"]);
 }
+
+/// `bench --method` measures each method after the forward, and `profile --method` times the
+/// chosen method's kernels.
+#[test]
+fn bench_and_profile_take_a_method() {
+    let dir = tempfile::tempdir().unwrap();
+    let weights = fixture("odd_ls/model.safetensors");
+    let json = dir.path().join("bench.json");
+    let o = agcam(&[
+        "bench",
+        "--weights",
+        s(&weights),
+        "--batches",
+        "2",
+        "--iters",
+        "1",
+        "--method",
+        "agcam,grad-cam",
+        "--json",
+        s(&json),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let rows: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+    let methods: Vec<&serde_json::Value> = rows
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| &r["method"])
+        .collect();
+    assert_eq!(
+        methods,
+        [
+            &serde_json::Value::Null,
+            &"agcam".into(),
+            &"grad-cam".into()
+        ]
+    );
+
+    let o = agcam(&[
+        "profile",
+        "--weights",
+        s(&weights),
+        "--method",
+        "grad-cam",
+        "--json",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let profile: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let names: Vec<&str> = profile["kernels"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| k["name"].as_str().unwrap())
+        .collect();
+    assert!(names.contains(&"gradcam.map"), "{names:?}");
+    assert!(!names
+        .iter()
+        .any(|n| n.ends_with(".map") && n.starts_with("agcam.")));
+}

@@ -96,29 +96,30 @@ pub(crate) fn record_topk(
         .named("topk")
 }
 
-/// Records the backward of `batch` images with `per_image` classes each, after the forward.
-#[allow(clippy::too_many_arguments)]
-pub(crate) fn record_backward(
-    gpu: &Gpu,
-    k: &Kernels,
-    cfg: &ModelConfig,
-    w: &GpuWeights,
-    acts: &Activations,
-    back: &Backward,
-    batch: usize,
-    per_image: usize,
-    choice: ClassChoice,
-) -> Vec<Dispatch> {
+/// What the backward's dispatches are recorded against: the device and its kernels, the model's
+/// weights, the forward's activations, the backward's buffers, and `batch` images with
+/// `per_image` classes each.
+pub(crate) struct Chain<'a> {
+    pub gpu: &'a Gpu,
+    pub k: &'a Kernels,
+    pub cfg: &'a ModelConfig,
+    pub w: &'a GpuWeights,
+    pub acts: &'a Activations,
+    pub back: &'a Backward,
+    pub batch: usize,
+    pub per_image: usize,
+}
+
+/// Records the AGCAM backward after the forward.
+pub(crate) fn record_backward(c: &Chain<'_>, choice: ClassChoice) -> Vec<Dispatch> {
+    let (gpu, k, cfg, acts) = (c.gpu, c.k, c.cfg, c.acts);
+    let (back, batch, per_image) = (c.back, c.batch, c.per_image);
     let n = cfg.tokens();
     let rows = batch * per_image;
     let mut out = Vec::with_capacity(3 + 8 * cfg.depth);
-    out.extend(record_chain_start(
-        gpu, k, cfg, w, acts, back, batch, per_image, choice,
-    ));
+    out.extend(record_chain_start(c, choice));
     for layer in (0..cfg.depth).rev() {
-        out.extend(record_chain_step(
-            gpu, k, cfg, w, acts, back, batch, per_image, layer,
-        ));
+        out.extend(record_chain_step(c, layer));
         out.push(
             k.agcam
                 .accumulate(
@@ -139,18 +140,9 @@ pub(crate) fn record_backward(
 
 /// Records the start of the chain: the class choice (for [`ClassChoice::TopK`]) and
 /// g = LN_finalᵀ(W_head[c]) at the class token of x_L, into `back.g`.
-#[allow(clippy::too_many_arguments)]
-pub(crate) fn record_chain_start(
-    gpu: &Gpu,
-    k: &Kernels,
-    cfg: &ModelConfig,
-    w: &GpuWeights,
-    acts: &Activations,
-    back: &Backward,
-    batch: usize,
-    per_image: usize,
-    choice: ClassChoice,
-) -> Vec<Dispatch> {
+pub(crate) fn record_chain_start(c: &Chain<'_>, choice: ClassChoice) -> Vec<Dispatch> {
+    let (gpu, k, cfg, w) = (c.gpu, c.k, c.cfg, c.w);
+    let (acts, back, batch, per_image) = (c.acts, c.back, c.batch, c.per_image);
     let d = cfg.embed_dim;
     let rows = batch * per_image;
     let mut out = Vec::with_capacity(3);
@@ -192,18 +184,9 @@ pub(crate) fn record_chain_start(
 
 /// Records one layer of the chain, from g (at the layer's output, in `back.g`) to g_y (in
 /// `back.g`) and dO = (ls1 ⊙ g_y) · W_proj (in `back.d_out`).
-#[allow(clippy::too_many_arguments)]
-pub(crate) fn record_chain_step(
-    gpu: &Gpu,
-    k: &Kernels,
-    cfg: &ModelConfig,
-    w: &GpuWeights,
-    acts: &Activations,
-    back: &Backward,
-    batch: usize,
-    per_image: usize,
-    layer: usize,
-) -> Vec<Dispatch> {
+pub(crate) fn record_chain_step(c: &Chain<'_>, layer: usize) -> Vec<Dispatch> {
+    let (gpu, k, cfg, w) = (c.gpu, c.k, c.cfg, c.w);
+    let (acts, back, batch, per_image) = (c.acts, c.back, c.batch, c.per_image);
     let (d, f) = (cfg.embed_dim, cfg.mlp_hidden);
     let rows = batch * per_image;
     let eps = cfg.layer_norm_eps;

@@ -11,26 +11,14 @@
 //! from what the forward leaves of the last block: X in `normed`, q[CLS] in `qkv`, V and the
 //! class token's scores in its `LayerKeep`.
 
-use super::agcam::{record_chain_start, record_chain_step, Backward, ClassChoice};
-use crate::gpu::Gpu;
-use crate::kernels::{Dispatch, Kernels};
-use crate::model::{ModelConfig, Pooling};
-use crate::vit::{Activations, GpuWeights};
+use super::agcam::{record_chain_start, record_chain_step, Chain, ClassChoice};
+use crate::kernels::Dispatch;
+use crate::model::Pooling;
 
-/// Records the Grad-CAM maps of `batch` images with `per_image` classes each into
-/// `back.maps`, after a forward of a class-token-pooled model.
-#[allow(clippy::too_many_arguments)]
-pub(crate) fn record_grad_cam(
-    gpu: &Gpu,
-    k: &Kernels,
-    cfg: &ModelConfig,
-    w: &GpuWeights,
-    acts: &Activations,
-    back: &Backward,
-    batch: usize,
-    per_image: usize,
-    choice: ClassChoice,
-) -> Vec<Dispatch> {
+/// Records the Grad-CAM maps into `back.maps`, after a forward of a class-token-pooled model.
+pub(crate) fn record_grad_cam(c: &Chain<'_>, choice: ClassChoice) -> Vec<Dispatch> {
+    let (gpu, k, cfg, w) = (c.gpu, c.k, c.cfg, c.w);
+    let (acts, back, batch, per_image) = (c.acts, c.back, c.batch, c.per_image);
     debug_assert_eq!(
         cfg.pooling,
         Pooling::Token,
@@ -40,10 +28,8 @@ pub(crate) fn record_grad_cam(
     let rows = (batch * per_image, per_image);
     let shape = (cfg.tokens(), cfg.num_heads, cfg.head_dim());
     let d = cfg.embed_dim;
-    let mut out = record_chain_start(gpu, k, cfg, w, acts, back, batch, per_image, choice);
-    out.extend(record_chain_step(
-        gpu, k, cfg, w, acts, back, batch, per_image, last,
-    ));
+    let mut out = record_chain_start(c, choice);
+    out.extend(record_chain_step(c, last));
     let keep = &acts.layers[last];
     out.push(
         k.gradcam

@@ -7,7 +7,7 @@ mod gradcam;
 
 use std::collections::HashMap;
 
-use agcam::{backward_bytes_per_row, record_backward, record_topk, Backward, ClassChoice};
+use agcam::{backward_bytes_per_row, record_backward, record_topk, Backward, Chain, ClassChoice};
 use baselines::{record_raw_attention, record_rollout, rollout_bytes_per_image, RolloutBuffers};
 use gradcam::record_grad_cam;
 
@@ -286,25 +286,7 @@ impl Engine {
                 Ok(())
             }
         };
-        if method == Method::Agcam && self.config.pooling == Pooling::Avg {
-            return Err(Error::Invalid(format!(
-                "{}: AGCAM is undefined for average-pooled models (global_pool=\"avg\"): with \
-                 the attention inputs detached (method.md §2), no gradient reaches the class \
-                 token's query row, so every map would be zero. Predictions and the \
-                 attention-rollout and raw-attention baselines work.",
-                self.config.name
-            )));
-        }
-        if method == Method::GradCam && self.config.pooling == Pooling::Avg {
-            return Err(Error::Invalid(format!(
-                "{}: grad-cam is not supported on average-pooled models (global_pool=\"avg\"): \
-                 agcam computes it in closed form from the last block's class token \
-                 (method.md §6.2), which holds only when the class token alone reaches the \
-                 logits. Predictions and the attention-rollout and raw-attention baselines \
-                 work.",
-                self.config.name
-            )));
-        }
+        self.check_method(method)?;
         let (per_image, choice) = match target {
             Target::Predicted => (1, ClassChoice::TopK),
             Target::TopK(k) => {
@@ -359,6 +341,30 @@ impl Engine {
             }
         }
         Ok(out)
+    }
+
+    /// Refuses a method the model cannot be explained with.
+    fn check_method(&self, method: Method) -> Result<()> {
+        if self.config.pooling != Pooling::Avg {
+            return Ok(());
+        }
+        let why = match method {
+            Method::Agcam => {
+                "AGCAM is undefined for average-pooled models (global_pool=\"avg\"): with the \
+                 attention inputs detached (method.md §2), no gradient reaches the class token's \
+                 query row, so every map would be zero."
+            }
+            Method::GradCam => {
+                "grad-cam is not supported on average-pooled models (global_pool=\"avg\"): agcam \
+                 computes it in closed form from the last block's class token (method.md §6.2), \
+                 which holds only when the class token alone reaches the logits."
+            }
+            Method::AttentionRollout | Method::RawAttention => return Ok(()),
+        };
+        Err(Error::Invalid(format!(
+            "{}: {why} Predictions and the attention-rollout and raw-attention baselines work.",
+            self.config.name
+        )))
     }
 
     fn check_images(&self, images: &[f32]) -> Result<usize> {
@@ -441,11 +447,22 @@ impl Engine {
         let mut dispatches = record_forward(gpu, k, cfg, w, &ws.acts, batch, mixed);
         if let (Some((choice, method)), Some(back)) = (explain, &ws.back) {
             let tail = match method {
-                Method::Agcam => {
-                    record_backward(gpu, k, cfg, w, &ws.acts, back, batch, per_image, choice)
-                }
-                Method::GradCam => {
-                    record_grad_cam(gpu, k, cfg, w, &ws.acts, back, batch, per_image, choice)
+                Method::Agcam | Method::GradCam => {
+                    let chain = Chain {
+                        gpu,
+                        k,
+                        cfg,
+                        w,
+                        acts: &ws.acts,
+                        back,
+                        batch,
+                        per_image,
+                    };
+                    if method == Method::Agcam {
+                        record_backward(&chain, choice)
+                    } else {
+                        record_grad_cam(&chain, choice)
+                    }
                 }
                 Method::RawAttention | Method::AttentionRollout => {
                     let mut tail = Vec::new();
@@ -567,7 +584,18 @@ impl Engine {
     /// with GPU timestamps where the adapter has them, else by wall clock around a submit and
     /// a wait per kernel (which includes submission overhead).
     pub fn profile(&mut self, images: &[f32], top_k: usize) -> Result<Profile> {
+        self.profile_with(images, top_k, Method::Agcam)
+    }
+
+    /// [`Engine::profile`] of an explanation by `method`.
+    pub fn profile_with(
+        &mut self,
+        images: &[f32],
+        top_k: usize,
+        method: Method,
+    ) -> Result<Profile> {
         let count = self.check_images(images)?;
+        self.check_method(method)?;
         if count > self.capacity {
             return Err(Error::Invalid(format!(
                 "profile runs one chunk: at most {} images, not {count}",
@@ -580,7 +608,7 @@ impl Engine {
                 self.config.num_classes
             )));
         }
-        let key = self.recording(count, top_k, Some((ClassChoice::TopK, Method::Agcam)))?;
+        let key = self.recording(count, top_k, Some((ClassChoice::TopK, method)))?;
         let ws = self.workspace.as_ref().expect("prepared");
         self.upload(ws, images, Some(ClassChoice::TopK), &[]);
         let dispatches = &ws.recordings[&key];

@@ -1606,7 +1606,14 @@ fn gradcam_kernels_match_f64() {
             let got_u = download::<f32>(gpu, &u, want_u.len());
             let u_max = want_u.iter().fold(0.0f64, |m, v| m.max(v.abs()));
             let u_tol = TOL * u_max.min(1.0);
-            check("gradcam.key_value_gradient", &shape, gpu, &got_u, &want_u, u_tol);
+            check(
+                "gradcam.key_value_gradient",
+                &shape,
+                gpu,
+                &got_u,
+                &want_u,
+                u_tol,
+            );
             let got_map = download::<f32>(gpu, &maps, want_map.len());
             check("gradcam.patch_map", &shape, gpu, &got_map, &want_map, TOL);
         }
