@@ -13,6 +13,7 @@
 //!
 //! starting from g = LN_finalᵀ(W_head[c]) at the class token of x_L.
 
+use super::Method;
 use crate::gpu::Gpu;
 use crate::kernels::{Dispatch, Epilogue, Kernels, RowMap};
 use crate::model::ModelConfig;
@@ -97,8 +98,8 @@ pub(crate) fn record_topk(
 }
 
 /// What the backward's dispatches are recorded against: the device and its kernels, the model's
-/// weights, the forward's activations, the backward's buffers, and `batch` images with
-/// `per_image` classes each.
+/// weights, the forward's activations, the backward's buffers, `batch` images with `per_image`
+/// classes each, and the method whose chain it is.
 pub(crate) struct Chain<'a> {
     pub gpu: &'a Gpu,
     pub k: &'a Kernels,
@@ -108,6 +109,8 @@ pub(crate) struct Chain<'a> {
     pub back: &'a Backward,
     pub batch: usize,
     pub per_image: usize,
+    /// The method recorded: its name prefixes the dispatches' names in profiles.
+    pub method: Method,
 }
 
 /// Records the AGCAM backward after the forward.
@@ -159,7 +162,7 @@ pub(crate) fn record_chain_start(c: &Chain<'_>, choice: ClassChoice) -> Vec<Disp
                 rows,
                 d,
             )
-            .named("agcam.head_rows"),
+            .named(format!("{}.head_rows", c.method.name())),
     );
     out.push(
         k.layernorm
@@ -177,7 +180,7 @@ pub(crate) fn record_chain_start(c: &Chain<'_>, choice: ClassChoice) -> Vec<Disp
                 cfg.layer_norm_eps,
                 false,
             )
-            .named("agcam.norm_backward"),
+            .named(format!("{}.norm_backward", c.method.name())),
     );
     out
 }
@@ -195,9 +198,9 @@ pub(crate) fn record_chain_step(c: &Chain<'_>, layer: usize) -> Vec<Dispatch> {
         rows_per_input: per_image,
         input_row_stride: 1,
     };
-    let mut out = Vec::with_capacity(6);
-    // The class token's MLP pre-activation, recomputed from the kept MLP input.
-    out.push(
+    let name = |part: &str| format!("{}.blocks.{layer}.{part}", c.method.name());
+    vec![
+        // The class token's MLP pre-activation, recomputed from the kept MLP input.
         k.layernorm
             .dispatch(
                 gpu,
@@ -209,9 +212,7 @@ pub(crate) fn record_chain_step(c: &Chain<'_>, layer: usize) -> Vec<Dispatch> {
                 RowMap::IDENTITY,
                 eps,
             )
-            .named(format!("agcam.blocks.{layer}.norm2")),
-    );
-    out.push(
+            .named(name("norm2")),
         k.gemm
             .linear(
                 gpu,
@@ -223,10 +224,8 @@ pub(crate) fn record_chain_step(c: &Chain<'_>, layer: usize) -> Vec<Dispatch> {
                 (batch, f, d),
                 Epilogue::Bias,
             )
-            .named(format!("agcam.blocks.{layer}.mlp.fc1")),
-    );
-    // g_y = g + LN2ᵀ(fc1ᵀ(gelu' ⊙ fc2ᵀ(ls2 ⊙ g)))
-    out.push(
+            .named(name("mlp.fc1")),
+        // g_y = g + LN2ᵀ(fc1ᵀ(gelu' ⊙ fc2ᵀ(ls2 ⊙ g)))
         k.agcam
             .vecmat(
                 gpu,
@@ -238,9 +237,7 @@ pub(crate) fn record_chain_step(c: &Chain<'_>, layer: usize) -> Vec<Dispatch> {
                 (rows, per_image),
                 (d, f),
             )
-            .named(format!("agcam.blocks.{layer}.mlp.fc2_t")),
-    );
-    out.push(
+            .named(name("mlp.fc2_t")),
         k.agcam
             .vecmat(
                 gpu,
@@ -252,9 +249,7 @@ pub(crate) fn record_chain_step(c: &Chain<'_>, layer: usize) -> Vec<Dispatch> {
                 (rows, per_image),
                 (f, d),
             )
-            .named(format!("agcam.blocks.{layer}.mlp.fc1_t")),
-    );
-    out.push(
+            .named(name("mlp.fc1_t")),
         k.layernorm
             .dispatch_backward(
                 gpu,
@@ -267,10 +262,8 @@ pub(crate) fn record_chain_step(c: &Chain<'_>, layer: usize) -> Vec<Dispatch> {
                 eps,
                 true,
             )
-            .named(format!("agcam.blocks.{layer}.norm2_backward")),
-    );
-    // dO = (ls1 ⊙ g_y) · W_proj, then the fused map of this layer.
-    out.push(
+            .named(name("norm2_backward")),
+        // dO = (ls1 ⊙ g_y) · W_proj, then the fused map of this layer.
         k.agcam
             .vecmat(
                 gpu,
@@ -282,7 +275,6 @@ pub(crate) fn record_chain_step(c: &Chain<'_>, layer: usize) -> Vec<Dispatch> {
                 (rows, per_image),
                 (d, d),
             )
-            .named(format!("agcam.blocks.{layer}.attn.proj_t")),
-    );
-    out
+            .named(name("attn.proj_t")),
+    ]
 }

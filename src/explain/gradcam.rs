@@ -43,7 +43,7 @@ pub(crate) fn record_grad_cam(c: &Chain<'_>, choice: ClassChoice) -> Vec<Dispatc
                 rows,
                 shape,
             )
-            .named(format!("gradcam.blocks.{last}.qkv_gradient")),
+            .named(format!("grad-cam.blocks.{last}.qkv_gradient")),
     );
     out.push(
         k.agcam
@@ -57,12 +57,12 @@ pub(crate) fn record_grad_cam(c: &Chain<'_>, choice: ClassChoice) -> Vec<Dispatc
                 rows,
                 (3 * d, d),
             )
-            .named(format!("gradcam.blocks.{last}.norm1_gradient")),
+            .named(format!("grad-cam.blocks.{last}.norm1_gradient")),
     );
     out.push(
         k.gradcam
             .patch_map(gpu, &acts.normed, &back.upstream, &back.maps, rows, shape)
-            .named("gradcam.map"),
+            .named("grad-cam.map"),
     );
     out
 }

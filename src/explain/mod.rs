@@ -457,6 +457,7 @@ impl Engine {
                         back,
                         batch,
                         per_image,
+                        method,
                     };
                     if method == Method::Agcam {
                         record_backward(&chain, choice)
