@@ -366,6 +366,7 @@ fn bench_and_profile_take_a_method() {
     ]);
     assert!(o.status.success(), "{}", stderr(&o));
     let profile: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(profile["method"], "grad-cam");
     let names: Vec<&str> = profile["kernels"]
         .as_array()
         .unwrap()

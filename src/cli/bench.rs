@@ -103,7 +103,7 @@ pub fn profile(args: &ProfileArgs) -> agcam::Result<bool> {
     println!(
         "{} {} on {}: batch {}, top-k {}, {} clock, total {:.2} ms ({:.2} ms per image)",
         model.config.name,
-        args.method.name(),
+        profile.method.name(),
         profile.adapter,
         profile.batch,
         profile.top_k,

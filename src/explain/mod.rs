@@ -674,6 +674,7 @@ impl Engine {
             .collect();
         Ok(Profile {
             adapter: self.gpu.describe(),
+            method,
             batch: count,
             top_k,
             clock: if timestamps {
@@ -710,6 +711,8 @@ pub struct KernelTiming {
 pub struct Profile {
     /// The adapter measured.
     pub adapter: String,
+    /// The explanation method profiled.
+    pub method: Method,
     /// Images in the chunk.
     pub batch: usize,
     /// Classes explained per image.
