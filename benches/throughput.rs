@@ -24,6 +24,7 @@ fn main() {
     let options = BenchOptions {
         batches: vec![1, 8],
         top_ks: vec![1],
+        methods: vec![agcam::Method::Agcam],
         iters: 2,
         max_gpu_mem: 4 << 30,
         kernels: agcam::KernelSet::Auto,

@@ -5,7 +5,7 @@
 use std::time::Instant;
 
 use crate::error::Result;
-use crate::explain::{Engine, EngineOptions, Target};
+use crate::explain::{Engine, EngineOptions, Method, Target};
 use crate::gpu::Gpu;
 use crate::kernels::{KernelSet, Precision};
 use crate::model::Model;
@@ -17,6 +17,8 @@ pub struct BenchOptions {
     pub batches: Vec<usize>,
     /// Classes explained per image.
     pub top_ks: Vec<usize>,
+    /// Methods measured, each at every batch and top-k.
+    pub methods: Vec<Method>,
     /// Timed repetitions per point (after one untimed warm-up).
     pub iters: usize,
     /// GPU memory budget for activations, bytes.
@@ -38,6 +40,8 @@ pub struct BenchRow {
     pub batch: usize,
     /// `forward` or `explain`.
     pub mode: String,
+    /// The explanation method (`None` for forward).
+    pub method: Option<Method>,
     /// Weight storage.
     pub precision: Precision,
     /// Classes explained per image (0 for forward).
@@ -74,13 +78,17 @@ pub fn run(
         let images: Vec<f32> = (0..batch * engine.image_len())
             .map(|i| ((i * 7919) % 1000) as f32 / 500.0 - 1.0)
             .collect();
-        let modes = std::iter::once(0).chain(options.top_ks.iter().copied());
-        for top_k in modes {
+        let explain_points = options
+            .methods
+            .iter()
+            .flat_map(|&m| options.top_ks.iter().map(move |&k| (Some(m), k)));
+        for (method, top_k) in std::iter::once((None, 0)).chain(explain_points) {
             let call = |engine: &mut Engine| -> Result<()> {
-                if top_k == 0 {
-                    engine.predict(&images).map(drop)
-                } else {
-                    engine.explain(&images, &Target::TopK(top_k)).map(drop)
+                match method {
+                    None => engine.predict(&images).map(drop),
+                    Some(m) => engine
+                        .explain_with(&images, &Target::TopK(top_k), m)
+                        .map(drop),
                 }
             };
             call(&mut engine)?;
@@ -99,6 +107,7 @@ pub fn run(
                 adapter: gpu.describe(),
                 batch,
                 mode: if top_k == 0 { "forward" } else { "explain" }.into(),
+                method,
                 precision: options.precision,
                 top_k,
                 ms_per_image: per_image * 1e3,

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use agcam::gpu::{Backend, Gpu, GpuOptions};
 use agcam::model::{load_model, ConfigOverrides, Model};
-use agcam::{Error, KernelSet, Precision, Target};
+use agcam::{Error, KernelSet, Method, Precision, Target};
 use clap::Args;
 
 use super::{random_model, GpuArgs, ModelArgs};
@@ -23,6 +23,9 @@ pub struct ProfileArgs {
     /// Classes explained per image.
     #[arg(long, default_value_t = 1)]
     pub top_k: usize,
+    /// The explanation method profiled.
+    #[arg(long, value_enum, default_value_t = Method::Agcam)]
+    pub method: Method,
     /// Print JSON instead of a table.
     #[arg(long)]
     pub json: bool,
@@ -49,6 +52,9 @@ pub struct BenchArgs {
     /// Classes explained per image, comma-separated (each is one explain point).
     #[arg(long, value_delimiter = ',', default_value = "1")]
     pub top_k: Vec<usize>,
+    /// Explanation methods, comma-separated (each is measured at every batch and top-k).
+    #[arg(long, value_enum, value_delimiter = ',', default_values_t = [Method::Agcam])]
+    pub method: Vec<Method>,
     /// Timed repetitions per point, after one warm-up.
     #[arg(long, default_value_t = 3)]
     pub iters: usize,
@@ -84,8 +90,8 @@ pub fn profile(args: &ProfileArgs) -> agcam::Result<bool> {
         .map(|i| ((i * 7919) % 1000) as f32 / 500.0 - 1.0)
         .collect();
     // Once to record pipelines and warm caches, then the measured run.
-    engine.explain(&images, &Target::TopK(args.top_k))?;
-    let profile = engine.profile(&images, args.top_k)?;
+    engine.explain_with(&images, &Target::TopK(args.top_k), args.method)?;
+    let profile = engine.profile_with(&images, args.top_k, args.method)?;
     if args.json {
         println!(
             "{}",
@@ -95,8 +101,9 @@ pub fn profile(args: &ProfileArgs) -> agcam::Result<bool> {
     }
     let total = profile.total_ms();
     println!(
-        "{} on {}: batch {}, top-k {}, {} clock, total {:.2} ms ({:.2} ms per image)",
+        "{} {} on {}: batch {}, top-k {}, {} clock, total {:.2} ms ({:.2} ms per image)",
         model.config.name,
+        profile.method.name(),
         profile.adapter,
         profile.batch,
         profile.top_k,
@@ -152,6 +159,7 @@ pub fn bench(args: &BenchArgs) -> agcam::Result<bool> {
     let options = agcam::bench::BenchOptions {
         batches: args.batches.clone(),
         top_ks: args.top_k.clone(),
+        methods: args.method.clone(),
         iters: args.iters,
         // In range: the parser bounds it to MAX_GPU_MEM_MIB.
         max_gpu_mem: args.max_gpu_mem << 20,
@@ -159,16 +167,17 @@ pub fn bench(args: &BenchArgs) -> agcam::Result<bool> {
         precision: args.precision,
     };
     println!(
-        "{:<24} {:>6} {:>8} {:>6} {:>12} {:>10} {:>10}",
+        "{:<24} {:>6} {:>17} {:>6} {:>12} {:>10} {:>10}",
         "model", "batch", "mode", "top-k", "ms/image", "images/s", "GPU MiB"
     );
     let mut all = Vec::new();
     for model in &models {
         all.extend(agcam::bench::run(&gpu, model, &options, |r| {
             let mem = r.gpu_mem_mib.map_or("-".into(), |m| format!("{m:.1}"));
+            let mode = r.method.map_or(r.mode.clone(), |m| m.name().to_string());
             println!(
-                "{:<24} {:>6} {:>8} {:>6} {:>12.2} {:>10.2} {:>10}",
-                r.model, r.batch, r.mode, r.top_k, r.ms_per_image, r.images_per_s, mem
+                "{:<24} {:>6} {:>17} {:>6} {:>12.2} {:>10.2} {:>10}",
+                r.model, r.batch, mode, r.top_k, r.ms_per_image, r.images_per_s, mem
             );
         })?);
     }

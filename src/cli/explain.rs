@@ -33,7 +33,8 @@ pub struct ExplainArgs {
     /// Explain the K best classes of each image; files get a `_c<class>` suffix when K > 1.
     #[arg(long, value_parser = index)]
     pub top_k: Option<usize>,
-    /// How maps are computed: AGCAM, or a class-agnostic baseline for comparison.
+    /// How maps are computed: AGCAM, Grad-CAM on the last block's norm1 (class-specific;
+    /// class-token pooling only, docs/method.md §6.2), or a class-agnostic baseline.
     #[arg(long, value_enum, default_value_t = Method::Agcam)]
     pub method: Method,
     /// Output folder.

@@ -3,11 +3,13 @@
 
 pub(crate) mod agcam;
 mod baselines;
+mod gradcam;
 
 use std::collections::HashMap;
 
-use agcam::{backward_bytes_per_row, record_backward, record_topk, Backward, ClassChoice};
+use agcam::{backward_bytes_per_row, record_backward, record_topk, Backward, Chain, ClassChoice};
 use baselines::{record_raw_attention, record_rollout, rollout_bytes_per_image, RolloutBuffers};
+use gradcam::record_grad_cam;
 
 use crate::error::{Error, Result};
 use crate::gpu::Gpu;
@@ -28,6 +30,12 @@ pub enum Method {
     AttentionRollout,
     /// The last layer's class-token attention, mean over heads: class-agnostic.
     RawAttention,
+    /// Grad-CAM (Selvaraju et al., ICCV 2017) as pytorch-grad-cam applies it to ViTs:
+    /// class-specific. With X the last block's LN1 output at the P patch tokens,
+    /// w = (1/P) Σ_j ∂logits[c]/∂X[j] and map[j] = ReLU(X[j] · w) (method.md §6.2), computed
+    /// in closed form from the last block alone. Class-token pooling only: average-pooled
+    /// models are refused.
+    GradCam,
 }
 
 impl Method {
@@ -37,12 +45,13 @@ impl Method {
             Method::Agcam => "agcam",
             Method::AttentionRollout => "attention-rollout",
             Method::RawAttention => "raw-attention",
+            Method::GradCam => "grad-cam",
         }
     }
 
     /// Whether the map depends on the explained class.
     pub fn is_class_specific(self) -> bool {
-        self == Method::Agcam
+        matches!(self, Method::Agcam | Method::GradCam)
     }
 }
 
@@ -64,7 +73,7 @@ pub enum Target {
 pub struct ClassMap {
     /// Class index.
     pub class: usize,
-    /// The raw AGCAM map over the patch grid, row-major `[gh, gw]`: exactly `grid` of
+    /// The raw map over the patch grid, row-major `[gh, gw]`: for AGCAM exactly `grid` of
     /// method.md §2, before any upsampling or normalisation.
     pub map: Vec<f32>,
 }
@@ -277,15 +286,7 @@ impl Engine {
                 Ok(())
             }
         };
-        if method == Method::Agcam && self.config.pooling == Pooling::Avg {
-            return Err(Error::Invalid(format!(
-                "{}: AGCAM is undefined for average-pooled models (global_pool=\"avg\"): with \
-                 the attention inputs detached (method.md §2), no gradient reaches the class \
-                 token's query row, so every map would be zero. Predictions and the \
-                 attention-rollout and raw-attention baselines work.",
-                self.config.name
-            )));
-        }
+        self.check_method(method)?;
         let (per_image, choice) = match target {
             Target::Predicted => (1, ClassChoice::TopK),
             Target::TopK(k) => {
@@ -340,6 +341,30 @@ impl Engine {
             }
         }
         Ok(out)
+    }
+
+    /// Refuses a method the model cannot be explained with.
+    fn check_method(&self, method: Method) -> Result<()> {
+        if self.config.pooling != Pooling::Avg {
+            return Ok(());
+        }
+        let why = match method {
+            Method::Agcam => {
+                "AGCAM is undefined for average-pooled models (global_pool=\"avg\"): with the \
+                 attention inputs detached (method.md §2), no gradient reaches the class token's \
+                 query row, so every map would be zero."
+            }
+            Method::GradCam => {
+                "grad-cam is not supported on average-pooled models (global_pool=\"avg\"): agcam \
+                 computes it in closed form from the last block's class token (method.md §6.2), \
+                 which holds only when the class token alone reaches the logits."
+            }
+            Method::AttentionRollout | Method::RawAttention => return Ok(()),
+        };
+        Err(Error::Invalid(format!(
+            "{}: {why} Predictions and the attention-rollout and raw-attention baselines work.",
+            self.config.name
+        )))
     }
 
     fn check_images(&self, images: &[f32]) -> Result<usize> {
@@ -422,8 +447,23 @@ impl Engine {
         let mut dispatches = record_forward(gpu, k, cfg, w, &ws.acts, batch, mixed);
         if let (Some((choice, method)), Some(back)) = (explain, &ws.back) {
             let tail = match method {
-                Method::Agcam => {
-                    record_backward(gpu, k, cfg, w, &ws.acts, back, batch, per_image, choice)
+                Method::Agcam | Method::GradCam => {
+                    let chain = Chain {
+                        gpu,
+                        k,
+                        cfg,
+                        w,
+                        acts: &ws.acts,
+                        back,
+                        batch,
+                        per_image,
+                        method,
+                    };
+                    if method == Method::Agcam {
+                        record_backward(&chain, choice)
+                    } else {
+                        record_grad_cam(&chain, choice)
+                    }
                 }
                 Method::RawAttention | Method::AttentionRollout => {
                     let mut tail = Vec::new();
@@ -545,7 +585,18 @@ impl Engine {
     /// with GPU timestamps where the adapter has them, else by wall clock around a submit and
     /// a wait per kernel (which includes submission overhead).
     pub fn profile(&mut self, images: &[f32], top_k: usize) -> Result<Profile> {
+        self.profile_with(images, top_k, Method::Agcam)
+    }
+
+    /// [`Engine::profile`] of an explanation by `method`.
+    pub fn profile_with(
+        &mut self,
+        images: &[f32],
+        top_k: usize,
+        method: Method,
+    ) -> Result<Profile> {
         let count = self.check_images(images)?;
+        self.check_method(method)?;
         if count > self.capacity {
             return Err(Error::Invalid(format!(
                 "profile runs one chunk: at most {} images, not {count}",
@@ -558,7 +609,7 @@ impl Engine {
                 self.config.num_classes
             )));
         }
-        let key = self.recording(count, top_k, Some((ClassChoice::TopK, Method::Agcam)))?;
+        let key = self.recording(count, top_k, Some((ClassChoice::TopK, method)))?;
         let ws = self.workspace.as_ref().expect("prepared");
         self.upload(ws, images, Some(ClassChoice::TopK), &[]);
         let dispatches = &ws.recordings[&key];
@@ -623,6 +674,7 @@ impl Engine {
             .collect();
         Ok(Profile {
             adapter: self.gpu.describe(),
+            method,
             batch: count,
             top_k,
             clock: if timestamps {
@@ -659,6 +711,8 @@ pub struct KernelTiming {
 pub struct Profile {
     /// The adapter measured.
     pub adapter: String,
+    /// The explanation method profiled.
+    pub method: Method,
     /// Images in the chunk.
     pub batch: usize,
     /// Classes explained per image.

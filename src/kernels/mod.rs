@@ -5,6 +5,7 @@ mod agcam;
 mod attention;
 mod baselines;
 mod gemm;
+mod gradcam;
 mod layernorm;
 mod tokens;
 pub(crate) mod variants;
@@ -13,6 +14,7 @@ pub(crate) use agcam::AgcamKernels;
 pub(crate) use attention::{Attention, AttnBuffers, AttnShape};
 pub(crate) use baselines::{Baselines, ChainStep};
 pub(crate) use gemm::{Epilogue, Gemm, View};
+pub(crate) use gradcam::GradCamKernels;
 
 pub(crate) use layernorm::{LayerNorm, RowMap};
 pub(crate) use tokens::Tokens;
@@ -28,6 +30,7 @@ pub(crate) const SHADERS: &[(&str, &str)] = &[
     ("attention", include_str!("../../shaders/attention.wgsl")),
     ("baselines", include_str!("../../shaders/baselines.wgsl")),
     ("gemm", include_str!("../../shaders/gemm.wgsl")),
+    ("gradcam", include_str!("../../shaders/gradcam.wgsl")),
     ("layernorm", include_str!("../../shaders/layernorm.wgsl")),
     ("tokens", include_str!("../../shaders/tokens.wgsl")),
 ];
@@ -436,6 +439,7 @@ pub(crate) struct Kernels {
     pub tokens: Tokens,
     pub agcam: AgcamKernels,
     pub baselines: Baselines,
+    pub gradcam: GradCamKernels,
 }
 
 impl Kernels {
@@ -448,6 +452,7 @@ impl Kernels {
             tokens: Tokens::new(gpu, precision),
             agcam: AgcamKernels::new(gpu, set, precision),
             baselines: Baselines::new(gpu),
+            gradcam: GradCamKernels::new(gpu),
         }
     }
 }

@@ -205,6 +205,9 @@ pub fn shader_variants() -> Vec<ShaderVariant> {
     for entry in ["head_mean", "rollout_step", "raw_attention"] {
         out.push(v("baselines", entry, &[], None));
     }
+    for entry in ["key_value_gradient", "patch_map"] {
+        out.push(v("gradcam", entry, &[], None));
+    }
     out
 }
 

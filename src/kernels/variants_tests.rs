@@ -213,6 +213,7 @@ fn launchers_mirror_their_shaders() {
         &super::agcam::MIRROR,
         &super::attention::MIRROR,
         &super::baselines::MIRROR,
+        &super::gradcam::MIRROR,
         &super::layernorm::MIRROR,
         &super::tokens::MIRROR,
     ];

@@ -6,7 +6,7 @@
 use std::path::{Path, PathBuf};
 
 use agcam::model::{load_model, ConfigOverrides, Model};
-use agcam::{Engine, Target};
+use agcam::{Engine, Method, Target};
 use safetensors::{Dtype, SafeTensors};
 
 /// The folder of fixture `name`.
@@ -80,6 +80,7 @@ fn check_map(tag: &str, what: &str, got: &[f32], want: &[f64], tol: f64) {
             "{tag}: {what}: the reference map is exactly zero, the engine's reaches {err:e}"
         );
     } else {
+        eprintln!("map-error {tag}: {what}: {:.3e} of max|map|", err / scale);
         assert!(
             err <= tol * scale,
             "{tag}: {what}: map error {err:e} (max {scale:e}, ratio {:e})",
@@ -98,10 +99,26 @@ pub fn compare(
     prefix: &str,
     tol: f64,
 ) {
+    let maps = tensor(&r.st(), &format!("{prefix}maps"));
+    compare_method(name, r, engine, input, prefix, tol, Method::Agcam, maps);
+}
+
+/// [`compare`] for `method`, whose reference maps `(shape, values)` [B, K, gh, gw] are for the
+/// reference's `{prefix}classes`.
+#[allow(clippy::too_many_arguments)]
+pub fn compare_method(
+    name: &str,
+    r: &Reference,
+    engine: &mut Engine,
+    input: &[f32],
+    prefix: &str,
+    tol: f64,
+    method: Method,
+    (mshape, maps): (Vec<usize>, Vec<f64>),
+) {
     let st = r.st();
     let (cshape, classes) = tensor(&st, &format!("{prefix}classes"));
     let (_, logits) = tensor(&st, &format!("{prefix}logits"));
-    let (mshape, maps) = tensor(&st, &format!("{prefix}maps"));
     let (batch, k) = (cshape[0], cshape[1]);
     let cells = mshape[2] * mshape[3];
     assert_eq!(
@@ -110,10 +127,12 @@ pub fn compare(
         "{name}: grid"
     );
     let adapter = engine.gpu().describe();
-    let tag = format!("{name} {prefix}on {adapter}");
+    let tag = format!("{name} {} {prefix}on {adapter}", method.name());
 
     // Top-k: the classes themselves come from the GPU.
-    let got = engine.explain(input, &Target::TopK(k)).unwrap();
+    let got = engine
+        .explain_with(input, &Target::TopK(k), method)
+        .unwrap();
     let c = r.model.config.num_classes;
     for (b, exp) in got.iter().enumerate() {
         let (err, scale) = super::max_error(&exp.logits, &logits[b * c..(b + 1) * c]);
@@ -143,7 +162,7 @@ pub fn compare(
         .map(|b| classes[b * k + k - 1] as usize)
         .collect();
     let got = engine
-        .explain(input, &Target::PerImage(last.clone()))
+        .explain_with(input, &Target::PerImage(last.clone()), method)
         .unwrap();
     for (b, exp) in got.iter().enumerate() {
         assert_eq!(exp.maps.len(), 1);
