@@ -20,14 +20,6 @@ fn stage_pair(e: u32, a: vec2<f32>, w: vec2<f32>) {
     w_stage[e] = pack2x16float(w);
 }
 
-fn staged_a(i: u32) -> f32 {
-    return unpack2x16float(a_stage[i >> 1u])[i & 1u];
-}
-
-fn staged_w(i: u32) -> f32 {
-    return unpack2x16float(w_stage[i >> 1u])[i & 1u];
-}
-
 fn load_a(at: u32) -> FragA {
     return at;
 }
@@ -37,15 +29,22 @@ fn load_b(at: u32) -> FragB {
 }
 
 // acc + A · B with A(r, k) = a_stage[a + r·STAGE_K + k] and B(k, c) = w_stage[b + c·STAGE_K + k].
+// The elements lane + LANES·q of a lane share column c = lane % FRAG (LANES is a multiple of
+// FRAG), so the lane reads that column of B once and each of its rows of A once, a pair of k
+// at a time (fragment offsets and STAGE_K are even).
 fn mma(a: FragA, b: FragB, acc: Acc, lane: u32) -> Acc {
+    var column: array<vec2<f32>, FRAG / 2u>;
+    let c = lane % FRAG;
+    for (var k2 = 0u; k2 < FRAG / 2u; k2++) {
+        column[k2] = unpack2x16float(w_stage[(b + c * STAGE_K) / 2u + k2]);
+    }
     var out = acc;
     for (var q = 0u; q < FRAG * FRAG / LANES; q++) {
-        let e = lane + LANES * q;
-        let r = e / FRAG;
-        let c = e % FRAG;
+        let r = (lane + LANES * q) / FRAG;
+        let row = (a + r * STAGE_K) / 2u;
         var sum = 0.0;
-        for (var k = 0u; k < FRAG; k++) {
-            sum += staged_a(a + r * STAGE_K + k) * staged_w(b + c * STAGE_K + k);
+        for (var k2 = 0u; k2 < FRAG / 2u; k2++) {
+            sum += dot(unpack2x16float(a_stage[row + k2]), column[k2]);
         }
         out[q] += sum;
     }

@@ -7,17 +7,6 @@ use super::*;
 use crate::explain::{Engine, EngineOptions, Explanation, Target};
 use crate::kernels::gemm::{force_twin, CoopKernel};
 
-/// The devices the twins are tested on: Vulkan (lavapipe). On OpenGL (llvmpipe, Mesa 22.3)
-/// gemm_twin16 left most of C unwritten at K = 448 and 768 (14 and 24 stages of 32; K ≤ 400
-/// was exact there, as every shape is on Vulkan), with no error reported; the engine never
-/// selects them there (cooperative matrices exist on Vulkan and Metal only), so the GL run is
-/// left out until the cause is known rather than tested with small K alone.
-fn twin_gpus() -> impl Iterator<Item = &'static Gpu> {
-    gpus()
-        .iter()
-        .filter(|g| g.info.backend == wgpu::Backend::Vulkan)
-}
-
 /// Forces the twin of side `fragment` into launchers built by `f` on this thread.
 fn with_twin<T>(fragment: u32, f: impl FnOnce() -> T) -> T {
     force_twin(Some(fragment));
@@ -93,14 +82,11 @@ fn check_cooperative(gemms: impl Fn(&Gpu) -> Vec<(Gemm, CoopKernel)>, tol: f64) 
     }
 }
 
-/// Each twin, with both kernel sets, on the twin devices.
+/// Each twin, with both kernel sets.
 #[test]
 fn twins_match_f64_over_f16_operands_with_every_epilogue() {
     check_cooperative(
         |gpu| {
-            if gpu.info.backend != wgpu::Backend::Vulkan {
-                return Vec::new();
-            }
             let mut gemms = Vec::new();
             for fragment in [16, 8] {
                 for set in [KernelSet::Cpu, KernelSet::Gpu] {
@@ -169,7 +155,7 @@ fn twins_follow_strided_views_and_column_offsets() {
             want[i * c_row + j] = dot + bias[f] as f64;
         }
     }
-    for gpu in twin_gpus() {
+    for gpu in gpus().iter() {
         for fragment in [16, 8] {
             let gemm = with_twin(fragment, || Gemm::new(gpu, KernelSet::Gpu, Precision::F16));
             let a_buf = gpu.storage_from("a", &a);
@@ -261,7 +247,7 @@ fn engine_on_twins_stays_within_f16_bound_of_f32() {
         ("vit_ti", &[16]),
     ] {
         let (model, input) = fixture(name);
-        for gpu in twin_gpus() {
+        for gpu in gpus().iter() {
             let run = |precision| {
                 let options = EngineOptions {
                     precision,
