@@ -31,12 +31,17 @@ pub(crate) const SHADERS: &[(&str, &str)] = &[
     ("baselines", include_str!("../../shaders/baselines.wgsl")),
     ("gemm", include_str!("../../shaders/gemm.wgsl")),
     ("gradcam", include_str!("../../shaders/gradcam.wgsl")),
+    ("gemm_coop16", gemm::COOP16_SOURCE),
+    ("gemm_coop8", gemm::COOP8_SOURCE),
+    ("gemm_twin16", gemm::TWIN16_SOURCE),
+    ("gemm_twin8", gemm::TWIN8_SOURCE),
     ("layernorm", include_str!("../../shaders/layernorm.wgsl")),
     ("tokens", include_str!("../../shaders/tokens.wgsl")),
 ];
 
-/// The complete WGSL of shader `name`: the arithmetic type `half`, the common helpers, then
-/// the file. `half` is f32 unless `f16_math`, which needs the device's SHADER_F16.
+/// The complete WGSL of shader `name`: its `enable` directives, the arithmetic type `half`,
+/// the common helpers, then the file. `half` is f32 unless `f16_math`, which needs the
+/// device's SHADER_F16.
 pub(crate) fn shader_source(name: &str, f16_math: bool) -> String {
     let body = SHADERS
         .iter()
@@ -48,7 +53,11 @@ pub(crate) fn shader_source(name: &str, f16_math: bool) -> String {
     } else {
         "alias half = f32;"
     };
-    format!("{half}\n{COMMON}\n{body}")
+    // WGSL wants directives before any declaration.
+    let (enables, body): (Vec<&str>, Vec<&str>) =
+        body.lines().partition(|l| l.starts_with("enable "));
+    let (enables, body) = (enables.join("\n"), body.join("\n"));
+    format!("{enables}\n{half}\n{COMMON}\n{body}\n")
 }
 
 /// What a launcher copies from its shader by hand (dispatch arithmetic, params structs), for

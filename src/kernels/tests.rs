@@ -13,11 +13,15 @@ use super::gemm::{Batched, View};
 use super::*;
 use crate::gpu::testing::gpus;
 
-/// Every shader parses and validates with naga, with no device at all.
+/// Every shader parses and validates with naga, with no device at all (the cooperative GEMMs
+/// with f16 arithmetic only: their operands are f16).
 #[test]
 fn shaders_validate_with_naga() {
     for (name, _) in SHADERS {
         for f16_math in [false, true] {
+            if !f16_math && name.starts_with("gemm_coop") {
+                continue;
+            }
             let source = shader_source(name, f16_math);
             let module = naga::front::wgsl::parse_str(&source)
                 .unwrap_or_else(|e| panic!("{name}.wgsl: {}", e.emit_to_string(&source)));
@@ -237,6 +241,55 @@ const LINEAR_SHAPES: &[(usize, usize, usize)] = &[
     (2049, 2049, 5),
 ];
 
+/// What `epilogue` makes of the products `acc` (row-major, `bias.len()` columns), over C's
+/// initial values `c0`, in f64.
+fn epilogue_reference(
+    epilogue: Epilogue,
+    acc: &[f64],
+    bias: &[f32],
+    scale: &[f32],
+    c0: &[f32],
+) -> Vec<f64> {
+    let n = bias.len();
+    (0..acc.len())
+        .map(|i| {
+            let z = acc[i] + bias[i % n] as f64;
+            match epilogue {
+                Epilogue::Bias => z,
+                Epilogue::Gelu => erf_gelu(z),
+                Epilogue::Residual => c0[i] as f64 + scale[i % n] as f64 * z,
+                Epilogue::Scaled => acc[i],
+            }
+        })
+        .collect()
+}
+
+/// The dispatches of one nn.Linear product over plain row-major buffers `[a, w, bias, scale,
+/// c]`: through `Gemm::residual` for [`Epilogue::Residual`] (which splits the branch and the
+/// add on gemm_block), `Gemm::linear` otherwise.
+fn linear_dispatches(
+    gpu: &Gpu,
+    gemm: &Gemm,
+    [a, w, bias, scale, c]: [&wgpu::Buffer; 5],
+    (m, n, k): (usize, usize, usize),
+    epilogue: Epilogue,
+) -> Vec<Dispatch> {
+    if epilogue == Epilogue::Residual {
+        let scratch = gpu.storage("scratch", words(m * n));
+        gemm.residual(
+            gpu,
+            (a, View::rows(k)),
+            (w, View::rows(k)),
+            (bias, scale, 0),
+            (c, View::rows(n)),
+            &scratch,
+            (m, n, k),
+        )
+    } else {
+        vec![gemm.linear(gpu, a, w, bias, scale, c, (m, n, k), epilogue)]
+    }
+}
+
 /// Checks `shapes` through `Gemm::linear` (or `residual`) on every test device and both
 /// kernel sets; returns the kernels that ran, per backend.
 fn check_linear(
@@ -253,17 +306,7 @@ fn check_linear(
         let scale = rng.vec(n, -2.0, 2.0);
         let c0 = rng.vec(m * n, -1.0, 1.0);
         let acc = matmul_nt(&a, &w, (m, n, k));
-        let want: Vec<f64> = (0..m * n)
-            .map(|i| {
-                let z = acc[i] + bias[i % n] as f64;
-                match epilogue {
-                    Epilogue::Bias => z,
-                    Epilogue::Gelu => erf_gelu(z),
-                    Epilogue::Residual => c0[i] as f64 + scale[i % n] as f64 * z,
-                    Epilogue::Scaled => acc[i],
-                }
-            })
-            .collect();
+        let want = epilogue_reference(epilogue, &acc, &bias, &scale, &c0);
         for (gpu, gemm) in gemm_devices() {
             let a_buf = gpu.storage_from("a", &a);
             let w_buf = gpu.storage_from("w", &w);
@@ -271,31 +314,8 @@ fn check_linear(
             let scale_buf = gpu.storage_from("scale", &scale);
             // Every epilogue starts from c0: the ones that overwrite must overwrite everything.
             let c = gpu.storage_from("c", &c0);
-            let dispatches = if epilogue == Epilogue::Residual {
-                // Through `residual`, which splits the branch and the add on gemm_block.
-                let scratch = gpu.storage("scratch", (m * n * 4) as u64);
-                gemm.residual(
-                    gpu,
-                    (&a_buf, View::rows(k)),
-                    (&w_buf, View::rows(k)),
-                    (&bias_buf, &scale_buf, 0),
-                    (&c, View::rows(n)),
-                    &scratch,
-                    (m, n, k),
-                )
-            } else {
-                let d = gemm.linear(
-                    gpu,
-                    &a_buf,
-                    &w_buf,
-                    &bias_buf,
-                    &scale_buf,
-                    &c,
-                    (m, n, k),
-                    epilogue,
-                );
-                vec![d]
-            };
+            let buffers = [&a_buf, &w_buf, &bias_buf, &scale_buf, &c];
+            let dispatches = linear_dispatches(gpu, gemm, buffers, (m, n, k), epilogue);
             run(gpu, &dispatches);
             let kernels: Vec<&str> = dispatches.iter().map(|d| d.kernel.as_str()).collect();
             ran.extend(kernels.iter().map(|k| (backend(gpu), k.to_string())));
@@ -1619,3 +1639,6 @@ fn gradcam_kernels_match_f64() {
         }
     }
 }
+
+#[path = "gemm_coop_tests.rs"]
+mod gemm_coop;
