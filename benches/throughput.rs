@@ -22,9 +22,9 @@ fn main() {
     })
     .expect("a GPU adapter");
     let options = BenchOptions {
-        methods: vec![agcam::Method::Agcam],
         batches: vec![1, 8],
         top_ks: vec![1],
+        methods: vec![agcam::Method::Agcam],
         iters: 2,
         max_gpu_mem: 4 << 30,
         kernels: agcam::KernelSet::Auto,

@@ -64,6 +64,16 @@ timeout 90 python3 tools/check_parity.py --model vit_base_patch16_224 --agcam "$
 step "kernel unit tests on Vulkan"
 AGCAM_TEST_BACKEND=vulkan timeout 90 dist/t-agcam --test-threads 4 >"$R/t_unit.log" 2>&1
 echo "rc=$?"; grep -E "^test result|FAILED|panicked" -A2 "$R/t_unit.log" | head -n 20
+# Issue 11: the cooperative-matrix GEMM. The adapter's configurations are in devices above;
+# here, which kernel the engine selected for f16 weights ("cooperative-kernel gemm_coop16", or
+# "no cooperative matrices"), that kernel and its twins against f64, and the f16 bound on
+# ViT-B/16 (random weights) against f32 with whatever f16 GEMM the engine selected.
+step "cooperative GEMM: kernel against f64, ViT-B/16 f16 against f32"
+AGCAM_TEST_BACKEND=vulkan timeout 150 dist/t-agcam --include-ignored --nocapture \
+    --test-threads 1 gemm_coop:: >"$R/t_coop.log" 2>&1
+echo "rc=$?"
+grep -E "cooperative-kernel|no cooperative matrices|f16-map-error|twin-time|^test result|panicked" \
+    -A1 "$R/t_coop.log" | sort | uniq -c | head -n 30
 
 for precision in f32 f16; do
     for bin in $AB_BINS "$BIN"; do
@@ -86,6 +96,9 @@ for spec in "${profiles[@]}"; do
     head -n 1 "$R/$name"
     awk 'NR>2 {t[$2]+=$3} END {for (k in t) printf "  %-20s %9.3f ms\n", k, t[k]}' \
         "$R/$name" | sort -k2 -nr | head -n 6
+    # The kernel of each nn.Linear: gemm_coop16 / gemm_coop8 where tensor cores ran.
+    echo "  linears: $(awk 'NR>2 && $1 ~ /(qkv|proj|fc1|fc2|head|patch)/ {print $2}' "$R/$name" |
+        sort | uniq -c | tr -s ' \n' ' ')"
 done
 
 # fp32 and, by default on CUDA, f16 and bf16 autocast (maps checked against fp32 first).

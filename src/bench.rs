@@ -17,7 +17,7 @@ pub struct BenchOptions {
     pub batches: Vec<usize>,
     /// Classes explained per image.
     pub top_ks: Vec<usize>,
-    /// Methods of the explain points (each top-k is measured with each).
+    /// Methods measured, each at every batch and top-k.
     pub methods: Vec<Method>,
     /// Timed repetitions per point (after one untimed warm-up).
     pub iters: usize,
@@ -40,12 +40,12 @@ pub struct BenchRow {
     pub batch: usize,
     /// `forward` or `explain`.
     pub mode: String,
+    /// The explanation method (`None` for forward).
+    pub method: Option<Method>,
     /// Weight storage.
     pub precision: Precision,
     /// Classes explained per image (0 for forward).
     pub top_k: usize,
-    /// The explain points' method (`None` for forward).
-    pub method: Option<Method>,
     /// Wall-clock milliseconds per image, including upload and readback.
     pub ms_per_image: f64,
     /// Images per second.
@@ -78,11 +78,11 @@ pub fn run(
         let images: Vec<f32> = (0..batch * engine.image_len())
             .map(|i| ((i * 7919) % 1000) as f32 / 500.0 - 1.0)
             .collect();
-        let explains = options
+        let explain_points = options
             .methods
             .iter()
-            .flat_map(|&m| options.top_ks.iter().map(move |&k| (k, Some(m))));
-        for (top_k, method) in std::iter::once((0, None)).chain(explains) {
+            .flat_map(|&m| options.top_ks.iter().map(move |&k| (Some(m), k)));
+        for (method, top_k) in std::iter::once((None, 0)).chain(explain_points) {
             let call = |engine: &mut Engine| -> Result<()> {
                 match method {
                     None => engine.predict(&images).map(drop),
@@ -107,9 +107,9 @@ pub fn run(
                 adapter: gpu.describe(),
                 batch,
                 mode: if top_k == 0 { "forward" } else { "explain" }.into(),
+                method,
                 precision: options.precision,
                 top_k,
-                method,
                 ms_per_image: per_image * 1e3,
                 images_per_s: 1.0 / per_image,
                 iters: options.iters,

@@ -39,7 +39,8 @@ pub(crate) struct GpuWeights {
     pub norm_b: wgpu::Buffer,
     pub head_w: wgpu::Buffer,
     pub head_b: wgpu::Buffer,
-    /// max(D, F) ones: the scale of branches without layer scale.
+    /// max(3D, F) ones: the scale of branches without layer scale, and of Grad-CAM's
+    /// product with the whole W_qkv.
     pub ones: wgpu::Buffer,
 }
 
@@ -69,7 +70,7 @@ impl GpuWeights {
             Precision::F32 => up(name, t),
             Precision::F16 => gpu.storage_from(name, &pack_f16(&t.data)),
         };
-        let ones = vec![1.0f32; cfg.embed_dim.max(cfg.mlp_hidden)];
+        let ones = vec![1.0f32; (3 * cfg.embed_dim).max(cfg.mlp_hidden)];
         let ones_buffer = gpu.storage_from("ones", &ones);
         let scale = |name: &str, t: &Option<HostTensor>| match t {
             Some(t) => up(name, t),
@@ -166,8 +167,11 @@ pub(crate) struct Activations {
     patch_out: wgpu::Buffer,
     /// The residual stream [B·N, D]; after the forward, x_L.
     pub x: wgpu::Buffer,
-    normed: wgpu::Buffer,
-    qkv: wgpu::Buffer,
+    /// LN1's output [B·N, D]; after a class-token-pooled forward, the last block's.
+    pub normed: wgpu::Buffer,
+    /// The qkv projection [B·N, 3D]; after a class-token-pooled forward, the last block's K
+    /// and V of every token and Q of the class token.
+    pub qkv: wgpu::Buffer,
     pub scores: wgpu::Buffer,
     v_t: wgpu::Buffer,
     attn_out: wgpu::Buffer,
@@ -332,6 +336,15 @@ pub(crate) fn record_forward(
         let (q_rows, stride) = if cls_only { (batch, n) } else { (rows, 1) };
         let tokens_view = |width: usize| View::rows(width * stride);
         let name = |part: &str| format!("blocks.{i}.{part}");
+        // Where the branches and LN2's output go: LN1's output in `normed` is dead once qkv is
+        // computed, except in the class-token-only last block, which keeps it (all tokens) for
+        // Grad-CAM and works in the patch embeddings' buffer, dead since `tokens` and large
+        // enough for its B rows.
+        let scratch = if cls_only {
+            &acts.patch_out
+        } else {
+            &acts.normed
+        };
 
         // y = x + ls1 · proj(attention(LN1(x)))
         if let Some(f) = full {
@@ -421,14 +434,13 @@ pub(crate) fn record_forward(
                     .named(name("attn.head_mean")),
             );
         }
-        // LN1's output in `normed` is dead once qkv is computed: it holds the branch.
         let proj = k.gemm.residual(
             gpu,
             (&acts.attn_out, tokens_view(d)),
             (&blk.proj_w, View::rows(d)),
             (&blk.proj_b, &blk.ls1, 0),
             (&acts.x, tokens_view(d)),
-            &acts.normed,
+            scratch,
             (q_rows, d, d),
         );
         push_named(&mut out, proj, &name("attn.proj"));
@@ -453,7 +465,7 @@ pub(crate) fn record_forward(
                     &acts.x,
                     &blk.norm2_w,
                     &blk.norm2_b,
-                    &acts.normed,
+                    scratch,
                     (q_rows, d),
                     RowMap {
                         rows_per_input: 1,
@@ -472,7 +484,7 @@ pub(crate) fn record_forward(
             k.gemm
                 .linear(
                     gpu,
-                    &acts.normed,
+                    scratch,
                     &blk.fc1_w,
                     &blk.fc1_b,
                     &blk.fc1_b,
@@ -489,14 +501,14 @@ pub(crate) fn record_forward(
                     .named(name("mlp.gelu")),
             );
         }
-        // LN2's output in `normed` is dead once fc1 has read it.
+        // LN2's output in `scratch` is dead once fc1 has read it.
         let fc2 = k.gemm.residual(
             gpu,
             (&acts.hidden, View::rows(f)),
             (&blk.fc2_w, View::rows(f)),
             (&blk.fc2_b, &blk.ls2, 0),
             (&acts.x, tokens_view(d)),
-            &acts.normed,
+            scratch,
             (q_rows, d, f),
         );
         push_named(&mut out, fc2, &name("mlp.fc2"));

@@ -224,3 +224,155 @@ fn eval_reads_the_imagenet_layout() {
         assert!(layout.starts_with("imagenet"), "{protocol}: {layout}");
     }
 }
+
+/// `--method grad-cam` on the bundled demo model: a class-specific map per explained class,
+/// non-negative (a ReLU) and not all zero, recorded as grad-cam.
+#[test]
+fn explain_grad_cam_on_the_demo_model() {
+    let dir = tempfile::tempdir().unwrap();
+    let samples = Path::new(env!("CARGO_MANIFEST_DIR")).join("weights/samples");
+    let o = agcam(&[
+        "explain",
+        s(&samples.join("synth_000000.png")),
+        "--method",
+        "grad-cam",
+        "--top-k",
+        "2",
+        "--out",
+        s(dir.path()),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let mut maps = Vec::new();
+    for name in std::fs::read_dir(dir.path()).unwrap() {
+        let path = name.unwrap().path();
+        if path.extension().is_some_and(|e| e == "json") {
+            let record: serde_json::Value =
+                serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+            assert_eq!(record["method"], "grad-cam", "{record}");
+            let npy = std::fs::read(path.with_extension("npy")).unwrap();
+            // The demo model's 14 × 14 grid, float32 after the 128-byte header.
+            assert_eq!(npy.len(), 128 + 4 * 196);
+            let map: Vec<f32> = npy[128..]
+                .chunks_exact(4)
+                .map(|b| f32::from_le_bytes(b.try_into().unwrap()))
+                .collect();
+            assert!(map.iter().all(|&v| v >= 0.0), "{map:?}");
+            assert!(map.iter().any(|&v| v > 0.0), "an all-zero map");
+            maps.push(map);
+        }
+    }
+    assert_eq!(maps.len(), 2);
+    assert_ne!(maps[0], maps[1], "the two classes' maps are the same");
+}
+
+/// Grad-CAM's closed form needs class-token pooling: an average-pooled model is refused with
+/// the reason, before any file is written.
+#[test]
+fn grad_cam_refuses_average_pooled_models() {
+    let dir = tempfile::tempdir().unwrap();
+    let o = agcam(&[
+        "explain",
+        s(&fixture("avgpool/image.png")),
+        "--weights",
+        s(&fixture("avgpool/model.safetensors")),
+        "--method",
+        "grad-cam",
+        "--out",
+        s(dir.path()),
+    ]);
+    assert!(!o.status.success());
+    assert!(
+        stderr(&o).contains("grad-cam is not supported on average-pooled models"),
+        "{}",
+        stderr(&o)
+    );
+    assert!(!dir.path().join("image.npy").exists());
+}
+
+/// `eval --method agcam,grad-cam` runs both methods on the same images, one report each.
+#[test]
+fn eval_runs_a_list_of_methods_with_grad_cam() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("voc");
+    let o = agcam(&["synth", "--out", s(&data), "--count", "2", "--seed", "3"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let json = dir.path().join("localization.json");
+    let o = agcam(&[
+        "eval",
+        "localization",
+        "--data",
+        s(&data),
+        "--method",
+        "agcam,grad-cam",
+        "--json",
+        s(&json),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let reports: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+    let methods: Vec<&str> = reports
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["method"].as_str().unwrap())
+        .collect();
+    assert_eq!(methods, ["agcam", "grad-cam"]);
+}
+
+/// `bench --method` measures each method after the forward, and `profile --method` times the
+/// chosen method's kernels.
+#[test]
+fn bench_and_profile_take_a_method() {
+    let dir = tempfile::tempdir().unwrap();
+    let weights = fixture("odd_ls/model.safetensors");
+    let json = dir.path().join("bench.json");
+    let o = agcam(&[
+        "bench",
+        "--weights",
+        s(&weights),
+        "--batches",
+        "2",
+        "--iters",
+        "1",
+        "--method",
+        "agcam,grad-cam",
+        "--json",
+        s(&json),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let rows: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+    let methods: Vec<&serde_json::Value> = rows
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| &r["method"])
+        .collect();
+    assert_eq!(
+        methods,
+        [
+            &serde_json::Value::Null,
+            &"agcam".into(),
+            &"grad-cam".into()
+        ]
+    );
+
+    let o = agcam(&[
+        "profile",
+        "--weights",
+        s(&weights),
+        "--method",
+        "grad-cam",
+        "--json",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let profile: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(profile["method"], "grad-cam");
+    let names: Vec<&str> = profile["kernels"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| k["name"].as_str().unwrap())
+        .collect();
+    assert!(names.contains(&"grad-cam.map"), "{names:?}");
+    assert!(!names.iter().any(|n| n.starts_with("agcam.")), "{names:?}");
+}

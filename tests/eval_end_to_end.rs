@@ -160,6 +160,7 @@ fn both_protocols_all_methods() {
         Method::Agcam,
         Method::AttentionRollout,
         Method::RawAttention,
+        Method::GradCam,
     ] {
         let mut calls = 0;
         let loc = run_localization(

@@ -5,8 +5,10 @@
 
 mod common;
 
-use agcam::{Engine, EngineOptions, Precision};
-use common::parity::{compare, cpu_reference_matches, dir, tensor, Reference, F32_TOL};
+use agcam::{Engine, EngineOptions, KernelSet, Method, Precision};
+use common::parity::{
+    compare, compare_method, cpu_reference_matches, dir, tensor, Reference, F32_TOL,
+};
 
 const FIXTURES: &[&str] = &["odd_ls", "odd_nols", "vit_ti"];
 
@@ -70,5 +72,56 @@ fn cpu_reference_matches_pytorch_autograd() {
     // it is slow).
     for name in ["odd_ls", "odd_nols"] {
         cpu_reference_matches(name, &Reference::load(name));
+    }
+}
+
+/// Grad-CAM (method.md §6.2) against the float64 autograd maps of `grad_cam.safetensors`
+/// (tools/make_fixtures.py --method grad-cam), with both kernel sets (and f16 weights for the
+/// f16 checkpoint), for the random batch and the image file, top-k and named classes (batch 2
+/// and 3), within 1e-4 × max|map| (measured on lavapipe: under 5e-6).
+#[test]
+fn grad_cam_matches_pytorch_autograd() {
+    for gpu in common::gpus() {
+        for name in ["odd_ls", "odd_nols", "vit_ti", "deit3_ls"] {
+            let r = Reference::load(name);
+            let bytes = std::fs::read(dir(name).join("grad_cam.safetensors")).unwrap();
+            let maps = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+            let (_, image) = tensor(&r.st(), "image_input");
+            let image: Vec<f32> = image.iter().map(|&v| v as f32).collect();
+            // vit_ti's weights are f16 values: f16 storage loses nothing where the engine
+            // computes in f32 (see f16_weights_match_pytorch_when_the_checkpoint_is_f16).
+            let f16_math = gpu.has_f16() && !gpu.is_cpu();
+            let mut runs = vec![
+                (KernelSet::Cpu, Precision::F32, F32_TOL),
+                (KernelSet::Gpu, Precision::F32, F32_TOL),
+            ];
+            if name == "vit_ti" {
+                runs.push((
+                    KernelSet::Auto,
+                    Precision::F16,
+                    if f16_math { 1e-2 } else { F32_TOL },
+                ));
+            }
+            for (kernels, precision, tol) in runs {
+                let options = EngineOptions {
+                    kernels,
+                    precision,
+                    ..Default::default()
+                };
+                let mut engine = Engine::with_options(gpu.clone(), &r.model, &options).unwrap();
+                for (prefix, input) in [("", r.input()), ("image_", image.clone())] {
+                    let (shape, want) = tensor(&maps, &format!("{prefix}maps"));
+                    compare_method(
+                        &format!("{name} {kernels:?} kernels {precision:?}"),
+                        &r,
+                        &mut engine,
+                        (&input, prefix),
+                        Method::GradCam,
+                        (&shape, &want),
+                        tol,
+                    );
+                }
+            }
+        }
     }
 }

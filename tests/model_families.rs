@@ -16,7 +16,7 @@
 mod common;
 
 use agcam::model::{Model, Pooling};
-use agcam::{Engine, Target};
+use agcam::{Engine, Method, Target};
 use common::parity::{compare_all, cpu_reference_matches, dir, tensor, Reference};
 
 fn load(name: &str) -> Reference {
@@ -226,7 +226,8 @@ fn patch32_matches_pytorch_autograd() {
 }
 
 /// Average pooling: the forward matches PyTorch; AGCAM is refused, because its maps are
-/// identically zero under the detach (the fixture's autograd maps are exactly 0).
+/// identically zero under the detach (the fixture's autograd maps are exactly 0), and so is
+/// Grad-CAM, whose closed form needs class-token pooling.
 #[test]
 fn avgpool_logits_match_and_agcam_is_refused() {
     let r = Reference::load("avgpool");
@@ -247,6 +248,10 @@ fn avgpool_logits_match_and_agcam_is_refused() {
         }
         let err = engine.explain(&input, &Target::Predicted).unwrap_err();
         assert!(err.to_string().contains("every map would be zero"), "{err}");
+        let err = engine
+            .explain_with(&input, &Target::Predicted, Method::GradCam)
+            .unwrap_err();
+        assert!(err.to_string().contains("average-pooled"), "{err}");
     }
 }
 

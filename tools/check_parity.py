@@ -1,11 +1,9 @@
 """End-to-end parity of the agcam binary with the float64 PyTorch autograd reference.
 
     python3 tools/check_parity.py --model vit_base_patch16_224 --agcam target/release/agcam \
-        [--image path] [--work DIR] [--init default|test]
+        [--method agcam|grad-cam|generic-attention] [--image path] [--work DIR] [--init default|test]
     python3 tools/check_parity.py --hf google/vit-base-patch16-224 --agcam target/release/agcam
     python3 tools/check_parity.py --hf path/to/config.json --agcam target/release/agcam
-    python3 tools/check_parity.py --method generic-attention --model vit_base_patch16_224 \
-        --agcam target/release/agcam
 
 `--model`: builds the random-init timm model (seed 0) and writes it with timm's own hub export
 (`save_for_hf`: model.safetensors + config.json) into the work directory. `--hf`: builds a
@@ -17,9 +15,11 @@ directory. `--init test` replaces the library's init (std 0.02: near-uniform att
 logits) by the fixtures' randomisation, which gives peaky attention and distinct logits.
 
 Then writes a smooth test PNG of the model's input size unless an image is given, runs
-`agcam explain IMAGE --weights WORKDIR --out DIR` with no other flag (the folder must say
-everything), and compares the raw grid it writes (DIR/<stem>.npy) with the autograd reference
-on the same preprocessed input (for `--hf`, autograd through the transformers model itself).
+`agcam explain IMAGE --weights WORKDIR --method M --out DIR` with no other flag (the folder must
+say everything), and compares the raw grid it writes (DIR/<stem>.npy) with the float64 reference
+of the method on the same preprocessed input: for `agcam`, autograd (for `--hf`, through the
+transformers model itself); for `grad-cam` (`--model` only: the reference takes timm models),
+`method_references.grad_cam`, by autograd.
 PASS when max |agcam - torch| <= 1e-3 × max|map| and the predicted classes agree; exit status 1
 otherwise. `--method generic-attention` passes `--method generic-attention` to the binary and
 compares with `generic_attention` of tools/method_references.py (method.md §6.1; for `--hf` the
@@ -41,19 +41,19 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from agcam_reference import (agcam_autograd, agcam_autograd_hf, check_supported,  # noqa: E402
                              randomize_for_testing, randomize_hf_for_testing)
+from method_references import grad_cam  # noqa: E402
 from vit_checkpoint import preprocess_as, save_hf, smooth_image  # noqa: E402
 
 TOLERANCE = 1e-3  # × max|map|
 TIE = 1e-5  # logits closer than this × max|logit| are a tie under f32 noise, not a mismatch
 
 
-def run_agcam(binary: Path, image: Path, weights: Path, out: Path, method: str = "agcam") -> tuple:
+def run_agcam(binary: Path, image: Path, weights: Path, method: str, out: Path) -> tuple:
     """Run the binary on the model folder with no other flag than the method; return (raw grid
     [gh, gw], its JSON report)."""
     out.mkdir(parents=True, exist_ok=True)
-    cmd = [str(binary), "explain", str(image), "--weights", str(weights), "--out", str(out)]
-    if method != "agcam":
-        cmd += ["--method", method]
+    cmd = [str(binary), "explain", str(image), "--weights", str(weights), "--method", method,
+           "--out", str(out)]
     print("running:", " ".join(cmd))
     proc = subprocess.run(cmd, capture_output=True, text=True)
     if proc.returncode != 0:
@@ -106,31 +106,32 @@ def main() -> int:
     which.add_argument("--hf", help="transformers ViT config: google/vit-base-patch16-224 or a "
                        "config.json path")
     ap.add_argument("--agcam", required=True, type=Path, help="path to the agcam binary")
+    ap.add_argument("--method", choices=("agcam", "grad-cam", "generic-attention"), default="agcam",
+                    help="the explanation method to check (default: agcam)")
     ap.add_argument("--image", type=Path, help="input image (default: a generated test PNG)")
     ap.add_argument("--work", type=Path, help="work directory (default: target/parity/<name>)")
     ap.add_argument("--init", choices=("default", "test"), default="default",
                     help="the library's random init, or the fixtures' randomisation")
-    ap.add_argument("--method", choices=("agcam", "generic-attention"), default="agcam",
-                    help="the method the binary runs and the reference computes")
     args = ap.parse_args()
+    if args.hf and args.method == "grad-cam":
+        ap.error(f"--method {args.method} needs --model: its reference takes timm models")
     label = args.model or "hf-" + Path(args.hf).stem.replace("/", "_")
-    if args.method != "agcam":
-        label += "-" + args.method
     work = args.work or Path("target") / "parity" / label
     work.mkdir(parents=True, exist_ok=True)
 
     if args.model:
         model, size, mean, std = build_timm(args.model, work, args.init)
-        autograd = agcam_autograd
+        reference = {"agcam": agcam_autograd, "grad-cam": grad_cam}.get(args.method)
     else:
         model, size, mean, std = build_hf(args.hf, work, args.init)
-        autograd = agcam_autograd_hf
+        reference = agcam_autograd_hf
     image = args.image
     if image is None:
         image = work / "test.png"
         smooth_image(size[1], size[0], seed=0).save(image)
 
-    grid, report = run_agcam(args.agcam, image, work, work / "out", args.method)
+    out = work / ("out" if args.method == "agcam" else f"out-{args.method}")
+    grid, report = run_agcam(args.agcam, image, work, args.method, out)
     agcam_class = int(report["predicted_class"])
     print(f"agcam: predicted {agcam_class} ({report.get('predicted_label')}), "
           f"GPU {report['timings_ms']['gpu_per_image']:.0f} ms per image on {report['adapter']}")
@@ -144,7 +145,7 @@ def main() -> int:
                                                 torch.tensor([[agcam_class]]))
         logits, reference = logits[0], maps[0, 0].detach().numpy()
     else:
-        trace = autograd(model.double(), x, classes=torch.tensor([[agcam_class]]))
+        trace = reference(model.double(), x, classes=torch.tensor([[agcam_class]]))
         logits, reference = trace.logits[0], trace.maps[0, 0].numpy()
     torch_class = int(logits.argmax())
 
@@ -161,7 +162,7 @@ def main() -> int:
           + f"; torch top-2 logit gap {gap:.3g} of max|logit|")
     print(f"max|map| {scale:.6g}  max abs error {err:.3g}  error / max|map| {err / scale:.3g}")
     ok = err <= TOLERANCE * scale and (agcam_class == torch_class or tie)
-    print(f"{'PASS' if ok else 'FAIL'} (tolerance {TOLERANCE:g} × max|map|, work dir {work})")
+    print(f"{'PASS' if ok else 'FAIL'} ({args.method}, tolerance {TOLERANCE:g} × max|map|, work dir {work})")
     return 0 if ok else 1
 
 

@@ -4,6 +4,7 @@ one overlay per method), written as one PNG.
 
     python3 tools/make_figure.py --data DIR --ids synth_000001,synth_000007 [--out docs/overlays.png]
         [--agcam target/release/agcam] [--weights weights/demo.safetensors] [--cell 192]
+        [--methods agcam,attention-rollout,raw-attention]
 
 DIR is a VOC-layout set from `agcam synth` (JPEGImages/, Annotations/). The overlays are what
 `agcam explain --method M` writes for the predicted class; the target box is drawn in white and a
@@ -43,17 +44,20 @@ def main() -> None:
     ap.add_argument("--agcam", type=Path, default=Path("target/release/agcam"))
     ap.add_argument("--weights", type=Path, default=Path("weights/demo.safetensors"))
     ap.add_argument("--cell", type=int, default=192)
+    ap.add_argument("--methods", default=",".join(METHODS),
+                    help="comma-separated `agcam explain --method` values, one column each")
     args = ap.parse_args()
+    methods = args.methods.split(",")
 
     ids = args.ids.split(",")
     images = [args.data / "JPEGImages" / f"{i}.png" for i in ids]
     cell = args.cell
-    sheet = Image.new("RGB", (cell * (1 + len(METHODS)), 18 + cell * len(ids)), "white")
+    sheet = Image.new("RGB", (cell * (1 + len(methods)), 18 + cell * len(ids)), "white")
     draw = ImageDraw.Draw(sheet)
-    for col, title in enumerate(("picture, target box", *METHODS)):
+    for col, title in enumerate(("picture, target box", *methods)):
         draw.text((col * cell + 4, 3), title, fill="black")
     with tempfile.TemporaryDirectory() as tmp:
-        for col, method in enumerate(METHODS, start=1):
+        for col, method in enumerate(methods, start=1):
             out = Path(tmp) / method
             subprocess.run([str(args.agcam), "explain", *map(str, images), "--weights",
                             str(args.weights), "--method", method, "--out", str(out)],

@@ -9,6 +9,11 @@ fixture is a meaningful test (stable top-K ranking, maps neither zero nor flat) 
 statistics it checked.
 
     python3 tools/make_fixtures.py [NAME ...]   # only the named fixtures
+    python3 tools/make_fixtures.py --method grad-cam [NAME ...]
+
+`--method grad-cam` adds `grad_cam.safetensors` to the class-token timm fixtures of
+GRAD_CAM_FIXTURES (or the named ones) without touching their other files: float64 Grad-CAM maps (tools/method_references.py,
+method.md §6.2) of the model as stored, for the inputs and classes of its reference.safetensors.
 
 The model-family fixtures (tests/model_families.rs) cover checkpoint formats beyond the plain
 timm ViT: `hf_vit` is a Hugging Face ViTForImageClassification written by `save_pretrained`
@@ -20,6 +25,7 @@ exactly zero (the class token reaches no logit; see tests/fixtures/README.md).
 
 from __future__ import annotations
 
+import json
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +37,7 @@ from timm.models.vision_transformer import VisionTransformer
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from agcam_reference import (agcam_autograd, agcam_autograd_hf, agcam_shortcut,  # noqa: E402
                              randomize_for_testing, randomize_hf_for_testing)
+from method_references import grad_cam, grad_cam_closed_form  # noqa: E402
 from vit_checkpoint import (hub_config, preprocess, preprocess_as, save_checkpoint,  # noqa: E402
                             save_hf, smooth_image)
 
@@ -40,6 +47,9 @@ IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 MIN_LOGIT_GAP = 1e-3  # consecutive top-K logits differ by more than this × max|logit|
 MIN_MAP_CV = 0.1  # std / mean of every map is above this
 MAX_F32_ERROR = 1e-5  # the written files, run in float32, reproduce the maps to this × max|map|
+# Class-token timm fixtures with Grad-CAM references; patch32 is left out: with 6 patches, some of
+# its Grad-CAM maps are all zero (ReLU of X·w negative everywhere), which would test nothing.
+GRAD_CAM_FIXTURES = ("odd_ls", "odd_nols", "vit_ti", "deit3_ls")
 
 
 @dataclass
@@ -190,6 +200,49 @@ def check_round_trip(directory: Path, config: dict | None, kind: str = "timm") -
         assert err < MAX_F32_ERROR, f"float32 maps off by {err:.3g}"
 
 
+def load_timm_fixture(directory: Path) -> VisionTransformer:
+    """The fixture's timm model from its files, in float64."""
+    config = json.loads((directory / "config.json").read_text())
+    args = {k: v for k, v in config["model_args"].items() if k != "global_pool"}
+    model = VisionTransformer(**args, num_classes=config["num_classes"],
+                              global_pool=config["global_pool"]).eval()
+    weights = load_file(str(directory / "model.safetensors"))
+    model.load_state_dict({name: t.double() for name, t in weights.items()}, strict=True)
+    return model.double()
+
+
+def make_grad_cam_reference(fx: Fixture) -> None:
+    """`grad_cam.safetensors` for a class-token timm fixture: `maps` and `image_maps`
+    [B, K, gh, gw], float64 autograd Grad-CAM (stored as float32) for the classes of
+    reference.safetensors. Asserts that the model rebuilt from the files reproduces the stored
+    logits, that the closed form the engine runs agrees with autograd, and that every map has a
+    positive maximum."""
+    directory = FIXTURES_DIR / fx.name
+    print(f"{fx.name} (grad-cam):")
+    model = load_timm_fixture(directory)
+    ref = load_file(str(directory / "reference.safetensors"))
+    tensors = {}
+    for prefix in ("", "image_"):
+        x = ref[f"{prefix}input"].double()
+        classes = ref[f"{prefix}classes"].long()
+        out = grad_cam(model, x, classes)
+        logit_err = ((out.logits - ref[f"{prefix}logits"].double()).abs().max()
+                     / out.logits.abs().max()).item()
+        assert logit_err < 1e-6, f"{prefix}: the rebuilt model's logits differ by {logit_err:.3g}"
+        closed = grad_cam_closed_form(model, x, classes)
+        scale = out.maps.abs().amax()
+        closed_err = ((closed.maps - out.maps).abs().max() / scale).item()
+        assert closed_err < 1e-10, f"{prefix}: closed form off by {closed_err:.3g}"
+        peaks = out.maps.flatten(2).amax(dim=2)
+        zero = (out.maps == 0).double().mean().item()
+        print(f"  {prefix or 'input'}: classes {classes.tolist()}, max|map| {scale.item():.4g}, "
+              f"smallest map max {peaks.min().item():.4g}, zero cells {zero:.1%}, "
+              f"closed form vs autograd {closed_err:.2g}")
+        assert (peaks > 0).all(), f"{prefix}: a grad-cam map is all zero"
+        tensors[f"{prefix}maps"] = out.maps.float().contiguous()
+    save_file(tensors, str(directory / "grad_cam.safetensors"), metadata={"format": "pt"})
+
+
 def make_fixture(fx: Fixture) -> None:
     """Build, randomise, save and reference one fixture."""
     if fx.kind == "hf":
@@ -266,11 +319,23 @@ def make_hf_fixture(fx: Fixture) -> None:
 
 
 if __name__ == "__main__":
-    wanted = set(sys.argv[1:])
+    names = sys.argv[1:]
+    method = None
+    if names[:1] == ["--method"]:
+        if names[1:2] != ["grad-cam"]:
+            sys.exit("--method: only grad-cam has method fixtures")
+        method, names = names[1], names[2:]
+    wanted = set(names)
     everything = FIXTURES + FAMILY_FIXTURES
     unknown = wanted - {fx.name for fx in everything}
     if unknown:
         sys.exit(f"unknown fixtures: {sorted(unknown)}")
     for fixture in everything:
-        if not wanted or fixture.name in wanted:
+        if wanted and fixture.name not in wanted:
+            continue
+        if method is None:
             make_fixture(fixture)
+        elif fixture.name in GRAD_CAM_FIXTURES:
+            make_grad_cam_reference(fixture)
+        elif wanted:
+            sys.exit(f"{fixture.name}: not among the grad-cam fixtures {GRAD_CAM_FIXTURES}")

@@ -27,9 +27,8 @@ What it does, in order (every step prints its progress):
    map lies inside the target's box, and, on pictures with a distractor, inside the target's box
    rather than the distractor's.
 
-Reproduce the bundled weights (trained with the token-labelling loss) with
-`python3 tools/train_demo.py --token-loss 0.5`; the defaults train on class labels only
-(weights/label-only/).
+The defaults reproduce the bundled model (weights/, class labels only); the earlier
+token-labelled model (weights/token-labelled/) is `--token-loss 0.5 --out weights/token-labelled`.
 """
 
 from __future__ import annotations

@@ -57,10 +57,11 @@ class Explainer:
 
         ``target``: None explains the predicted class (or the ``top_k`` best classes), an int the
         same class for every image, a sequence of ints one class per image. ``method``: "agcam",
-        "generic-attention" (Chefer et al. 2021, full backward), or the class-agnostic baselines
-        "attention-rollout" and "raw-attention". Files and uint8 arrays are preprocessed exactly
-        as the command line preprocesses files, so the maps are the CLI's. The GIL is released
-        while images are decoded and the GPU works.
+        "grad-cam" (class-token models only), "generic-attention" (Chefer et al. 2021, full
+        backward; class-token models only), or the class-agnostic baselines "attention-rollout"
+        and "raw-attention". Files and uint8 arrays are preprocessed exactly as the command line
+        preprocesses files, so the maps are the CLI's. The GIL is released while images are
+        decoded and the GPU works.
         """
     def predict(self, images: Images) -> npt.NDArray[np.float32]:
         """Logits [B, num_classes] of ``images`` (the forward pass only)."""

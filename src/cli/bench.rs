@@ -23,7 +23,7 @@ pub struct ProfileArgs {
     /// Classes explained per image.
     #[arg(long, default_value_t = 1)]
     pub top_k: usize,
-    /// How maps are computed.
+    /// The explanation method profiled.
     #[arg(long, value_enum, default_value_t = Method::Agcam)]
     pub method: Method,
     /// Print JSON instead of a table.
@@ -52,7 +52,7 @@ pub struct BenchArgs {
     /// Classes explained per image, comma-separated (each is one explain point).
     #[arg(long, value_delimiter = ',', default_value = "1")]
     pub top_k: Vec<usize>,
-    /// Methods of the explain points, comma-separated (each top-k is measured with each).
+    /// Explanation methods, comma-separated (each is measured at every batch and top-k).
     #[arg(long, value_enum, value_delimiter = ',', default_values_t = [Method::Agcam])]
     pub method: Vec<Method>,
     /// Timed repetitions per point, after one warm-up.
@@ -101,8 +101,9 @@ pub fn profile(args: &ProfileArgs) -> agcam::Result<bool> {
     }
     let total = profile.total_ms();
     println!(
-        "{} on {}: batch {}, top-k {}, {} clock, total {:.2} ms ({:.2} ms per image)",
+        "{} {} on {}: batch {}, top-k {}, {} clock, total {:.2} ms ({:.2} ms per image)",
         model.config.name,
+        profile.method.name(),
         profile.adapter,
         profile.batch,
         profile.top_k,
@@ -173,16 +174,10 @@ pub fn bench(args: &BenchArgs) -> agcam::Result<bool> {
     for model in &models {
         all.extend(agcam::bench::run(&gpu, model, &options, |r| {
             let mem = r.gpu_mem_mib.map_or("-".into(), |m| format!("{m:.1}"));
+            let mode = r.method.map_or(r.mode.clone(), |m| m.name().to_string());
             println!(
                 "{:<24} {:>6} {:>17} {:>6} {:>12.2} {:>10.2} {:>10}",
-                r.model,
-                r.batch,
-                // An explain point shows its method.
-                r.method.map_or(r.mode.as_str(), |m| m.name()),
-                r.top_k,
-                r.ms_per_image,
-                r.images_per_s,
-                mem
+                r.model, r.batch, mode, r.top_k, r.ms_per_image, r.images_per_s, mem
             );
         })?);
     }

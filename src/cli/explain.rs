@@ -33,8 +33,9 @@ pub struct ExplainArgs {
     /// Explain the K best classes of each image; files get a `_c<class>` suffix when K > 1.
     #[arg(long, value_parser = index)]
     pub top_k: Option<usize>,
-    /// How maps are computed: AGCAM, a method it is compared with (generic-attention), or a
-    /// class-agnostic baseline.
+    /// How maps are computed: AGCAM, a class-specific method it is compared with (Grad-CAM on
+    /// the last block's norm1, generic attention; class-token pooling only, docs/method.md §6),
+    /// or a class-agnostic baseline.
     #[arg(long, value_enum, default_value_t = Method::Agcam)]
     pub method: Method,
     /// Output folder.

@@ -32,7 +32,13 @@ pub fn shaders(args: &ShadersArgs) -> agcam::Result<bool> {
         entries.push(serde_json::json!({
             "file": file,
             "kernel": v.kernel,
-            "shader": format!("shaders/{}.wgsl", v.shader),
+            // The cooperative GEMMs' modules are gemm_coop.wgsl with a head, the fragment
+            // products of gemm_coop_mma.wgsl and gemm.wgsl (src/kernels/gemm_coop.rs).
+            "shader": match v.cooperative_matrix {
+                Some(_) => "shaders/gemm_coop.wgsl".to_string(),
+                None => format!("shaders/{}.wgsl", v.shader),
+            },
+            "cooperative_matrix": v.cooperative_matrix.map(|side| format!("{side}x{side}x{side} f16->f32")),
             "constants": constants,
             "arithmetic": if v.f16_math { "f16" } else { "f32" },
             "adapter_f16": if v.f16_math {

@@ -13,6 +13,7 @@
 //!
 //! starting from g = LN_finalᵀ(W_head[c]) at the class token of x_L.
 
+use super::Method;
 use crate::gpu::Gpu;
 use crate::kernels::{Dispatch, Epilogue, Kernels, RowMap};
 use crate::model::ModelConfig;
@@ -25,12 +26,12 @@ pub(crate) struct Backward {
     pub classes: wgpu::Buffer,
     /// Residual-stream gradient at the class token [B·K, D].
     g: wgpu::Buffer,
-    /// Scratch [B·K, D]: output-side gradients of LayerNorms.
-    upstream: wgpu::Buffer,
-    /// [B·K, F]: gradient at the MLP's pre-activation.
-    hidden: wgpu::Buffer,
+    /// Scratch [B·K, D]: output-side gradients of LayerNorms; Grad-CAM's channel weights.
+    pub upstream: wgpu::Buffer,
+    /// [B·K, max(F, 3D)]: gradient at the MLP's pre-activation; Grad-CAM's mean qkv gradient.
+    pub hidden: wgpu::Buffer,
     /// [B·K, D]: gradient of the merged attention output.
-    d_out: wgpu::Buffer,
+    pub d_out: wgpu::Buffer,
     /// [B, D] and [B, F]: LN2 output and fc1 pre-activation of the class token, recomputed.
     ln2: wgpu::Buffer,
     pre_act: wgpu::Buffer,
@@ -51,7 +52,7 @@ impl Backward {
             classes: gpu.storage("classes", 4 * r),
             g: gpu.storage("grad", 4 * r * d),
             upstream: gpu.storage("grad upstream", 4 * r * d),
-            hidden: gpu.storage("grad hidden", 4 * r * f),
+            hidden: gpu.storage("grad hidden", 4 * r * f.max(3 * d)),
             d_out: gpu.storage("grad attention output", 4 * r * d),
             ln2: gpu.storage("class token ln2", 4 * b * d),
             pre_act: gpu.storage("class token fc1", 4 * b * f),
@@ -71,7 +72,7 @@ pub(crate) enum ClassChoice {
 
 /// Bytes per gradient row (one image × one class).
 pub(crate) fn backward_bytes_per_row(cfg: &ModelConfig) -> usize {
-    4 * (3 * cfg.embed_dim + cfg.mlp_hidden + cfg.tokens() + 1)
+    4 * (3 * cfg.embed_dim + cfg.mlp_hidden.max(3 * cfg.embed_dim) + cfg.tokens() + 1)
 }
 
 /// Records the choice of each image's `per_image` best classes into `back.classes`.
@@ -139,139 +140,39 @@ pub(crate) fn record_head_gradient(
     ]
 }
 
-/// Records the backward of `batch` images with `per_image` classes each, after the forward.
-#[allow(clippy::too_many_arguments)]
-pub(crate) fn record_backward(
-    gpu: &Gpu,
-    k: &Kernels,
-    cfg: &ModelConfig,
-    w: &GpuWeights,
-    acts: &Activations,
-    back: &Backward,
-    batch: usize,
-    per_image: usize,
-    choice: ClassChoice,
-) -> Vec<Dispatch> {
+/// What the backward's dispatches are recorded against: the device and its kernels, the model's
+/// weights, the forward's activations, the backward's buffers, `batch` images with `per_image`
+/// classes each, and the method whose chain it is.
+pub(crate) struct Chain<'a> {
+    pub gpu: &'a Gpu,
+    pub k: &'a Kernels,
+    pub cfg: &'a ModelConfig,
+    pub w: &'a GpuWeights,
+    pub acts: &'a Activations,
+    pub back: &'a Backward,
+    pub batch: usize,
+    pub per_image: usize,
+    /// The method recorded: its name prefixes the dispatches' names in profiles.
+    pub method: Method,
+}
+
+/// Records the AGCAM backward after the forward.
+pub(crate) fn record_backward(c: &Chain<'_>, choice: ClassChoice) -> Vec<Dispatch> {
+    let (gpu, k, cfg, acts) = (c.gpu, c.k, c.cfg, c.acts);
+    let (back, batch, per_image) = (c.back, c.batch, c.per_image);
     let n = cfg.tokens();
-    let (d, f) = (cfg.embed_dim, cfg.mlp_hidden);
     let rows = batch * per_image;
-    let eps = cfg.layer_norm_eps;
-    let mut out = Vec::with_capacity(3 + 7 * cfg.depth);
-
-    if choice == ClassChoice::TopK {
-        out.push(record_topk(gpu, k, cfg, acts, back, batch, per_image));
-    }
-    // g = LN_finalᵀ(W_head[c]) at the class token of x_L.
-    let buffers = (&back.classes, &back.upstream, &back.g);
-    out.extend(record_head_gradient(
-        gpu,
-        k,
-        (cfg, w, acts),
-        buffers,
-        (rows, per_image),
-        "agcam",
-    ));
-
-    let per_image_rows = RowMap {
-        rows_per_input: per_image,
-        input_row_stride: 1,
-    };
-    for (layer, (blk, keep)) in w.blocks.iter().zip(&acts.layers).enumerate().rev() {
-        // The class token's MLP pre-activation, recomputed from the kept MLP input.
-        out.push(
-            k.layernorm
-                .dispatch(
-                    gpu,
-                    &keep.y_cls,
-                    &blk.norm2_w,
-                    &blk.norm2_b,
-                    &back.ln2,
-                    (batch, d),
-                    RowMap::IDENTITY,
-                    eps,
-                )
-                .named(format!("agcam.blocks.{layer}.norm2")),
-        );
-        out.push(
-            k.gemm
-                .linear(
-                    gpu,
-                    &back.ln2,
-                    &blk.fc1_w,
-                    &blk.fc1_b,
-                    &blk.fc1_b,
-                    &back.pre_act,
-                    (batch, f, d),
-                    Epilogue::Bias,
-                )
-                .named(format!("agcam.blocks.{layer}.mlp.fc1")),
-        );
-        // g_y = g + LN2ᵀ(fc1ᵀ(gelu' ⊙ fc2ᵀ(ls2 ⊙ g)))
-        out.push(
-            k.agcam
-                .vecmat(
-                    gpu,
-                    &back.g,
-                    &blk.ls2,
-                    &blk.fc2_w,
-                    Some(&back.pre_act),
-                    &back.hidden,
-                    (rows, per_image),
-                    (d, f),
-                )
-                .named(format!("agcam.blocks.{layer}.mlp.fc2_t")),
-        );
-        out.push(
-            k.agcam
-                .vecmat(
-                    gpu,
-                    &back.hidden,
-                    &w.ones,
-                    &blk.fc1_w,
-                    None,
-                    &back.upstream,
-                    (rows, per_image),
-                    (f, d),
-                )
-                .named(format!("agcam.blocks.{layer}.mlp.fc1_t")),
-        );
-        out.push(
-            k.layernorm
-                .dispatch_backward(
-                    gpu,
-                    &keep.y_cls,
-                    &blk.norm2_w,
-                    &back.upstream,
-                    &back.g,
-                    (rows, d),
-                    per_image_rows,
-                    eps,
-                    true,
-                )
-                .named(format!("agcam.blocks.{layer}.norm2_backward")),
-        );
-        // dO = (ls1 ⊙ g_y) · W_proj, then the fused map of this layer.
-        out.push(
-            k.agcam
-                .vecmat(
-                    gpu,
-                    &back.g,
-                    &blk.ls1,
-                    &blk.proj_w,
-                    None,
-                    &back.d_out,
-                    (rows, per_image),
-                    (d, d),
-                )
-                .named(format!("agcam.blocks.{layer}.attn.proj_t")),
-        );
+    let mut out = Vec::with_capacity(3 + 8 * cfg.depth);
+    out.extend(record_chain_start(c, choice));
+    for layer in (0..cfg.depth).rev() {
+        out.extend(record_chain_step(c, layer));
         out.push(
             k.agcam
                 .accumulate(
                     gpu,
                     &back.d_out,
-                    &keep.v,
-                    &keep.cls_scores,
+                    &acts.layers[layer].v,
+                    &acts.layers[layer].cls_scores,
                     &back.maps,
                     (rows, per_image),
                     (n, cfg.num_heads, cfg.head_dim()),
@@ -281,4 +182,120 @@ pub(crate) fn record_backward(
         );
     }
     out
+}
+
+/// Records the start of the chain: the class choice (for [`ClassChoice::TopK`]) and
+/// g = LN_finalᵀ(W_head[c]) at the class token of x_L, into `back.g`.
+pub(crate) fn record_chain_start(c: &Chain<'_>, choice: ClassChoice) -> Vec<Dispatch> {
+    let (gpu, k, cfg, w) = (c.gpu, c.k, c.cfg, c.w);
+    let (acts, back, batch, per_image) = (c.acts, c.back, c.batch, c.per_image);
+    let rows = batch * per_image;
+    let mut out = Vec::with_capacity(3);
+    if choice == ClassChoice::TopK {
+        out.push(record_topk(gpu, k, cfg, acts, back, batch, per_image));
+    }
+    let buffers = (&back.classes, &back.upstream, &back.g);
+    out.extend(record_head_gradient(
+        gpu,
+        k,
+        (cfg, w, acts),
+        buffers,
+        (rows, per_image),
+        c.method.name(),
+    ));
+    out
+}
+
+/// Records one layer of the chain, from g (at the layer's output, in `back.g`) to g_y (in
+/// `back.g`) and dO = (ls1 ⊙ g_y) · W_proj (in `back.d_out`).
+pub(crate) fn record_chain_step(c: &Chain<'_>, layer: usize) -> Vec<Dispatch> {
+    let (gpu, k, cfg, w) = (c.gpu, c.k, c.cfg, c.w);
+    let (acts, back, batch, per_image) = (c.acts, c.back, c.batch, c.per_image);
+    let (d, f) = (cfg.embed_dim, cfg.mlp_hidden);
+    let rows = batch * per_image;
+    let eps = cfg.layer_norm_eps;
+    let (blk, keep) = (&w.blocks[layer], &acts.layers[layer]);
+    let per_image_rows = RowMap {
+        rows_per_input: per_image,
+        input_row_stride: 1,
+    };
+    let name = |part: &str| format!("{}.blocks.{layer}.{part}", c.method.name());
+    vec![
+        // The class token's MLP pre-activation, recomputed from the kept MLP input.
+        k.layernorm
+            .dispatch(
+                gpu,
+                &keep.y_cls,
+                &blk.norm2_w,
+                &blk.norm2_b,
+                &back.ln2,
+                (batch, d),
+                RowMap::IDENTITY,
+                eps,
+            )
+            .named(name("norm2")),
+        k.gemm
+            .linear(
+                gpu,
+                &back.ln2,
+                &blk.fc1_w,
+                &blk.fc1_b,
+                &blk.fc1_b,
+                &back.pre_act,
+                (batch, f, d),
+                Epilogue::Bias,
+            )
+            .named(name("mlp.fc1")),
+        // g_y = g + LN2ᵀ(fc1ᵀ(gelu' ⊙ fc2ᵀ(ls2 ⊙ g)))
+        k.agcam
+            .vecmat(
+                gpu,
+                &back.g,
+                &blk.ls2,
+                &blk.fc2_w,
+                Some(&back.pre_act),
+                &back.hidden,
+                (rows, per_image),
+                (d, f),
+            )
+            .named(name("mlp.fc2_t")),
+        k.agcam
+            .vecmat(
+                gpu,
+                &back.hidden,
+                &w.ones,
+                &blk.fc1_w,
+                None,
+                &back.upstream,
+                (rows, per_image),
+                (f, d),
+            )
+            .named(name("mlp.fc1_t")),
+        k.layernorm
+            .dispatch_backward(
+                gpu,
+                &keep.y_cls,
+                &blk.norm2_w,
+                &back.upstream,
+                &back.g,
+                (rows, d),
+                per_image_rows,
+                eps,
+                true,
+            )
+            .named(name("norm2_backward")),
+        // dO = (ls1 ⊙ g_y) · W_proj, then the fused map of this layer.
+        k.agcam
+            .vecmat(
+                gpu,
+                &back.g,
+                &blk.ls1,
+                &blk.proj_w,
+                None,
+                &back.d_out,
+                (rows, per_image),
+                (d, d),
+            )
+            .named(name("attn.proj_t")),
+    ]
 }

@@ -4,14 +4,16 @@
 pub(crate) mod agcam;
 mod baselines;
 mod full_backward;
+mod gradcam;
 
 use std::collections::HashMap;
 
-use agcam::{backward_bytes_per_row, record_backward, record_topk, Backward, ClassChoice};
+use agcam::{backward_bytes_per_row, record_backward, record_topk, Backward, Chain, ClassChoice};
 use baselines::{record_raw_attention, record_rollout, rollout_bytes_per_image, RolloutBuffers};
 use full_backward::{
     full_bytes_per_image, full_largest_binding_per_image, record_generic_attention, FullBackward,
 };
+use gradcam::record_grad_cam;
 
 use crate::error::{Error, Result};
 use crate::gpu::Gpu;
@@ -32,6 +34,12 @@ pub enum Method {
     AttentionRollout,
     /// The last layer's class-token attention, mean over heads: class-agnostic.
     RawAttention,
+    /// Grad-CAM (Selvaraju et al., ICCV 2017) as pytorch-grad-cam applies it to ViTs:
+    /// class-specific. With X the last block's LN1 output at the P patch tokens,
+    /// w = (1/P) Σ_j ∂logits[c]/∂X[j] and map[j] = ReLU(X[j] · w) (method.md §6.2), computed
+    /// in closed form from the last block alone. Class-token pooling only: average-pooled
+    /// models are refused.
+    GradCam,
     /// Generic attention explainability (Chefer, Gur & Wolf, ICCV 2021, the self-attention
     /// rule; method.md §6.1): class-specific, class-token pooling only. With ∇A_k = ∂logit_c/∂A_k
     /// from the full backward (no detach) and Ā_k = mean_h max(0, ∇A_k,h ⊙ A_k,h), the map is
@@ -46,13 +54,17 @@ impl Method {
             Method::Agcam => "agcam",
             Method::AttentionRollout => "attention-rollout",
             Method::RawAttention => "raw-attention",
+            Method::GradCam => "grad-cam",
             Method::GenericAttention => "generic-attention",
         }
     }
 
     /// Whether the map depends on the explained class.
     pub fn is_class_specific(self) -> bool {
-        matches!(self, Method::Agcam | Method::GenericAttention)
+        matches!(
+            self,
+            Method::Agcam | Method::GradCam | Method::GenericAttention
+        )
     }
 
     /// Whether the method runs the full backward (every layer, every token, no detach).
@@ -79,7 +91,7 @@ pub enum Target {
 pub struct ClassMap {
     /// Class index.
     pub class: usize,
-    /// The raw AGCAM map over the patch grid, row-major `[gh, gw]`: exactly `grid` of
+    /// The raw map over the patch grid, row-major `[gh, gw]`: for AGCAM exactly `grid` of
     /// method.md §2, before any upsampling or normalisation.
     pub map: Vec<f32>,
 }
@@ -295,24 +307,7 @@ impl Engine {
                 Ok(())
             }
         };
-        if method == Method::Agcam && self.config.pooling == Pooling::Avg {
-            return Err(Error::Invalid(format!(
-                "{}: AGCAM is undefined for average-pooled models (global_pool=\"avg\"): with \
-                 the attention inputs detached (method.md §2), no gradient reaches the class \
-                 token's query row, so every map would be zero. Predictions and the \
-                 attention-rollout and raw-attention baselines work.",
-                self.config.name
-            )));
-        }
-        if method == Method::GenericAttention && self.config.pooling == Pooling::Avg {
-            return Err(Error::Invalid(format!(
-                "{}: generic attention is undefined for average-pooled models \
-                 (global_pool=\"avg\"): its map is the class token's row of the relevance, and \
-                 the class token reaches no logit there (method.md §6.1). AGCAM is undefined \
-                 too; predictions and the attention-rollout and raw-attention baselines work.",
-                self.config.name
-            )));
-        }
+        self.check_method(method)?;
         let (per_image, choice) = match target {
             Target::Predicted => (1, ClassChoice::TopK),
             Target::TopK(k) => {
@@ -370,6 +365,35 @@ impl Engine {
             }
         }
         Ok(out)
+    }
+
+    /// Refuses a method the model cannot be explained with.
+    fn check_method(&self, method: Method) -> Result<()> {
+        if self.config.pooling != Pooling::Avg {
+            return Ok(());
+        }
+        let why = match method {
+            Method::Agcam => {
+                "AGCAM is undefined for average-pooled models (global_pool=\"avg\"): with the \
+                 attention inputs detached (method.md §2), no gradient reaches the class token's \
+                 query row, so every map would be zero."
+            }
+            Method::GradCam => {
+                "grad-cam is not supported on average-pooled models (global_pool=\"avg\"): agcam \
+                 computes it in closed form from the last block's class token (method.md §6.2), \
+                 which holds only when the class token alone reaches the logits."
+            }
+            Method::GenericAttention => {
+                "generic attention is undefined for average-pooled models (global_pool=\"avg\"): \
+                 its map is the class token's row of the relevance, and the class token reaches \
+                 no logit there (method.md §6.1)."
+            }
+            Method::AttentionRollout | Method::RawAttention => return Ok(()),
+        };
+        Err(Error::Invalid(format!(
+            "{}: {why} Predictions and the attention-rollout and raw-attention baselines work.",
+            self.config.name
+        )))
     }
 
     fn check_images(&self, images: &[f32]) -> Result<usize> {
@@ -504,8 +528,23 @@ impl Engine {
         let mut dispatches = record_forward(gpu, k, cfg, w, &ws.acts, batch, mixed, keep_full);
         if let (Some((choice, method)), Some(back)) = (explain, &ws.back) {
             let tail = match method {
-                Method::Agcam => {
-                    record_backward(gpu, k, cfg, w, &ws.acts, back, batch, per_image, choice)
+                Method::Agcam | Method::GradCam => {
+                    let chain = Chain {
+                        gpu,
+                        k,
+                        cfg,
+                        w,
+                        acts: &ws.acts,
+                        back,
+                        batch,
+                        per_image,
+                        method,
+                    };
+                    if method == Method::Agcam {
+                        record_backward(&chain, choice)
+                    } else {
+                        record_grad_cam(&chain, choice)
+                    }
                 }
                 Method::GenericAttention => {
                     let full = ws.full.as_ref().expect("prepared");
@@ -643,10 +682,11 @@ impl Engine {
         top_k: usize,
         method: Method,
     ) -> Result<Profile> {
+        let count = self.check_images(images)?;
+        self.check_method(method)?;
         if method.needs_full_backward() && top_k > 0 {
             self.fit_full_backward(top_k)?;
         }
-        let count = self.check_images(images)?;
         if count > self.capacity {
             return Err(Error::Invalid(format!(
                 "profile runs one chunk: at most {} images, not {count}",
@@ -724,6 +764,7 @@ impl Engine {
             .collect();
         Ok(Profile {
             adapter: self.gpu.describe(),
+            method,
             batch: count,
             top_k,
             clock: if timestamps {
@@ -760,6 +801,8 @@ pub struct KernelTiming {
 pub struct Profile {
     /// The adapter measured.
     pub adapter: String,
+    /// The explanation method profiled.
+    pub method: Method,
     /// Images in the chunk.
     pub batch: usize,
     /// Classes explained per image.

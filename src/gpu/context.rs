@@ -66,6 +66,8 @@ pub struct AdapterSummary {
     pub timestamp_query: bool,
     /// Whether subgroup operations are available.
     pub subgroup: bool,
+    /// Cooperative-matrix (tensor core) configurations, as "MxNxK f16->f32".
+    pub cooperative_matrix: Vec<String>,
     /// Largest storage buffer binding in bytes.
     pub max_storage_buffer_binding_size: u64,
 }
@@ -75,15 +77,25 @@ impl fmt::Display for AdapterSummary {
         let yes_no = |b: bool| if b { "yes" } else { "no" };
         write!(
             f,
-            "[{}] {} ({}, {}, driver: {}) f16: {}, timestamps: {}, subgroups: {}, max binding: {} MiB",
+            "[{}] {} ({}, {}, driver: {}) f16: {}, timestamps: {}, subgroups: {}, \
+             cooperative matrices: {}, max binding: {} MiB",
             self.index,
             self.name,
             self.backend,
             self.device_type,
-            if self.driver.is_empty() { "?" } else { &self.driver },
+            if self.driver.is_empty() {
+                "?"
+            } else {
+                &self.driver
+            },
             yes_no(self.shader_f16),
             yes_no(self.timestamp_query),
             yes_no(self.subgroup),
+            if self.cooperative_matrix.is_empty() {
+                "none".to_string()
+            } else {
+                self.cooperative_matrix.join(" ")
+            },
             self.max_storage_buffer_binding_size >> 20
         )
     }
@@ -107,6 +119,9 @@ pub struct Gpu {
     failure: Arc<Mutex<Option<String>>>,
     /// A small read-only buffer for binding slots a dispatch does not read.
     unused: wgpu::Buffer,
+    /// The adapter's cooperative-matrix configurations, where the device was granted
+    /// EXPERIMENTAL_COOPERATIVE_MATRIX; empty otherwise.
+    cooperative_matrix: Vec<wgpu::CooperativeMatrixProperties>,
 }
 
 impl fmt::Debug for Gpu {
@@ -121,6 +136,24 @@ fn wanted_features() -> wgpu::Features {
         | wgpu::Features::TIMESTAMP_QUERY
         | wgpu::Features::TIMESTAMP_QUERY_INSIDE_ENCODERS
         | wgpu::Features::TIMESTAMP_QUERY_INSIDE_PASSES
+}
+
+/// "16x16x16 f16->f32".
+fn describe_cooperative(c: &wgpu::CooperativeMatrixProperties) -> String {
+    let name = |t: wgpu::CooperativeScalarType| match t {
+        wgpu::CooperativeScalarType::F32 => "f32",
+        wgpu::CooperativeScalarType::F16 => "f16",
+        wgpu::CooperativeScalarType::I32 => "i32",
+        wgpu::CooperativeScalarType::U32 => "u32",
+    };
+    format!(
+        "{}x{}x{} {}->{}",
+        c.m_size,
+        c.n_size,
+        c.k_size,
+        name(c.ab_type),
+        name(c.cr_type)
+    )
 }
 
 fn instance(backends: wgpu::Backends) -> wgpu::Instance {
@@ -167,6 +200,11 @@ fn summarize(index: usize, adapter: &wgpu::Adapter) -> AdapterSummary {
         shader_f16: features.contains(wgpu::Features::SHADER_F16),
         timestamp_query: features.contains(wgpu::Features::TIMESTAMP_QUERY),
         subgroup: features.contains(wgpu::Features::SUBGROUP),
+        cooperative_matrix: adapter
+            .cooperative_matrix_properties()
+            .iter()
+            .map(describe_cooperative)
+            .collect(),
         max_storage_buffer_binding_size: adapter.limits().max_storage_buffer_binding_size,
     }
 }
@@ -221,13 +259,34 @@ impl Gpu {
 
     fn open(adapter: &wgpu::Adapter) -> Result<Gpu> {
         let info = adapter.get_info();
-        let features = adapter.features() & wanted_features();
+        let coop = wgpu::Features::EXPERIMENTAL_COOPERATIVE_MATRIX;
+        let mut features = adapter.features() & wanted_features();
+        // Cooperative matrices, only where the adapter offers them: they are an experimental
+        // feature of wgpu, and only modules that use them change (naga declares the Vulkan
+        // memory model for those alone).
+        if adapter.features().contains(coop) {
+            features |= coop;
+        }
+        let experimental_features = if features.contains(coop) {
+            // SAFETY: wgpu marks the feature experimental because naga's translation of
+            // cooperative modules is young (gfx-rs/wgpu#8805): the one kernel that uses it
+            // (gemm_coop) stages through workgroup memory behind barriers, is tested through
+            // its scalar twin on every adapter, and is checked on the GPU by scripts/gpu-check.sh.
+            unsafe { wgpu::ExperimentalFeatures::enabled() }
+        } else {
+            wgpu::ExperimentalFeatures::disabled()
+        };
+        let cooperative_matrix = if features.contains(coop) {
+            adapter.cooperative_matrix_properties()
+        } else {
+            Vec::new()
+        };
         let limits = adapter.limits();
         let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
             label: Some("agcam"),
             required_features: features,
             required_limits: limits.clone(),
-            experimental_features: wgpu::ExperimentalFeatures::disabled(),
+            experimental_features,
             memory_hints: wgpu::MemoryHints::Performance,
             trace: wgpu::Trace::Off,
         }))
@@ -264,6 +323,7 @@ impl Gpu {
             limits,
             failure,
             unused,
+            cooperative_matrix,
         })
     }
 
@@ -293,6 +353,25 @@ impl Gpu {
     /// Whether shaders may use f16 arithmetic on this device.
     pub fn has_f16(&self) -> bool {
         self.features.contains(wgpu::Features::SHADER_F16)
+    }
+
+    /// The fragment side (16 or 8) of the cooperative-matrix GEMM this device can run, if any:
+    /// a square f16 → f32 configuration of that side, f16 arithmetic, and subgroups of at most
+    /// 32 invocations (the kernel's workgroup of 32 must hold whole subgroups; Apple GPUs'
+    /// simdgroups are 32 wide, though wgpu reports Metal's range as 4 to 64). 16 is preferred.
+    pub fn cooperative_fragment(&self) -> Option<u32> {
+        let subgroups_fit =
+            self.info.backend == wgpu::Backend::Metal || self.info.subgroup_max_size <= 32;
+        if !self.has_f16() || !subgroups_fit {
+            return None;
+        }
+        [16, 8].into_iter().find(|&side| {
+            self.cooperative_matrix.iter().any(|c| {
+                (c.m_size, c.n_size, c.k_size) == (side, side, side)
+                    && c.ab_type == wgpu::CooperativeScalarType::F16
+                    && c.cr_type == wgpu::CooperativeScalarType::F32
+            })
+        })
     }
 
     /// Whether this is a CPU rasterizer (llvmpipe, lavapipe, WARP), which wants different

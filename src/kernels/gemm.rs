@@ -4,6 +4,12 @@
 use super::{module_with, words, Access, Dispatch, Kernel, KernelSet, Precision};
 use crate::gpu::Gpu;
 
+#[path = "gemm_coop.rs"]
+mod coop;
+#[cfg(test)]
+pub(crate) use coop::{force_twin, MIRRORS as COOP_MIRRORS};
+pub(crate) use coop::{CoopKernel, COOP16_SOURCE, COOP8_SOURCE, TWIN16_SOURCE, TWIN8_SOURCE};
+
 /// What happens to the product before it is stored.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Epilogue {
@@ -126,6 +132,9 @@ pub(crate) struct Gemm {
     tiled128: [Option<Kernel>; 2],
     /// `c += scale ⊙ a` after a `gemm_block` residual branch.
     residual_add: Kernel,
+    /// With f16 weights where the adapter has matching cooperative matrices (or, in tests, a
+    /// forced twin): the kernel that runs every nn.Linear product, whatever the kernel set.
+    coop: Option<(CoopKernel, Kernel)>,
 }
 
 /// Rows from which the CPU set uses `gemm_wide` (8 rows per workgroup, uniform): below, its
@@ -242,7 +251,17 @@ impl Gemm {
             }),
             tiled128: both(tiled.then_some("gemm_tiled128"), SCALAR_BINDINGS),
             residual_add: Kernel::new(gpu, &m, "residual_add", RESIDUAL_ADD_BINDINGS, &[]),
+            coop: weights_f16
+                .then(|| CoopKernel::select(gpu))
+                .flatten()
+                .map(|c| (c, c.compile(gpu))),
         }
+    }
+
+    /// The cooperative-matrix kernel (or twin) that runs the nn.Linear products, if any.
+    #[cfg(test)]
+    pub fn cooperative(&self) -> Option<CoopKernel> {
+        self.coop.as_ref().map(|&(c, _)| c)
     }
 
     /// An nn.Linear: `c[m, n] = epilogue(a[m, k] · w[n, k]ᵀ + bias[n])`. `scale` is read only
@@ -329,7 +348,8 @@ impl Gemm {
         (m, n, k): (usize, usize, usize),
     ) -> Vec<Dispatch> {
         let terms = (bias, scale, col_offset);
-        if !self.runs_on_block(m, k, a.1, w.1) {
+        // The cooperative kernel has the residual epilogue, as has every kernel but gemm_block.
+        if self.coop.is_some() || !self.runs_on_block(m, k, a.1, w.1) {
             let c = (c, c_view);
             let d = self.linear_strided(gpu, a, w, terms, c, (m, n, k), Epilogue::Residual);
             return vec![d];
@@ -433,7 +453,13 @@ impl Gemm {
         let block = epilogue != Epilogue::Residual && self.runs_on_block(s.m, s.k, a_view, w_view);
         // The block, wide and vec4 kernels read A and W as vec4 (slots 0, 1, 8), the others
         // as scalars (6, 7, 9).
-        let (kernel, groups, vec4_slots) = if block {
+        // nn.Linear products with f16 weights go to the cooperative kernel where there is one.
+        let coop = self.coop.as_ref().filter(|_| w_f16 && !attention);
+        let (kernel, groups, vec4_slots) = if let Some((c, kernel)) = coop {
+            let side = c.tile();
+            let groups = [(s.n as u32).div_ceil(side), (s.m as u32).div_ceil(side), 1];
+            (Some(kernel), groups, false)
+        } else if block {
             let (kernel, cols) = if attention {
                 (self.block_narrow.as_ref(), BLOCK_COLS_NARROW)
             } else {

@@ -6,6 +6,7 @@ mod attention;
 mod backward;
 mod baselines;
 mod gemm;
+mod gradcam;
 mod layernorm;
 mod tokens;
 pub(crate) mod variants;
@@ -15,6 +16,7 @@ pub(crate) use attention::{Attention, AttnBuffers, AttnShape};
 pub(crate) use backward::{BackwardKernels, Batch, Finish, Mat, Right};
 pub(crate) use baselines::{Baselines, ChainStep};
 pub(crate) use gemm::{Epilogue, Gemm, View};
+pub(crate) use gradcam::GradCamKernels;
 
 pub(crate) use layernorm::{LayerNorm, RowMap};
 pub(crate) use tokens::Tokens;
@@ -31,12 +33,18 @@ pub(crate) const SHADERS: &[(&str, &str)] = &[
     ("backward", include_str!("../../shaders/backward.wgsl")),
     ("baselines", include_str!("../../shaders/baselines.wgsl")),
     ("gemm", include_str!("../../shaders/gemm.wgsl")),
+    ("gradcam", include_str!("../../shaders/gradcam.wgsl")),
+    ("gemm_coop16", gemm::COOP16_SOURCE),
+    ("gemm_coop8", gemm::COOP8_SOURCE),
+    ("gemm_twin16", gemm::TWIN16_SOURCE),
+    ("gemm_twin8", gemm::TWIN8_SOURCE),
     ("layernorm", include_str!("../../shaders/layernorm.wgsl")),
     ("tokens", include_str!("../../shaders/tokens.wgsl")),
 ];
 
-/// The complete WGSL of shader `name`: the arithmetic type `half`, the common helpers, then
-/// the file. `half` is f32 unless `f16_math`, which needs the device's SHADER_F16.
+/// The complete WGSL of shader `name`: its `enable` directives, the arithmetic type `half`,
+/// the common helpers, then the file. `half` is f32 unless `f16_math`, which needs the
+/// device's SHADER_F16.
 pub(crate) fn shader_source(name: &str, f16_math: bool) -> String {
     let body = SHADERS
         .iter()
@@ -48,7 +56,11 @@ pub(crate) fn shader_source(name: &str, f16_math: bool) -> String {
     } else {
         "alias half = f32;"
     };
-    format!("{half}\n{COMMON}\n{body}")
+    // WGSL wants directives before any declaration.
+    let (enables, body): (Vec<&str>, Vec<&str>) =
+        body.lines().partition(|l| l.starts_with("enable "));
+    let (enables, body) = (enables.join("\n"), body.join("\n"));
+    format!("{enables}\n{half}\n{COMMON}\n{body}\n")
 }
 
 /// What a launcher copies from its shader by hand (dispatch arithmetic, params structs), for
@@ -439,6 +451,7 @@ pub(crate) struct Kernels {
     pub tokens: Tokens,
     pub agcam: AgcamKernels,
     pub baselines: Baselines,
+    pub gradcam: GradCamKernels,
     /// The full backward's kernels (generic attention), compiled on first use: most runs
     /// never need them.
     backward: std::sync::OnceLock<BackwardKernels>,
@@ -456,6 +469,7 @@ impl Kernels {
             tokens: Tokens::new(gpu, precision),
             agcam: AgcamKernels::new(gpu, set, precision),
             baselines: Baselines::new(gpu),
+            gradcam: GradCamKernels::new(gpu),
             backward: std::sync::OnceLock::new(),
             set,
             precision,

@@ -13,11 +13,15 @@ use super::gemm::{Batched, View};
 use super::*;
 use crate::gpu::testing::gpus;
 
-/// Every shader parses and validates with naga, with no device at all.
+/// Every shader parses and validates with naga, with no device at all (the cooperative GEMMs
+/// with f16 arithmetic only: their operands are f16).
 #[test]
 fn shaders_validate_with_naga() {
     for (name, _) in SHADERS {
         for f16_math in [false, true] {
+            if !f16_math && name.starts_with("gemm_coop") {
+                continue;
+            }
             let source = shader_source(name, f16_math);
             let module = naga::front::wgsl::parse_str(&source)
                 .unwrap_or_else(|e| panic!("{name}.wgsl: {}", e.emit_to_string(&source)));
@@ -237,6 +241,55 @@ const LINEAR_SHAPES: &[(usize, usize, usize)] = &[
     (2049, 2049, 5),
 ];
 
+/// What `epilogue` makes of the products `acc` (row-major, `bias.len()` columns), over C's
+/// initial values `c0`, in f64.
+fn epilogue_reference(
+    epilogue: Epilogue,
+    acc: &[f64],
+    bias: &[f32],
+    scale: &[f32],
+    c0: &[f32],
+) -> Vec<f64> {
+    let n = bias.len();
+    (0..acc.len())
+        .map(|i| {
+            let z = acc[i] + bias[i % n] as f64;
+            match epilogue {
+                Epilogue::Bias => z,
+                Epilogue::Gelu => erf_gelu(z),
+                Epilogue::Residual => c0[i] as f64 + scale[i % n] as f64 * z,
+                Epilogue::Scaled => acc[i],
+            }
+        })
+        .collect()
+}
+
+/// The dispatches of one nn.Linear product over plain row-major buffers `[a, w, bias, scale,
+/// c]`: through `Gemm::residual` for [`Epilogue::Residual`] (which splits the branch and the
+/// add on gemm_block), `Gemm::linear` otherwise.
+fn linear_dispatches(
+    gpu: &Gpu,
+    gemm: &Gemm,
+    [a, w, bias, scale, c]: [&wgpu::Buffer; 5],
+    (m, n, k): (usize, usize, usize),
+    epilogue: Epilogue,
+) -> Vec<Dispatch> {
+    if epilogue == Epilogue::Residual {
+        let scratch = gpu.storage("scratch", words(m * n));
+        gemm.residual(
+            gpu,
+            (a, View::rows(k)),
+            (w, View::rows(k)),
+            (bias, scale, 0),
+            (c, View::rows(n)),
+            &scratch,
+            (m, n, k),
+        )
+    } else {
+        vec![gemm.linear(gpu, a, w, bias, scale, c, (m, n, k), epilogue)]
+    }
+}
+
 /// Checks `shapes` through `Gemm::linear` (or `residual`) on every test device and both
 /// kernel sets; returns the kernels that ran, per backend.
 fn check_linear(
@@ -253,17 +306,7 @@ fn check_linear(
         let scale = rng.vec(n, -2.0, 2.0);
         let c0 = rng.vec(m * n, -1.0, 1.0);
         let acc = matmul_nt(&a, &w, (m, n, k));
-        let want: Vec<f64> = (0..m * n)
-            .map(|i| {
-                let z = acc[i] + bias[i % n] as f64;
-                match epilogue {
-                    Epilogue::Bias => z,
-                    Epilogue::Gelu => erf_gelu(z),
-                    Epilogue::Residual => c0[i] as f64 + scale[i % n] as f64 * z,
-                    Epilogue::Scaled => acc[i],
-                }
-            })
-            .collect();
+        let want = epilogue_reference(epilogue, &acc, &bias, &scale, &c0);
         for (gpu, gemm) in gemm_devices() {
             let a_buf = gpu.storage_from("a", &a);
             let w_buf = gpu.storage_from("w", &w);
@@ -271,31 +314,8 @@ fn check_linear(
             let scale_buf = gpu.storage_from("scale", &scale);
             // Every epilogue starts from c0: the ones that overwrite must overwrite everything.
             let c = gpu.storage_from("c", &c0);
-            let dispatches = if epilogue == Epilogue::Residual {
-                // Through `residual`, which splits the branch and the add on gemm_block.
-                let scratch = gpu.storage("scratch", (m * n * 4) as u64);
-                gemm.residual(
-                    gpu,
-                    (&a_buf, View::rows(k)),
-                    (&w_buf, View::rows(k)),
-                    (&bias_buf, &scale_buf, 0),
-                    (&c, View::rows(n)),
-                    &scratch,
-                    (m, n, k),
-                )
-            } else {
-                let d = gemm.linear(
-                    gpu,
-                    &a_buf,
-                    &w_buf,
-                    &bias_buf,
-                    &scale_buf,
-                    &c,
-                    (m, n, k),
-                    epilogue,
-                );
-                vec![d]
-            };
+            let buffers = [&a_buf, &w_buf, &bias_buf, &scale_buf, &c];
+            let dispatches = linear_dispatches(gpu, gemm, buffers, (m, n, k), epilogue);
             run(gpu, &dispatches);
             let kernels: Vec<&str> = dispatches.iter().map(|d| d.kernel.as_str()).collect();
             ran.extend(kernels.iter().map(|k| (backend(gpu), k.to_string())));
@@ -1669,3 +1689,110 @@ fn backward_product_matches_f64() {
         }
     }
 }
+
+/// Grad-CAM's two kernels (method.md §6.2) against f64: the mean qkv gradient u from dO, V, the
+/// class-token scores and q[CLS], and the map ReLU(X·w). Shapes cover tokens and head widths
+/// beyond one workgroup (64), several classes per image, and one token per patch grid cell.
+#[test]
+fn gradcam_kernels_match_f64() {
+    let mut rng = Rng::new(31);
+    // (images, per_image, tokens, heads, head_dim)
+    let shapes = [
+        (1, 1, 2, 1, 1),
+        (2, 3, 7, 3, 5),
+        (3, 2, 13, 5, 6),
+        (2, 1, 70, 2, 70),
+        (1, 2, 197, 3, 64),
+    ];
+    for (images, per_image, tokens, heads, head_dim) in shapes {
+        let rows = images * per_image;
+        let dim = heads * head_dim;
+        let patches = tokens - 1;
+        let d_out = rng.vec(rows * dim, -1.0, 1.0);
+        let v = rng.vec(images * tokens * dim, -1.0, 1.0);
+        let cls = rng.vec(images * heads * tokens, -4.0, 4.0);
+        let qkv = rng.vec(images * tokens * 3 * dim, -1.0, 1.0);
+        let x = rng.vec(images * tokens * dim, -1.0, 1.0);
+        let w = rng.vec(rows * dim, -1.0, 1.0);
+        let scale = (head_dim as f64).powf(-0.5);
+        let mut want_u = vec![0.0f64; rows * 3 * dim];
+        for r in 0..rows {
+            let img = r / per_image;
+            for h in 0..heads {
+                let s = &cls[(img * heads + h) * tokens..][..tokens];
+                let m = s.iter().fold(f64::MIN, |m, &v| m.max(v as f64));
+                let e: Vec<f64> = s.iter().map(|&v| (v as f64 - m).exp()).collect();
+                let z: f64 = e.iter().sum();
+                let da: Vec<f64> = (0..tokens)
+                    .map(|j| {
+                        (0..head_dim)
+                            .map(|c| {
+                                d_out[r * dim + h * head_dim + c] as f64
+                                    * v[(img * tokens + j) * dim + h * head_dim + c] as f64
+                            })
+                            .sum()
+                    })
+                    .collect();
+                let a0 = e[0] / z;
+                let mean: f64 = (0..tokens).map(|j| e[j] / z * da[j]).sum();
+                let ds0 = a0 * (da[0] - mean);
+                for c in h * head_dim..(h + 1) * head_dim {
+                    let q = qkv[img * tokens * 3 * dim + c] as f64;
+                    want_u[r * 3 * dim + dim + c] = -scale * ds0 * q / patches as f64;
+                    want_u[r * 3 * dim + 2 * dim + c] =
+                        (1.0 - a0) * d_out[r * dim + c] as f64 / patches as f64;
+                }
+            }
+        }
+        let want_map: Vec<f64> = (0..rows * patches)
+            .map(|i| {
+                let (r, j) = (i / patches, i % patches + 1);
+                let xo = (r / per_image * tokens + j) * dim;
+                let sum: f64 = (0..dim)
+                    .map(|e| x[xo + e] as f64 * w[r * dim + e] as f64)
+                    .sum();
+                sum.max(0.0)
+            })
+            .collect();
+        let shape = format!(
+            "images={images} per_image={per_image} tokens={tokens} heads={heads} \
+             head_dim={head_dim}"
+        );
+        let rows = (rows, per_image);
+        let dims = (tokens, heads, head_dim);
+        for (gpu, kern) in devices() {
+            // Garbage in the outputs: every value, the zero query block included, is written.
+            let u = gpu.storage_from("u", &rng.vec(want_u.len(), -9.0, 9.0));
+            let maps = gpu.storage_from("maps", &rng.vec(want_map.len(), -9.0, 9.0));
+            let (d_buf, v_buf) = (gpu.storage_from("dO", &d_out), gpu.storage_from("v", &v));
+            let (c_buf, q_buf) = (gpu.storage_from("cls", &cls), gpu.storage_from("qkv", &qkv));
+            let (x_buf, w_buf) = (gpu.storage_from("x", &x), gpu.storage_from("w", &w));
+            let g = &kern.gradcam;
+            run(
+                gpu,
+                &[
+                    g.key_value_gradient(gpu, &d_buf, &v_buf, &c_buf, &q_buf, &u, rows, dims),
+                    g.patch_map(gpu, &x_buf, &w_buf, &maps, rows, dims),
+                ],
+            );
+            // u is a mean over P tokens, far below 1: the bound is relative to its own size,
+            // not to max(1, max|u|).
+            let got_u = download::<f32>(gpu, &u, want_u.len());
+            let u_max = want_u.iter().fold(0.0f64, |m, v| m.max(v.abs()));
+            let u_tol = TOL * u_max.min(1.0);
+            check(
+                "gradcam.key_value_gradient",
+                &shape,
+                gpu,
+                &got_u,
+                &want_u,
+                u_tol,
+            );
+            let got_map = download::<f32>(gpu, &maps, want_map.len());
+            check("gradcam.patch_map", &shape, gpu, &got_map, &want_map, TOL);
+        }
+    }
+}
+
+#[path = "gemm_coop_tests.rs"]
+mod gemm_coop;

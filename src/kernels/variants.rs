@@ -25,6 +25,9 @@ pub struct ShaderVariant {
     pub without_f16: bool,
     /// The kernel set that uses it, or `None` for kernels both sets share.
     pub kernel_set: Option<KernelSet>,
+    /// For the cooperative-matrix GEMMs: the side of the f16 → f32 cooperative matrices it
+    /// multiplies, which the adapter must offer (see `Gpu::cooperative_fragment`).
+    pub cooperative_matrix: Option<u32>,
     /// Back ends on which the engine would select it.
     pub targets: Vec<Backend>,
 }
@@ -48,6 +51,7 @@ impl ShaderVariant {
             f16_math: false,
             without_f16: false,
             kernel_set,
+            cooperative_matrix: None,
             targets: ALL.to_vec(),
         }
     }
@@ -63,6 +67,13 @@ impl ShaderVariant {
     /// The same variant, selected only where the adapter lacks SHADER_F16.
     fn without_f16(mut self) -> ShaderVariant {
         self.without_f16 = true;
+        self
+    }
+
+    /// The same variant on cooperative matrices of side `fragment`, selected only on `targets`.
+    fn cooperative(mut self, fragment: u32, targets: &[Backend]) -> ShaderVariant {
+        self.cooperative_matrix = Some(fragment);
+        self.targets = targets.to_vec();
         self
     }
 
@@ -175,6 +186,22 @@ pub fn shader_variants() -> Vec<ShaderVariant> {
     out.push(v("gemm", "gemm_block", &[("BLOCK_COLS", 8)], Some(Cpu)).not_on_gl());
     out.push(v("gemm", "residual_add", &[], None));
     out.push(v("gemm", "residual_add", &[], Some(Gpu)).f16_math());
+    // The cooperative-matrix GEMM, for f16 weights, with either kernel set. 16 × 16 only on
+    // Vulkan: Metal's simdgroup matrices are 8 × 8 (naga writes MSL for a 16 × 16 module, but
+    // with a `simdgroup_float16x16` type that Metal does not have), and DX12 and OpenGL have
+    // no cooperative matrices in wgpu 30. Their scalar twins (gemm_twin16, gemm_twin8) are
+    // compiled by the tests only, so they are not listed.
+    let w_f16 = [("W_F16", 1)];
+    out.push(
+        v("gemm_coop16", "gemm_coop16", &w_f16, None)
+            .f16_math()
+            .cooperative(16, &[Backend::Vulkan]),
+    );
+    out.push(
+        v("gemm_coop8", "gemm_coop8", &w_f16, None)
+            .f16_math()
+            .cooperative(8, &[Backend::Vulkan, Backend::Metal]),
+    );
     for entry in [
         "layernorm",
         "layernorm_serial",
@@ -237,6 +264,9 @@ pub fn shader_variants() -> Vec<ShaderVariant> {
         "relevance_step",
     ] {
         out.push(v("backward", entry, &[], None));
+    }
+    for entry in ["key_value_gradient", "patch_map"] {
+        out.push(v("gradcam", entry, &[], None));
     }
     out
 }

@@ -80,6 +80,7 @@ fn check_map(tag: &str, what: &str, got: &[f32], want: &[f64], tol: f64) {
             "{tag}: {what}: the reference map is exactly zero, the engine's reaches {err:e}"
         );
     } else {
+        eprintln!("map-error {tag}: {what}: {:.3e} of max|map|", err / scale);
         assert!(
             err <= tol * scale,
             "{tag}: {what}: map error {err:e} (max {scale:e}, ratio {:e})",

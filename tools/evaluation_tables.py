@@ -1,0 +1,170 @@
+#!/usr/bin/env python3
+"""The tables of EVALUATION.md from the reports `scripts/evaluate-demo.sh` writes.
+
+    python3 tools/evaluation_tables.py OUT_DIR > OUT_DIR/tables.md
+
+OUT_DIR holds one folder per model with the `--json` reports of `agcam eval`:
+`OUT_DIR/<model>/loc*.json` (localization) and `pert*.json` (perturbation), one method or a list
+of methods per file. For every model: accuracy, the
+localization and perturbation means per method, and AGCAM's paired difference against every
+other method (mean over the images scored by both, its standard error, and on how many images
+AGCAM is higher). Then AGCAM's advantage side by side across the models, and the paper's
+published row. Standard library only.
+"""
+import argparse
+import json
+import math
+import os
+import sys
+
+LOC_METRICS = ["accuracy", "iou", "dice", "precision", "recall"]
+LOC_NAMES = {"accuracy": "pixel accuracy", "iou": "IoU", "dice": "Dice",
+             "precision": "precision", "recall": "recall"}
+# docs/method.md §4: the paper's localization table (ViT-B, most likely Pascal VOC 2012).
+PUBLISHED = {
+    "attention-rollout": {"accuracy": 0.5592, "iou": 0.1645, "dice": 0.2431,
+                          "precision": 0.5802, "recall": 0.2115},
+    "transformer-attribution": {"accuracy": 0.5750, "iou": 0.1574, "dice": 0.2348,
+                                "precision": 0.7651, "recall": 0.1716},
+    "agcam": {"accuracy": 0.7521, "iou": 0.5335, "dice": 0.6646,
+              "precision": 0.8167, "recall": 0.6647},
+}
+
+
+def load(folder, prefix):
+    """Reports by method from every `prefix*.json` in `folder`, in the order the script ran."""
+    out = {}
+    for name in sorted(os.listdir(folder), key=lambda n: os.path.getmtime(os.path.join(folder, n))):
+        if name.startswith(prefix) and name.endswith(".json"):
+            with open(os.path.join(folder, name)) as f:
+                v = json.load(f)
+            for r in v if isinstance(v, list) else [v]:
+                out[r["method"]] = r
+    return out
+
+
+def scored(report, key):
+    """Per-image values of `key` (a metric name) for scored images, by image id."""
+    out = {}
+    for im in report["images"]:
+        if im.get("status") != "scored":
+            continue
+        out[im["id"]] = im["metrics"][key] if "metrics" in im else im[key]
+    return out
+
+
+def paired(a, b):
+    """Mean and standard error of a − b over the ids both score, the count, and how many a > b."""
+    ids = sorted(set(a) & set(b))
+    diffs = [a[i] - b[i] for i in ids]
+    n = len(diffs)
+    if n < 2:
+        return None
+    mean = sum(diffs) / n
+    var = sum((d - mean) ** 2 for d in diffs) / (n - 1)
+    return mean, math.sqrt(var / n), n, sum(d > 0 for d in diffs)
+
+
+def fmt_pair(p):
+    if p is None:
+        return "not run"
+    mean, se, n, wins = p
+    return f"{mean:+.4f} ± {se:.4f} (higher on {wins} of {n})"
+
+
+def table(header, rows):
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(r) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def bold_best(values, higher_better=True):
+    """Formatted values with the best one in bold."""
+    best = (max if higher_better else min)(values)
+    return [f"**{v:.4f}**" if v == best else f"{v:.4f}" for v in values]
+
+
+def model_section(name, loc, pert):
+    out = [f"## Model `{name}`", ""]
+    methods = list(loc)
+    any_loc = next(iter(loc.values()))
+    c = any_loc["counts"]
+    total = c["scored"] + c["misclassified"]
+    out.append(f"Adapter: {any_loc['adapter']}. Classified correctly (agcam's forward): "
+               f"{c['scored']} of {total} ({100 * c['scored'] / total:.1f} %); localization "
+               f"scores those, perturbation scores pictures whatever the prediction "
+               f"(ground-truth class).")
+    out.append("")
+    out.append(f"### Localization ({c['scored']} pictures; threshold "
+               f"{any_loc['threshold']}; predicted class)")
+    out.append("")
+    rows = []
+    for m in LOC_METRICS:
+        rows.append([LOC_NAMES[m]] + bold_best([loc[x]["mean"][m] for x in methods]))
+    out.append(table(["metric"] + methods, rows))
+    out.append("")
+    if pert:
+        pm = list(pert)
+        n = next(iter(pert.values()))["counts"]["scored"]
+        out.append(f"### Pixel perturbation ({n} pictures; ground-truth class; "
+                   f"{len(next(iter(pert.values()))['fractions'])} steps, grey removal)")
+        out.append("")
+        rows = [["MoRF AUC (lower is better)"] + bold_best([pert[x]["morf_auc"] for x in pm], False),
+                ["LeRF AUC (higher is better)"] + bold_best([pert[x]["lerf_auc"] for x in pm]),
+                ["ABPC (higher is better)"] + bold_best([pert[x]["abpc"] for x in pm])]
+        out.append(table([""] + pm, rows))
+        out.append("")
+    others = [m for m in methods if m != "agcam"]
+    if "agcam" in loc and others:
+        out.append("### AGCAM against each method, paired per picture (mean ± standard error)")
+        out.append("")
+        rows = []
+        for m in others:
+            row = [m, fmt_pair(paired(scored(loc["agcam"], "iou"), scored(loc[m], "iou")))]
+            if pert and "agcam" in pert and m in pert:
+                row.append(fmt_pair(paired(scored(pert["agcam"], "abpc"), scored(pert[m], "abpc"))))
+            else:
+                row.append("not run")
+            rows.append(row)
+        out.append(table(["AGCAM −", "IoU", "ABPC"], rows))
+        out.append("")
+    return out
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("out", help="the folder scripts/evaluate-demo.sh wrote")
+    args = p.parse_args()
+    models = sorted(d for d in os.listdir(args.out)
+                    if os.path.isdir(os.path.join(args.out, d))
+                    and load(os.path.join(args.out, d), "loc"))
+    if not models:
+        sys.exit(f"{args.out}: no <model>/loc*.json inside (run scripts/evaluate-demo.sh first)")
+    lines, summary = [], []
+    for name in models:
+        loc = load(os.path.join(args.out, name), "loc")
+        pert = load(os.path.join(args.out, name), "pert")
+        lines += model_section(name, loc, pert)
+        for m in loc:
+            if m == "agcam":
+                continue
+            iou = paired(scored(loc["agcam"], "iou"), scored(loc[m], "iou")) if "agcam" in loc else None
+            abpc = (paired(scored(pert["agcam"], "abpc"), scored(pert[m], "abpc"))
+                    if "agcam" in pert and m in pert else None)
+            summary.append([name, m, fmt_pair(iou), fmt_pair(abpc)])
+    if len(models) > 1 and summary:
+        lines.append("## AGCAM's advantage, model by model")
+        lines.append("")
+        lines.append(table(["model", "AGCAM −", "IoU", "ABPC"], summary))
+        lines.append("")
+    lines.append("## Published (the paper, ViT-B, most likely Pascal VOC 2012; docs/method.md §4)")
+    lines.append("")
+    pub = list(PUBLISHED)
+    lines.append(table(["metric"] + pub,
+                       [[LOC_NAMES[m]] + [f"{PUBLISHED[x][m]:.4f}" for x in pub] for m in LOC_METRICS]))
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
