@@ -19,7 +19,7 @@ BIN=${BIN:-target/release/agcam}
 DATA="$OUT/heldout_s4"
 COUNT=${COUNT:-1000}
 PERT_LIMIT=${PERT_LIMIT:-0}
-METHODS=${METHODS:-agcam,attention-rollout,raw-attention}
+METHODS=${METHODS:-agcam,attention-rollout,raw-attention,grad-cam,generic-attention}
 MODELS=${MODELS:-"label-only=weights/demo.safetensors token-labelled=weights/token-labelled/demo.safetensors"}
 mkdir -p "$OUT"
 limit=()

@@ -31,16 +31,22 @@ PUBLISHED = {
 }
 
 
+# Column order: AGCAM, the baselines, the methods AGCAM is compared with; others after them.
+ORDER = ["agcam", "attention-rollout", "raw-attention", "grad-cam", "generic-attention",
+         "transformer-attribution"]
+
+
 def load(folder, prefix):
-    """Reports by method from every `prefix*.json` in `folder`, in the order the script ran."""
+    """Reports by method from every `prefix*.json` in `folder`, AGCAM first (ORDER)."""
     out = {}
-    for name in sorted(os.listdir(folder), key=lambda n: os.path.getmtime(os.path.join(folder, n))):
+    for name in sorted(os.listdir(folder)):
         if name.startswith(prefix) and name.endswith(".json"):
             with open(os.path.join(folder, name)) as f:
                 v = json.load(f)
             for r in v if isinstance(v, list) else [v]:
                 out[r["method"]] = r
-    return out
+    rank = {m: i for i, m in enumerate(ORDER)}
+    return dict(sorted(out.items(), key=lambda kv: (rank.get(kv[0], len(ORDER)), kv[0])))
 
 
 def scored(report, key):
