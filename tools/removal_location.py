@@ -7,7 +7,7 @@ LeRF pixels inside the target box(es) and the distractor box(es) is averaged by 
 (terciles), distractor and class. Also counts distinct heatmap values (ties).
 
     agcam eval perturbation --data DIR --method agcam,attention-rollout --json pert.json
-    python3 tools/removal_location.py pert.json DIR [--bin target/release/agcam]
+    python3 tools/removal_location.py pert.json DIR [--bin target/release/agcam] [--weights W]
 
 Needs numpy. Pascal VOC layout only.
 """
@@ -45,6 +45,7 @@ ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
 ap.add_argument("json")
 ap.add_argument("data", help="the dataset folder of the run")
 ap.add_argument("--bin", default="target/release/agcam")
+ap.add_argument("--weights", default="weights/demo.safetensors", help="the model of the run")
 a = ap.parse_args()
 data = a.data
 loaded = json.load(open(a.json))
@@ -54,7 +55,7 @@ scored = [r for r in next(iter(reports.values()))["images"] if r["status"] == "s
 for m in reports:
     for c in sorted({r["class"] for r in scored}):
         files = [os.path.join(data, "JPEGImages", os.path.basename(r["image"])) for r in scored if r["class"] == c]
-        subprocess.run([a.bin, "explain", *files, "--class", str(c), "--method", m,
+        subprocess.run([a.bin, "explain", *files, "--weights", a.weights, "--class", str(c), "--method", m,
                         "--out", os.path.join(mapdir, m)], check=True, capture_output=True)
 names = [l.strip() for l in open(os.path.join(data, "labels.txt")) if l.strip()]
 k = int(224 * 224 * 0.1)
