@@ -2,7 +2,8 @@
 # The tables of EVALUATION.md, in one command: a held-out synthetic set (seed 4; the demo models
 # were trained on seeds 1 and 3 and monitored on seed 2), then localization and pixel perturbation
 # for every method on every bundled model, then tools/evaluation_tables.py turns the reports into
-# OUT_DIR/tables.md (means, AGCAM's paired differences with standard errors, the paper's row).
+# OUT_DIR/tables.md (means, AGCAM's paired differences with standard errors, the paper's row)
+# and into EVALUATION.md between its table markers (UPDATE_DOC=0 leaves it alone).
 #
 #   cargo build --release && bash scripts/evaluate-demo.sh [OUT_DIR]
 #
@@ -44,3 +45,5 @@ for pair in $MODELS; do
 done
 python3 tools/evaluation_tables.py "$OUT" > "$OUT/tables.md"
 echo "== tables: $OUT/tables.md ($(date +%T))"
+# EVALUATION.md's tables are this output; the reading around them is written by hand.
+[ "${UPDATE_DOC:-1}" = 1 ] && python3 tools/evaluation_tables.py "$OUT" --update EVALUATION.md

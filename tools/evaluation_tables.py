@@ -2,6 +2,7 @@
 """The tables of EVALUATION.md from the reports `scripts/evaluate-demo.sh` writes.
 
     python3 tools/evaluation_tables.py OUT_DIR > OUT_DIR/tables.md
+    python3 tools/evaluation_tables.py OUT_DIR --update EVALUATION.md   # between its markers
 
 OUT_DIR holds one folder per model with the `--json` reports of `agcam eval`:
 `OUT_DIR/<model>/loc*.json` (localization) and `pert*.json` (perturbation), one method or a list
@@ -31,6 +32,8 @@ PUBLISHED = {
 }
 
 
+BEGIN = "<!-- tables: tools/evaluation_tables.py -->"
+END = "<!-- end of tables -->"
 # Column order: AGCAM, the baselines, the methods AGCAM is compared with; others after them.
 ORDER = ["agcam", "attention-rollout", "raw-attention", "grad-cam", "generic-attention",
          "transformer-attribution"]
@@ -141,6 +144,9 @@ def main():
     p = argparse.ArgumentParser(description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("out", help="the folder scripts/evaluate-demo.sh wrote")
+    p.add_argument("--update", metavar="FILE",
+                   help=f"replace what lies between {BEGIN!r} and {END!r} in FILE instead of "
+                        "printing")
     args = p.parse_args()
     models = sorted(d for d in os.listdir(args.out)
                     if os.path.isdir(os.path.join(args.out, d))
@@ -169,7 +175,21 @@ def main():
     pub = list(PUBLISHED)
     lines.append(table(["metric"] + pub,
                        [[LOC_NAMES[m]] + [f"{PUBLISHED[x][m]:.4f}" for x in pub] for m in LOC_METRICS]))
-    print("\n".join(lines))
+    text = "\n".join(lines)
+    if not args.update:
+        print(text)
+        return
+    with open(args.update) as f:
+        doc = f.read()
+    if doc.count(BEGIN) != 1 or doc.count(END) != 1 or doc.index(BEGIN) > doc.index(END):
+        sys.exit(f"{args.update}: needs exactly one {BEGIN} line before one {END} line")
+    head, rest = doc.split(BEGIN)
+    _, tail = rest.split(END)
+    tmp = args.update + ".tmp"
+    with open(tmp, "w") as f:
+        f.write(head + BEGIN + "\n" + text + "\n" + END + tail)
+    os.replace(tmp, args.update)
+    print(f"updated the tables of {args.update}")
 
 
 if __name__ == "__main__":
