@@ -23,7 +23,7 @@ class Explainer:
     config (default: found beside the weights); ``backend`` "vulkan", "metal", "dx12" or "gl" and
     ``adapter`` an index from ``agcam devices`` (default: the best adapter); ``precision`` "f32"
     or "f16" (weights stored as f16); ``batch`` most images per GPU chunk (default 32);
-    ``max_gpu_mem`` the activation memory budget in MiB (default 2048).
+    ``max_gpu_mem`` the activation memory budget in MiB (default 2048, at most 2**24: 16 TiB).
 
     Raises FileNotFoundError for missing files, ValueError for bad arguments or checkpoints,
     AgcamError when no adapter can run the model. Calls from several threads run one at a time.

@@ -368,7 +368,7 @@ fn preprocess_pixels(images: &[RgbImage], cfg: &ModelConfig) -> agcam::Result<Ba
 /// its JSON config (default: found beside the weights); backend, "vulkan", "metal", "dx12" or
 /// "gl", and adapter, an index from `agcam devices` (default: the best adapter); precision,
 /// "f32" or "f16" (weight matrices stored as f16); batch, most images per GPU chunk (default
-/// 32); max_gpu_mem, the activation memory budget in MiB (default 2048).
+/// 32); max_gpu_mem, the activation memory budget in MiB (default 2048, at most 2**24: 16 TiB).
 ///
 /// Raises FileNotFoundError for a missing file, ValueError for a bad argument or checkpoint,
 /// AgcamError when no adapter can run the model. Calls from several threads run one at a time.
@@ -490,9 +490,7 @@ impl Explainer {
         }
         let max_gpu_mem = match max_gpu_mem {
             None => defaults.max_gpu_mem,
-            Some(mib) => mib.checked_mul(1 << 20).ok_or_else(|| {
-                PyValueError::new_err(format!("max_gpu_mem of {mib} MiB is too large"))
-            })?,
+            Some(mib) => EngineOptions::gpu_mem_from_mib(mib).map_err(py_error)?,
         };
         let options = EngineOptions {
             max_batch: batch.unwrap_or(defaults.max_batch),

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use agcam::gpu::{Backend, Gpu, GpuOptions};
 use agcam::model::{load_model, ConfigOverrides, Model};
-use agcam::{Error, KernelSet, Method, Precision, Target};
+use agcam::{EngineOptions, Error, KernelSet, Method, Precision, Target};
 use clap::Args;
 
 use super::{random_model, GpuArgs, ModelArgs};
@@ -161,8 +161,7 @@ pub fn bench(args: &BenchArgs) -> agcam::Result<bool> {
         top_ks: args.top_k.clone(),
         methods: args.method.clone(),
         iters: args.iters,
-        // In range: the parser bounds it to MAX_GPU_MEM_MIB.
-        max_gpu_mem: args.max_gpu_mem << 20,
+        max_gpu_mem: EngineOptions::gpu_mem_from_mib(args.max_gpu_mem)?,
         kernels: args.kernels,
         precision: args.precision,
     };

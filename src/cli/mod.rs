@@ -92,13 +92,9 @@ pub fn positive(s: &str) -> Result<usize, String> {
     whole_number(s, 1, usize::MAX as u128).map(|v| v as usize)
 }
 
-/// Largest `--max-gpu-mem`, in MiB: 16 TiB, far above any adapter, and far from overflowing
-/// when converted to bytes.
-pub const MAX_GPU_MEM_MIB: u64 = 1 << 24;
-
-/// A memory size in MiB, 1 to [`MAX_GPU_MEM_MIB`].
+/// A memory size in MiB, 1 to [`EngineOptions::MAX_GPU_MEM_MIB`].
 pub fn mebibytes(s: &str) -> Result<u64, String> {
-    whole_number(s, 1, u128::from(MAX_GPU_MEM_MIB)).map(|v| v as u64)
+    whole_number(s, 1, u128::from(EngineOptions::MAX_GPU_MEM_MIB)).map(|v| v as u64)
 }
 
 /// A whole number in `lo..=hi`, with the accepted range in the error.
@@ -199,12 +195,7 @@ impl GpuArgs {
         if self.batch == 0 {
             return Err(Error::Invalid("--batch must be at least 1".into()));
         }
-        let max_gpu_mem = self.max_gpu_mem.checked_mul(1 << 20).ok_or_else(|| {
-            Error::Invalid(format!(
-                "--max-gpu-mem {} MiB is too large: at most {MAX_GPU_MEM_MIB}",
-                self.max_gpu_mem
-            ))
-        })?;
+        let max_gpu_mem = EngineOptions::gpu_mem_from_mib(self.max_gpu_mem)?;
         let options = EngineOptions {
             max_batch: self.batch,
             max_gpu_mem,

@@ -165,6 +165,28 @@ pub struct EngineOptions {
     pub precision: Precision,
 }
 
+impl EngineOptions {
+    /// Largest activation budget [`EngineOptions::gpu_mem_from_mib`] takes, in MiB: 16 TiB, far
+    /// above any adapter, and far from overflowing when converted to bytes.
+    pub const MAX_GPU_MEM_MIB: u64 = 1 << 24;
+
+    /// `mib` MiB in bytes, for [`EngineOptions::max_gpu_mem`]: the one conversion the command
+    /// line and the Python package share.
+    ///
+    /// # Errors
+    /// [`Error::Invalid`] above [`EngineOptions::MAX_GPU_MEM_MIB`]. A budget too small for one
+    /// image is refused later, by [`Engine::with_options`], which knows the model.
+    pub fn gpu_mem_from_mib(mib: u64) -> Result<u64> {
+        if mib > Self::MAX_GPU_MEM_MIB {
+            return Err(Error::Invalid(format!(
+                "a GPU memory budget of {mib} MiB is too large: at most {} MiB (16 TiB)",
+                Self::MAX_GPU_MEM_MIB
+            )));
+        }
+        Ok(mib << 20)
+    }
+}
+
 impl Default for EngineOptions {
     fn default() -> Self {
         EngineOptions {
@@ -817,5 +839,22 @@ impl Profile {
     /// Sum of all kernel times in milliseconds.
     pub fn total_ms(&self) -> f64 {
         self.kernels.iter().map(|k| k.ms).sum()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::EngineOptions;
+
+    #[test]
+    fn gpu_mem_from_mib_converts_and_bounds() {
+        assert_eq!(EngineOptions::gpu_mem_from_mib(0).unwrap(), 0);
+        assert_eq!(EngineOptions::gpu_mem_from_mib(2048).unwrap(), 2 << 30);
+        let max = EngineOptions::MAX_GPU_MEM_MIB;
+        assert_eq!(EngineOptions::gpu_mem_from_mib(max).unwrap(), max << 20);
+        for too_large in [max + 1, u64::MAX] {
+            let e = EngineOptions::gpu_mem_from_mib(too_large).unwrap_err();
+            assert!(e.to_string().contains("too large"), "{e}");
+        }
     }
 }
