@@ -225,98 +225,137 @@ fn eval_reads_the_imagenet_layout() {
     }
 }
 
-/// `--method grad-cam` on the bundled demo model: a class-specific map per explained class,
-/// non-negative (a ReLU) and not all zero, recorded as grad-cam.
-#[test]
-fn explain_grad_cam_on_the_demo_model() {
-    let dir = tempfile::tempdir().unwrap();
-    let samples = Path::new(env!("CARGO_MANIFEST_DIR")).join("weights/samples");
-    let o = agcam(&[
-        "explain",
-        s(&samples.join("synth_000000.png")),
-        "--method",
+/// The methods AGCAM is compared with, and the refusal each gives an average-pooled model.
+const COMPARED: [(&str, &str); 2] = [
+    (
         "grad-cam",
-        "--top-k",
-        "2",
-        "--out",
-        s(dir.path()),
-    ]);
-    assert!(o.status.success(), "{}", stderr(&o));
-    let mut maps = Vec::new();
-    for name in std::fs::read_dir(dir.path()).unwrap() {
-        let path = name.unwrap().path();
-        if path.extension().is_some_and(|e| e == "json") {
+        "grad-cam is not supported on average-pooled models",
+    ),
+    (
+        "generic-attention",
+        "generic attention is undefined for average-pooled models",
+    ),
+];
+
+/// Each compared method on the bundled demo model, top 2: a class-specific map per explained
+/// class, recorded under the method's name, a raw 14 × 14 grid, finite and non-negative (Grad-CAM
+/// ends in a ReLU; generic attention's R ≥ I), not flat, and different for the two classes.
+#[test]
+fn explain_compared_methods_on_the_demo_model() {
+    let samples = Path::new(env!("CARGO_MANIFEST_DIR")).join("weights/samples");
+    for (method, _) in COMPARED {
+        let dir = tempfile::tempdir().unwrap();
+        let o = agcam(&[
+            "explain",
+            s(&samples.join("synth_000000.png")),
+            "--method",
+            method,
+            "--top-k",
+            "2",
+            "--out",
+            s(dir.path()),
+        ]);
+        assert!(o.status.success(), "{method}: {}", stderr(&o));
+        let mut maps = Vec::new();
+        let mut classes = Vec::new();
+        for name in std::fs::read_dir(dir.path()).unwrap() {
+            let path = name.unwrap().path();
+            if path.extension().is_none_or(|e| e != "json") {
+                continue;
+            }
             let record: serde_json::Value =
                 serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
-            assert_eq!(record["method"], "grad-cam", "{record}");
+            assert_eq!(record["method"], method, "{record}");
+            classes.push(record["explained_class"].as_u64().unwrap());
             let npy = std::fs::read(path.with_extension("npy")).unwrap();
-            // The demo model's 14 × 14 grid, float32 after the 128-byte header.
-            assert_eq!(npy.len(), 128 + 4 * 196);
+            let header = String::from_utf8_lossy(&npy[10..128]).into_owned();
+            assert!(header.contains("'shape': (14, 14)"), "{method}: {header}");
+            // float32 after the 128-byte header.
+            assert_eq!(npy.len(), 128 + 4 * 196, "{method}");
             let map: Vec<f32> = npy[128..]
                 .chunks_exact(4)
                 .map(|b| f32::from_le_bytes(b.try_into().unwrap()))
                 .collect();
-            assert!(map.iter().all(|&v| v >= 0.0), "{map:?}");
-            assert!(map.iter().any(|&v| v > 0.0), "an all-zero map");
+            assert!(
+                map.iter().all(|&v| v.is_finite() && v >= 0.0),
+                "{method}: {map:?}"
+            );
+            let (lo, hi) = map
+                .iter()
+                .fold((f32::MAX, f32::MIN), |(a, b), &v| (a.min(v), b.max(v)));
+            assert!(hi > lo, "{method}: a flat map");
             maps.push(map);
         }
+        assert_eq!(maps.len(), 2, "{method}");
+        assert_ne!(
+            maps[0], maps[1],
+            "{method}: the two classes' maps are the same"
+        );
+        classes.sort_unstable();
+        classes.dedup();
+        assert_eq!(classes.len(), 2, "{method}: two distinct explained classes");
     }
-    assert_eq!(maps.len(), 2);
-    assert_ne!(maps[0], maps[1], "the two classes' maps are the same");
 }
 
-/// Grad-CAM's closed form needs class-token pooling: an average-pooled model is refused with
-/// the reason, before any file is written.
+/// The compared methods need class-token pooling: an average-pooled model is refused with the
+/// reason, before any file is written.
 #[test]
-fn grad_cam_refuses_average_pooled_models() {
-    let dir = tempfile::tempdir().unwrap();
-    let o = agcam(&[
-        "explain",
-        s(&fixture("avgpool/image.png")),
-        "--weights",
-        s(&fixture("avgpool/model.safetensors")),
-        "--method",
-        "grad-cam",
-        "--out",
-        s(dir.path()),
-    ]);
-    assert!(!o.status.success());
-    assert!(
-        stderr(&o).contains("grad-cam is not supported on average-pooled models"),
-        "{}",
-        stderr(&o)
-    );
-    assert!(!dir.path().join("image.npy").exists());
+fn compared_methods_refuse_average_pooled_models() {
+    for (method, reason) in COMPARED {
+        let dir = tempfile::tempdir().unwrap();
+        let o = agcam(&[
+            "explain",
+            s(&fixture("avgpool/image.png")),
+            "--weights",
+            s(&fixture("avgpool/model.safetensors")),
+            "--method",
+            method,
+            "--out",
+            s(dir.path()),
+        ]);
+        assert!(!o.status.success(), "{method}");
+        assert!(stderr(&o).contains(reason), "{method}: {}", stderr(&o));
+        assert!(!dir.path().join("image.npy").exists(), "{method}");
+    }
 }
 
-/// `eval --method agcam,grad-cam` runs both methods on the same images, one report each.
+/// `eval --method agcam,grad-cam,generic-attention` runs every method on the same images in
+/// both protocols, one report each, in the order given.
 #[test]
-fn eval_runs_a_list_of_methods_with_grad_cam() {
+fn eval_runs_a_list_of_methods() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("voc");
-    let o = agcam(&["synth", "--out", s(&data), "--count", "2", "--seed", "3"]);
+    let o = agcam(&["synth", "--out", s(&data), "--count", "3", "--seed", "9"]);
     assert!(o.status.success(), "{}", stderr(&o));
-    let json = dir.path().join("localization.json");
-    let o = agcam(&[
-        "eval",
-        "localization",
-        "--data",
-        s(&data),
-        "--method",
-        "agcam,grad-cam",
-        "--json",
-        s(&json),
-    ]);
-    assert!(o.status.success(), "{}", stderr(&o));
-    let reports: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
-    let methods: Vec<&str> = reports
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|r| r["method"].as_str().unwrap())
-        .collect();
-    assert_eq!(methods, ["agcam", "grad-cam"]);
+    for protocol in ["localization", "perturbation"] {
+        let json = dir.path().join(format!("{protocol}.json"));
+        let o = agcam(&[
+            "eval",
+            protocol,
+            "--data",
+            s(&data),
+            "--method",
+            "agcam,grad-cam,generic-attention",
+            "--limit",
+            "2",
+            "--json",
+            s(&json),
+        ]);
+        assert!(o.status.success(), "{protocol}: {}", stderr(&o));
+        let reports: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+        let methods: Vec<&str> = reports
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["method"].as_str().unwrap())
+            .collect();
+        assert_eq!(
+            methods,
+            ["agcam", "grad-cam", "generic-attention"],
+            "{protocol}"
+        );
+    }
 }
 
 /// `bench --method` measures each method after the forward, and `profile --method` times the
