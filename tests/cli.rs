@@ -225,6 +225,49 @@ fn eval_reads_the_imagenet_layout() {
     }
 }
 
+/// `--skip N --limit M` evaluates images N to N + M − 1 in id order, with the same per-image
+/// rows as the whole run gives them (so shards of one run can be merged); a skip that leaves no
+/// image is refused before any work.
+#[test]
+fn eval_skip_runs_one_shard_of_a_data_set() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("voc");
+    let o = agcam(&["synth", "--out", s(&data), "--count", "5", "--seed", "6"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let rows = |extra: &[&str], name: &str| -> Vec<serde_json::Value> {
+        let json = dir.path().join(name);
+        let mut args = vec![
+            "eval",
+            "localization",
+            "--data",
+            s(&data),
+            "--json",
+            s(&json),
+        ];
+        args.extend_from_slice(extra);
+        let o = agcam(&args);
+        assert!(o.status.success(), "{extra:?}: {}", stderr(&o));
+        let report: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+        report["images"].as_array().unwrap().clone()
+    };
+    let whole = rows(&[], "whole.json");
+    let shard = rows(&["--skip", "2", "--limit", "2"], "shard.json");
+    assert_eq!(whole.len(), 5);
+    assert_eq!(
+        shard,
+        whole[2..4],
+        "the shard's rows are the whole run's images 2 and 3"
+    );
+    let o = agcam(&["eval", "localization", "--data", s(&data), "--skip", "5"]);
+    assert!(!o.status.success());
+    assert!(
+        stderr(&o).contains("--skip 5 leaves no image: the data set has 5 usable images"),
+        "{}",
+        stderr(&o)
+    );
+}
+
 /// The methods AGCAM is compared with, and the refusal each gives an average-pooled model.
 const COMPARED: [(&str, &str); 2] = [
     (

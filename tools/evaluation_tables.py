@@ -40,16 +40,85 @@ ORDER = ["agcam", "attention-rollout", "raw-attention", "grad-cam", "generic-att
 
 
 def load(folder, prefix):
-    """Reports by method from every `prefix*.json` in `folder`, AGCAM first (ORDER)."""
-    out = {}
+    """Reports by method from every `prefix*.json` in `folder`, AGCAM first (ORDER).
+
+    Several reports of one method (shards of one run: `agcam eval --skip N --limit M`, written
+    as `pert_<method>@<first>-<end>.json` by scripts/evaluate-demo.sh) are merged into one.
+    """
+    parts = {}
     for name in sorted(os.listdir(folder)):
         if name.startswith(prefix) and name.endswith(".json"):
             with open(os.path.join(folder, name)) as f:
                 v = json.load(f)
             for r in v if isinstance(v, list) else [v]:
-                out[r["method"]] = r
+                r["_file"] = name
+                parts.setdefault(r["method"], []).append(r)
+    out = {m: merge(rs) for m, rs in parts.items()}
     rank = {m: i for i, m in enumerate(ORDER)}
     return dict(sorted(out.items(), key=lambda kv: (rank.get(kv[0], len(ORDER)), kv[0])))
+
+
+# What must agree between shards of one run, by protocol.
+SAME = {"localization": ["threshold", "mask_size", "map_grid", "model", "dataset"],
+        "perturbation": ["heatmap_size", "map_grid", "model", "dataset", "fractions",
+                         "removed_pixels", "tie_rule"]}
+
+
+def _means(report):
+    """The report's means recomputed from its scored images, as `agcam eval` computes them."""
+    keys = LOC_METRICS if report["protocol"] == "localization" else ["morf_auc", "lerf_auc",
+                                                                      "abpc"]
+    out = {}
+    for k in keys:
+        vals = list(scored(report, k).values())
+        out[k] = sum(vals) / len(vals) if vals else None
+    return out
+
+
+def _reported(report):
+    if report["protocol"] == "localization":
+        return report.get("mean") or {k: None for k in LOC_METRICS}
+    return {k: report[k] for k in ("morf_auc", "lerf_auc", "abpc")}
+
+
+def merge(reports):
+    """One report from shards of one run: their images joined (an image in two shards is an
+    error), counts added, means recomputed from the images. Each shard's recomputed means must
+    equal the ones it reports, which checks that the recomputation is `agcam eval`'s own."""
+    for r in reports:
+        for k, v in _means(r).items():
+            want = _reported(r)[k]
+            if (v is None) != (want is None) or (v is not None and abs(v - want) > 1e-9):
+                sys.exit(f"{r['_file']}: its {k} {want} is not the mean of its images ({v})")
+    if len(reports) == 1:
+        return reports[0]
+    first = reports[0]
+    for r in reports[1:]:
+        for k in SAME[first["protocol"]]:
+            if r.get(k) != first.get(k):
+                sys.exit(f"{r['_file']} and {first['_file']} differ in `{k}`: not shards of one run")
+    seen = {}
+    for r in reports:
+        for im in r["images"]:
+            if im["id"] in seen:
+                sys.exit(f"image {im['id']} is in both {seen[im['id']]} and {r['_file']}")
+            seen[im["id"]] = r["_file"]
+    merged = dict(first)
+    merged["_file"] = " + ".join(r["_file"] for r in reports)
+    merged["images"] = [im for r in reports for im in r["images"]]
+    counts = {k: sum(r["counts"][k] for r in reports) for k in first["counts"]}
+    # Files the data set's scan skipped are counted once per shard; count them once.
+    skipped = sum(len(v) for v in first["dataset"]["skipped"].values())
+    for k in ("total", "missing_data"):
+        counts[k] -= (len(reports) - 1) * skipped
+    merged["counts"] = counts
+    means = _means(merged)
+    if first["protocol"] == "localization":
+        merged["mean"] = means if counts["scored"] else None
+    else:
+        merged.update(means)
+        merged["correctly_classified"] = sum(r["correctly_classified"] for r in reports)
+    return merged
 
 
 def scored(report, key):
@@ -114,7 +183,9 @@ def model_section(name, loc, pert):
     out.append("")
     if pert:
         pm = list(pert)
-        n = next(iter(pert.values()))["counts"]["scored"]
+        counts = {pert[x]["counts"]["scored"] for x in pm}
+        n = (str(counts.pop()) if len(counts) == 1 else
+             ", ".join(f"{x} {pert[x]['counts']['scored']}" for x in pm))
         out.append(f"### Pixel perturbation ({n} pictures; ground-truth class; "
                    f"{len(next(iter(pert.values()))['fractions'])} steps, grey removal)")
         out.append("")

@@ -39,9 +39,14 @@ pub struct DataArgs {
     /// one after the other on the same images, e.g. to compare them in one --report.
     #[arg(long, value_enum, value_delimiter = ',', default_values_t = [Method::Agcam])]
     method: Vec<Method>,
-    /// Evaluate only the first N images (in id order).
+    /// Evaluate only the first N images (in id order), after --skip.
     #[arg(long, value_parser = super::index)]
     limit: Option<usize>,
+    /// Leave out the first N images (in id order) before --limit applies: `--skip 500 --limit
+    /// 250` evaluates images 500 to 749, one shard of a run split over several processes or
+    /// machines (each report lists its images by id).
+    #[arg(long, value_parser = super::index, default_value_t = 0)]
+    skip: usize,
     /// Write the full report, with one row per image, to this JSON file (an array of reports,
     /// one per method, when several methods are run).
     #[arg(long)]
@@ -120,6 +125,16 @@ fn open(args: &DataArgs) -> agcam::Result<(agcam::Engine, Dataset)> {
     eprintln!("{}", dataset.describe());
     for w in dataset.skipped.warnings() {
         eprintln!("warning: {w}");
+    }
+    if args.skip > 0 {
+        let usable = dataset.samples.len();
+        if args.skip >= usable {
+            return Err(Error::Invalid(format!(
+                "--skip {} leaves no image: the data set has {usable} usable images",
+                args.skip
+            )));
+        }
+        dataset.skip(args.skip);
     }
     if let Some(n) = args.limit {
         dataset.truncate(n);

@@ -627,6 +627,12 @@ impl Dataset {
         self.samples.truncate(n);
     }
 
+    /// Drops the first `n` samples (in id order), so that runs over disjoint ranges of one data
+    /// set (`--skip`, `--limit`) can be spread over machines and their reports merged.
+    pub fn skip(&mut self, n: usize) {
+        self.samples.drain(..n.min(self.samples.len()));
+    }
+
     /// One line: what was detected, where, how many samples, where the classes come from.
     pub fn describe(&self) -> String {
         format!(
