@@ -266,7 +266,8 @@ struct ElemParams {
     heads: u32,
     // Row length of the attention buffers (tokens rounded up to a multiple of 4).
     padded: u32,
-    // relevance_step: bit 0 = first step (r is e_CLS), bit 1 = last step (write the map).
+    // relevance_step: bit 0 = first step (r is e_CLS), bit 1 = last step (write the map);
+    // seed: bit 0 = average pooling.
     flags: u32,
     _pad: u32,
 }
@@ -311,8 +312,9 @@ fn keep_copy(
     }
 }
 
-// The gradient of x_L [B, N, K, D] from the class-token gradient src [B·K, D]: zero except
-// at token 0 of each image.
+// The gradient of x_L [B, N, K, D] from the gradient at the pooled token src [B·K, D]: zero
+// except at token 0 of each image (class-token pooling), or src / (N - 1) at every patch token
+// (average pooling).
 @compute @workgroup_size(EW_WG)
 fn seed(
     @builtin(workgroup_id) wid: vec3<u32>,
@@ -327,8 +329,12 @@ fn seed(
     let cls = (i / e.dim) % e.classes;
     let token = (i / (e.dim * e.classes)) % e.tokens;
     let image = i / (e.dim * e.classes * e.tokens);
+    // flags bit 0: average pooling, the mean of the patch tokens reaches the logits.
+    let mean = (e.flags & 1u) != 0u;
     var v = 0.0;
-    if (token == 0u) {
+    if (mean && token != 0u) {
+        v = src[(image * e.classes + cls) * e.dim + col] / f32(e.tokens - 1u);
+    } else if (!mean && token == 0u) {
         v = src[(image * e.classes + cls) * e.dim + col];
     }
     dst[i] = v;

@@ -134,20 +134,20 @@ pub(crate) struct FullKeep {
     pub pre: wgpu::Buffer,
 }
 
-/// Bytes per image of the [`FullKeep`] buffers of every layer.
-pub(crate) fn full_keep_bytes_per_image(cfg: &ModelConfig) -> usize {
+/// Bytes per image of the [`FullKeep`] buffers of `layers` layers.
+pub(crate) fn full_keep_bytes_per_image(cfg: &ModelConfig, layers: usize) -> usize {
     let n = cfg.tokens();
     let (d, f) = (cfg.embed_dim, cfg.mlp_hidden);
-    4 * cfg.depth * (n * (5 * d + f) + attention_shape(cfg, 1).scores_per_image())
+    4 * layers * (n * (5 * d + f) + attention_shape(cfg, 1).scores_per_image())
 }
 
 impl FullKeep {
-    /// One per layer, for up to `capacity` images.
-    pub fn new(gpu: &Gpu, cfg: &ModelConfig, capacity: usize) -> Vec<FullKeep> {
+    /// One per layer for the last `layers` layers, for up to `capacity` images.
+    pub fn new(gpu: &Gpu, cfg: &ModelConfig, capacity: usize, layers: usize) -> Vec<FullKeep> {
         let rows = (capacity * cfg.tokens()) as u64;
         let (d, f) = (cfg.embed_dim as u64, cfg.mlp_hidden as u64);
         let scores = (capacity * attention_shape(cfg, 1).scores_per_image()) as u64;
-        (0..cfg.depth)
+        (0..layers)
             .map(|_| FullKeep {
                 x: gpu.storage("kept block input", 4 * rows * d),
                 qkv: gpu.storage("kept qkv", 4 * rows * 3 * d),
@@ -177,7 +177,7 @@ pub(crate) struct Activations {
     attn_out: wgpu::Buffer,
     hidden: wgpu::Buffer,
     /// Mean of the patch tokens [B, D] (average-pooled models only).
-    pooled: wgpu::Buffer,
+    pub pooled: wgpu::Buffer,
     final_cls: wgpu::Buffer,
     /// [B, C].
     pub logits: wgpu::Buffer,
@@ -268,7 +268,8 @@ fn push_named(out: &mut Vec<Dispatch>, dispatches: Vec<Dispatch>, name: &str) {
 /// Records the forward pass of `batch` images (already in `acts.images`) up to the logits.
 /// With `keep_mixed` (one [B, N, N] buffer per layer), also keeps each layer's head-averaged
 /// attention mixed with the identity, for attention rollout; with `keep_full`, everything the
-/// full backward reads, every block computed for all tokens.
+/// full backward reads, every block computed for all tokens: `keep_full` holds the last
+/// `keep_full.len()` layers (all of them for generic attention, the last for Grad-CAM).
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn record_forward(
     gpu: &Gpu,
@@ -329,7 +330,7 @@ pub(crate) fn record_forward(
     for (i, (blk, keep)) in w.blocks.iter().zip(&acts.layers).enumerate() {
         let cls_only = short_last && i + 1 == cfg.depth;
         // The full backward's copies: the activations are written straight into them.
-        let full = keep_full.map(|f| &f[i]);
+        let full = keep_full.and_then(|f| f.get((i + f.len()).checked_sub(cfg.depth)?));
         let qkv = full.map_or(&acts.qkv, |f| &f.qkv);
         let scores = full.map_or(&acts.scores, |f| &f.probs);
         // Rows the query side works on, and how far apart they sit in the token matrices.

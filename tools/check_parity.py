@@ -2,6 +2,7 @@
 
     python3 tools/check_parity.py --model vit_base_patch16_224 --agcam target/release/agcam \
         [--method agcam|grad-cam|generic-attention] [--image path] [--work DIR] [--init default|test]
+        [--global-pool avg]
     python3 tools/check_parity.py --hf google/vit-base-patch16-224 --agcam target/release/agcam
     python3 tools/check_parity.py --hf path/to/config.json --agcam target/release/agcam
 
@@ -13,6 +14,8 @@ ViTConfig defaults, with 1000 classes; anything else is a config.json path) and 
 `save_pretrained` plus a ViTImageProcessor (mean = std = 0.5, as Google's ViT) into the work
 directory. `--init test` replaces the library's init (std 0.02: near-uniform attention, near-tied
 logits) by the fixtures' randomisation, which gives peaky attention and distinct logits.
+`--global-pool avg` (with `--model --method grad-cam`, the one method defined there besides the
+baselines) builds the model with timm's average pooling of the patch tokens through `fc_norm`.
 
 Then writes a smooth test PNG of the model's input size unless an image is given, runs
 `agcam explain IMAGE --weights WORKDIR --method M --out DIR` with no other flag (the folder must
@@ -63,13 +66,13 @@ def run_agcam(binary: Path, image: Path, weights: Path, method: str, out: Path) 
     return grid, report
 
 
-def build_timm(name: str, work: Path, init: str):
+def build_timm(name: str, work: Path, init: str, global_pool: str = "token"):
     """Random-init timm model written by timm's hub export; returns (model, size, mean, std)."""
     from timm.models._hub import save_for_hf
 
     torch.manual_seed(0)
-    model = timm.create_model(name, pretrained=False).eval()
-    check_supported(model)
+    model = timm.create_model(name, pretrained=False, global_pool=global_pool).eval()
+    check_supported(model, allow_avg=global_pool == "avg")
     if init == "test":
         randomize_for_testing(model, torch.Generator().manual_seed(0))
     save_for_hf(model, str(work), safe_serialization=True)
@@ -112,15 +115,22 @@ def main() -> int:
     ap.add_argument("--work", type=Path, help="work directory (default: target/parity/<name>)")
     ap.add_argument("--init", choices=("default", "test"), default="default",
                     help="the library's random init, or the fixtures' randomisation")
+    ap.add_argument("--global-pool", choices=("token", "avg"), default="token",
+                    help="the timm model's pooling (avg: --method grad-cam only)")
     args = ap.parse_args()
     if args.hf and args.method == "grad-cam":
         ap.error(f"--method {args.method} needs --model: its reference takes timm models")
+    if args.global_pool == "avg" and not (args.model and args.method == "grad-cam"):
+        ap.error("--global-pool avg needs --model and --method grad-cam: the other methods are "
+                 "undefined for average-pooled models")
     label = args.model or "hf-" + Path(args.hf).stem.replace("/", "_")
+    if args.global_pool != "token":
+        label += f"-{args.global_pool}"
     work = args.work or Path("target") / "parity" / label
     work.mkdir(parents=True, exist_ok=True)
 
     if args.model:
-        model, size, mean, std = build_timm(args.model, work, args.init)
+        model, size, mean, std = build_timm(args.model, work, args.init, args.global_pool)
         reference = {"agcam": agcam_autograd, "grad-cam": grad_cam}.get(args.method)
     else:
         model, size, mean, std = build_hf(args.hf, work, args.init)

@@ -16,7 +16,7 @@
 use super::Method;
 use crate::gpu::Gpu;
 use crate::kernels::{Dispatch, Epilogue, Kernels, RowMap};
-use crate::model::ModelConfig;
+use crate::model::{ModelConfig, Pooling};
 use crate::vit::{Activations, GpuWeights};
 
 /// Buffers of the backward chain for up to `rows` = images × classes gradient rows.
@@ -97,8 +97,9 @@ pub(crate) fn record_topk(
         .named("topk")
 }
 
-/// Records `out` = LN_finalᵀ(W_head[c]) at the class token of x_L for each of `rows` gradient
-/// rows (`per_image` per image) and its class c in `classes`: where every backward starts.
+/// Records `out` = LN_finalᵀ(W_head[c]) at the class token of x_L (with average pooling:
+/// fc_normᵀ(W_head[c]) at the mean of the patch tokens) for each of `rows` gradient rows
+/// (`per_image` per image) and its class c in `classes`: where every backward starts.
 /// `head_rows` [rows, D] is scratch. The dispatches are named `{prefix}.head_rows` and
 /// `{prefix}.norm_backward`.
 pub(crate) fn record_head_gradient(
@@ -110,6 +111,10 @@ pub(crate) fn record_head_gradient(
     prefix: &str,
 ) -> [Dispatch; 2] {
     let d = cfg.embed_dim;
+    let (pooled, stride) = match cfg.pooling {
+        Pooling::Token => (&acts.x, cfg.tokens()),
+        Pooling::Avg => (&acts.pooled, 1),
+    };
     [
         k.tokens
             .gather_indexed(
@@ -124,14 +129,14 @@ pub(crate) fn record_head_gradient(
         k.layernorm
             .dispatch_backward(
                 gpu,
-                &acts.x,
+                pooled,
                 &w.norm_w,
                 head_rows,
                 out,
                 (rows, d),
                 RowMap {
                     rows_per_input: per_image,
-                    input_row_stride: cfg.tokens(),
+                    input_row_stride: stride,
                 },
                 cfg.layer_norm_eps,
                 false,

@@ -17,8 +17,9 @@
 //! G   += LN1ᵀ([dQ dK dV] · W_qkv)                     now ∂logit/∂x_{k-1}
 //! ```
 //!
-//! from G = LN_finalᵀ(W_head[c]) at the class token of x_L, zero elsewhere. No parameter
-//! gradients. The forward keeps per layer what this reads ([`FullKeep`]).
+//! from G = LN_finalᵀ(W_head[c]) at the class token of x_L, zero elsewhere (with average
+//! pooling: fc_normᵀ(W_head[c]) / P at every patch token). No parameter gradients. The
+//! forward keeps per layer what this reads ([`FullKeep`]).
 
 use super::agcam::{record_head_gradient, record_topk, Backward, ClassChoice};
 use crate::gpu::Gpu;
@@ -30,6 +31,10 @@ use crate::vit::{full_keep_bytes_per_image, Activations, FullKeep, GpuWeights};
 /// with `per_image` classes each.
 pub(crate) struct FullBackward {
     pub per_image: usize,
+    /// The first layer whose activations are kept: 0 for generic attention, the last block for
+    /// Grad-CAM on average-pooled models, which needs the last block's backward only.
+    pub kept_from: usize,
+    /// The kept activations of layers `kept_from..depth`.
     pub keep: Vec<FullKeep>,
     /// [B·K, D]: head rows of the explained classes, then their class-token gradient at x_L.
     head_rows: wgpu::Buffer,
@@ -37,7 +42,7 @@ pub(crate) struct FullBackward {
     /// [B·N·K, D]: the residual-stream gradient G.
     pub grad: wgpu::Buffer,
     /// [B·N·K, D]: the gradient at a branch's output side (LN2 / LN1 output, attention output).
-    branch: wgpu::Buffer,
+    pub branch: wgpu::Buffer,
     /// [B·N·K, F]: the gradient at fc1's pre-activation.
     hidden: wgpu::Buffer,
     /// [B·N·K, 3D]: the gradient of q, k, v.
@@ -55,10 +60,10 @@ fn bytes_per_row(cfg: &ModelConfig) -> usize {
     4 * (2 * d + n * (5 * d + f) + cfg.num_heads * n * n.next_multiple_of(4) + 2 * n)
 }
 
-/// Bytes per image of the full backward with `per_image` classes: the kept activations and
-/// the gradients.
-pub(crate) fn full_bytes_per_image(cfg: &ModelConfig, per_image: usize) -> usize {
-    full_keep_bytes_per_image(cfg) + per_image * bytes_per_row(cfg)
+/// Bytes per image of the full backward with `per_image` classes, keeping the activations of
+/// the layers from `kept_from` on, and the gradients.
+pub(crate) fn full_bytes_per_image(cfg: &ModelConfig, per_image: usize, kept_from: usize) -> usize {
+    full_keep_bytes_per_image(cfg, cfg.depth - kept_from) + per_image * bytes_per_row(cfg)
 }
 
 /// Bytes per image of the largest single buffer of the full backward, which must stay under
@@ -70,7 +75,12 @@ pub(crate) fn full_largest_binding_per_image(cfg: &ModelConfig, per_image: usize
 }
 
 impl FullBackward {
-    pub fn new(gpu: &Gpu, cfg: &ModelConfig, images: usize, per_image: usize) -> FullBackward {
+    pub fn new(
+        gpu: &Gpu,
+        cfg: &ModelConfig,
+        (images, per_image): (usize, usize),
+        kept_from: usize,
+    ) -> FullBackward {
         let (n, d, f) = (
             cfg.tokens() as u64,
             cfg.embed_dim as u64,
@@ -80,7 +90,8 @@ impl FullBackward {
         let attn = cfg.num_heads as u64 * n * n.next_multiple_of(4);
         FullBackward {
             per_image,
-            keep: FullKeep::new(gpu, cfg, images),
+            kept_from,
+            keep: FullKeep::new(gpu, cfg, images, cfg.depth - kept_from),
             head_rows: gpu.storage("head rows", 4 * rows * d),
             cls_grad: gpu.storage("class token gradient", 4 * rows * d),
             grad: gpu.storage("residual gradient", 4 * rows * n * d),
@@ -95,9 +106,9 @@ impl FullBackward {
 }
 
 /// Records the full backward of `batch` images with `per_image` classes each, after a forward
-/// that kept [`FullKeep`] in `full.keep`, and generic attention's map of each gradient row into
-/// `back.maps`. With `probe = Some(layer)` it stops once ∂logit/∂A of that layer is in
-/// `full.d_attn` (for the tests); otherwise `full.grad` ends as ∂logit/∂x_0.
+/// that kept [`FullKeep`] of every layer in `full.keep`, and generic attention's map of each
+/// gradient row into `back.maps`. With `probe = Some(layer)` it stops once ∂logit/∂A of that
+/// layer is in `full.d_attn` (for the tests); otherwise `full.grad` ends as ∂logit/∂x_0.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn record_generic_attention(
     gpu: &Gpu,
@@ -105,11 +116,55 @@ pub(crate) fn record_generic_attention(
     cfg: &ModelConfig,
     w: &GpuWeights,
     acts: &Activations,
-    (back, full): (&Backward, &FullBackward),
-    (batch, per_image): (usize, usize),
+    bufs: (&Backward, &FullBackward),
+    shape: (usize, usize),
     choice: ClassChoice,
     probe: Option<usize>,
 ) -> Vec<Dispatch> {
+    let stop = probe.map_or(Stop::Input, Stop::AttentionGradient);
+    record_full_backward(gpu, (k, cfg, w, acts), bufs, shape, choice, stop)
+}
+
+/// Records the last block's backward of `batch` images with `per_image` classes each, after a
+/// forward that kept at least the last block's [`FullKeep`]: `full.branch` [B, N, K, D] ends as
+/// ∂logit/∂X, X the last block's LN1 output at every token (Grad-CAM's activations on
+/// average-pooled models, method.md §6.2).
+pub(crate) fn record_last_norm1_gradient(
+    gpu: &Gpu,
+    (k, cfg, w, acts): (&Kernels, &ModelConfig, &GpuWeights, &Activations),
+    bufs: (&Backward, &FullBackward),
+    shape: (usize, usize),
+    choice: ClassChoice,
+) -> Vec<Dispatch> {
+    let stop = Stop::LastNorm1Output;
+    record_full_backward(gpu, (k, cfg, w, acts), bufs, shape, choice, stop)
+}
+
+/// Where the full backward stops.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Stop {
+    /// At ∂logit/∂x_0 in `full.grad`, with generic attention's maps in `back.maps`.
+    Input,
+    /// Once ∂logit/∂A of this layer is in `full.d_attn`.
+    AttentionGradient(usize),
+    /// Once ∂logit/∂(the last block's LN1 output) is in `full.branch`, without generic
+    /// attention's relevance.
+    LastNorm1Output,
+}
+
+/// The full backward from the logits, down to `stop`, over the layers `full.keep` holds.
+fn record_full_backward(
+    gpu: &Gpu,
+    (k, cfg, w, acts): (&Kernels, &ModelConfig, &GpuWeights, &Activations),
+    (back, full): (&Backward, &FullBackward),
+    (batch, per_image): (usize, usize),
+    choice: ClassChoice,
+    stop: Stop,
+) -> Vec<Dispatch> {
+    debug_assert!(
+        stop == Stop::LastNorm1Output || full.kept_from == 0,
+        "the backward below the last block needs every layer's activations"
+    );
     let n = cfg.tokens();
     let (d, f, h, hd) = (cfg.embed_dim, cfg.mlp_hidden, cfg.num_heads, cfg.head_dim());
     let np = n.next_multiple_of(4);
@@ -123,7 +178,9 @@ pub(crate) fn record_generic_attention(
     if choice == ClassChoice::TopK {
         out.push(record_topk(gpu, k, cfg, acts, back, batch, kk));
     }
-    // G = LN_finalᵀ(W_head[c]) at the class token of x_L, zero at the other tokens.
+    // G = LN_finalᵀ(W_head[c]) at the class token of x_L, zero at the other tokens; with
+    // average pooling, fc_normᵀ(W_head[c]) / P at each of the P patch tokens, zero at the class
+    // token.
     let buffers = (&back.classes, &full.head_rows, &full.cls_grad);
     out.extend(record_head_gradient(
         gpu,
@@ -134,8 +191,14 @@ pub(crate) fn record_generic_attention(
         "full",
     ));
     out.push(
-        bk.seed(gpu, &full.cls_grad, &full.grad, (batch, n, kk, d))
-            .named("full.seed"),
+        bk.seed(
+            gpu,
+            &full.cls_grad,
+            &full.grad,
+            (batch, n, kk, d),
+            cfg.pooling,
+        )
+        .named("full.seed"),
     );
 
     // Gradient rows [B, N, K]: K of them share one row of the kept activations.
@@ -158,7 +221,9 @@ pub(crate) fn record_generic_attention(
     let probs = Mat::rows(np).batched(h * n * np, 0, n * np);
     let attn_shape = (batch, kk, h, n);
 
-    for (layer, (blk, keep)) in w.blocks.iter().zip(&full.keep).enumerate().rev() {
+    for (i, keep) in full.keep.iter().enumerate().rev() {
+        let layer = full.kept_from + i;
+        let blk = &w.blocks[layer];
         let name = |part: &str| format!("full.blocks.{layer}.{part}");
         // MLP: dH = gelu'(pre) ⊙ ((ls2 ⊙ G) · W_fc2), then G += LN2ᵀ(dH · W_fc1).
         out.push(
@@ -234,7 +299,7 @@ pub(crate) fn record_generic_attention(
             )
             .named(name("attn.grad_attn")),
         );
-        if probe == Some(layer) {
+        if stop == Stop::AttentionGradient(layer) {
             return out;
         }
 
@@ -245,21 +310,23 @@ pub(crate) fn record_generic_attention(
             (&full.ping, &full.pong)
         };
         let r_out = if layer == 0 { &back.maps } else { r_out };
-        out.push(
-            bk.relevance_step(
-                gpu,
-                &keep.probs,
-                &full.d_attn,
-                r_in,
-                r_out,
-                attn_shape,
-                ChainStep {
-                    first: layer + 1 == cfg.depth,
-                    last: layer == 0,
-                },
-            )
-            .named(name("relevance")),
-        );
+        if stop != Stop::LastNorm1Output {
+            out.push(
+                bk.relevance_step(
+                    gpu,
+                    &keep.probs,
+                    &full.d_attn,
+                    r_in,
+                    r_out,
+                    attn_shape,
+                    ChainStep {
+                        first: layer + 1 == cfg.depth,
+                        last: layer == 0,
+                    },
+                )
+                .named(name("relevance")),
+            );
+        }
 
         // dV_h = A_hᵀ · dO_h, then dS, dQ_h = d^-½ dS_h · K_h, dK_h = d^-½ dS_hᵀ · Q_h.
         out.push(
@@ -315,6 +382,9 @@ pub(crate) fn record_generic_attention(
             )
             .named(name("attn.qkv_t")),
         );
+        if stop == Stop::LastNorm1Output {
+            return out;
+        }
         out.push(
             k.layernorm
                 .dispatch_backward_rows(

@@ -13,7 +13,7 @@ use baselines::{record_raw_attention, record_rollout, rollout_bytes_per_image, R
 use full_backward::{
     full_bytes_per_image, full_largest_binding_per_image, record_generic_attention, FullBackward,
 };
-use gradcam::record_grad_cam;
+use gradcam::{record_grad_cam, record_grad_cam_full};
 
 use crate::error::{Error, Result};
 use crate::gpu::Gpu;
@@ -36,9 +36,9 @@ pub enum Method {
     RawAttention,
     /// Grad-CAM (Selvaraju et al., ICCV 2017) as pytorch-grad-cam applies it to ViTs:
     /// class-specific. With X the last block's LN1 output at the P patch tokens,
-    /// w = (1/P) Σ_j ∂logits[c]/∂X[j] and map[j] = ReLU(X[j] · w) (method.md §6.2), computed
-    /// in closed form from the last block alone. Class-token pooling only: average-pooled
-    /// models are refused.
+    /// w = (1/P) Σ_j ∂logits[c]/∂X[j] and map[j] = ReLU(X[j] · w) (method.md §6.2). With
+    /// class-token pooling in closed form from the last block alone; with average pooling by
+    /// the last block's full backward.
     GradCam,
     /// Generic attention explainability (Chefer, Gur & Wolf, ICCV 2021, the self-attention
     /// rule; method.md §6.1): class-specific, class-token pooling only. With ∇A_k = ∂logit_c/∂A_k
@@ -65,11 +65,6 @@ impl Method {
             self,
             Method::Agcam | Method::GradCam | Method::GenericAttention
         )
-    }
-
-    /// Whether the method runs the full backward (every layer, every token, no detach).
-    fn needs_full_backward(self) -> bool {
-        self == Method::GenericAttention
     }
 }
 
@@ -281,9 +276,9 @@ impl Engine {
         &self.gpu
     }
 
-    /// Most images per GPU chunk. A method that runs the full backward (generic attention)
-    /// lowers it, for the engine's lifetime, to what fits the memory budget with its kept
-    /// activations and gradients.
+    /// Most images per GPU chunk. A method that runs the full backward (generic attention;
+    /// Grad-CAM on average-pooled models) lowers it, for the engine's lifetime, to what fits
+    /// the memory budget with its kept activations and gradients.
     pub fn capacity(&self) -> usize {
         self.capacity
     }
@@ -355,8 +350,8 @@ impl Engine {
                 (1, ClassChoice::Given)
             }
         };
-        if method.needs_full_backward() {
-            self.fit_full_backward(per_image)?;
+        if let Some(kept_from) = self.full_backward_from(method) {
+            self.fit_full_backward(method, per_image, kept_from)?;
         }
         let mut out = Vec::with_capacity(count);
         for (i, chunk) in images.chunks(self.capacity * self.image_len()).enumerate() {
@@ -389,6 +384,18 @@ impl Engine {
         Ok(out)
     }
 
+    /// The first layer whose activations `method` keeps for the full backward (every token, no
+    /// detach), or `None` when it does not run it: generic attention goes back through every
+    /// layer; Grad-CAM on an average-pooled model through the last block, where its closed form
+    /// (class-token pooling) does not hold.
+    fn full_backward_from(&self, method: Method) -> Option<usize> {
+        match (method, self.config.pooling) {
+            (Method::GenericAttention, _) => Some(0),
+            (Method::GradCam, Pooling::Avg) => Some(self.config.depth - 1),
+            _ => None,
+        }
+    }
+
     /// Refuses a method the model cannot be explained with.
     fn check_method(&self, method: Method) -> Result<()> {
         if self.config.pooling != Pooling::Avg {
@@ -400,20 +407,16 @@ impl Engine {
                  attention inputs detached (method.md §2), no gradient reaches the class token's \
                  query row, so every map would be zero."
             }
-            Method::GradCam => {
-                "grad-cam is not supported on average-pooled models (global_pool=\"avg\"): agcam \
-                 computes it in closed form from the last block's class token (method.md §6.2), \
-                 which holds only when the class token alone reaches the logits."
-            }
             Method::GenericAttention => {
                 "generic attention is undefined for average-pooled models (global_pool=\"avg\"): \
                  its map is the class token's row of the relevance, and the class token reaches \
                  no logit there (method.md §6.1)."
             }
-            Method::AttentionRollout | Method::RawAttention => return Ok(()),
+            Method::GradCam | Method::AttentionRollout | Method::RawAttention => return Ok(()),
         };
         Err(Error::Invalid(format!(
-            "{}: {why} Predictions and the attention-rollout and raw-attention baselines work.",
+            "{}: {why} Predictions, grad-cam and the attention-rollout and raw-attention \
+             baselines work.",
             self.config.name
         )))
     }
@@ -435,12 +438,17 @@ impl Engine {
     }
 
     /// Lowers the chunk size (once, for the engine's lifetime) so that the activations, the
-    /// full backward's kept activations and its gradients for `per_image` classes fit both the
-    /// memory budget and the adapter's binding limit together.
-    fn fit_full_backward(&mut self, per_image: usize) -> Result<()> {
+    /// full backward's kept activations (layers `kept_from..`) and its gradients for
+    /// `per_image` classes fit both the memory budget and the adapter's binding limit together.
+    fn fit_full_backward(
+        &mut self,
+        method: Method,
+        per_image: usize,
+        kept_from: usize,
+    ) -> Result<()> {
         let cfg = &self.config;
         let per_image_bytes = activation_bytes_per_image(cfg)
-            + full_bytes_per_image(cfg, per_image)
+            + full_bytes_per_image(cfg, per_image, kept_from)
             + per_image * backward_bytes_per_row(cfg);
         let max_binding = self.gpu.limits.max_storage_buffer_binding_size as usize;
         let by_binding = max_binding / full_largest_binding_per_image(cfg, per_image);
@@ -451,7 +459,7 @@ impl Engine {
                  (activations and the full backward), over --max-gpu-mem {} MiB or the \
                  adapter's binding limit: explain fewer classes or raise --max-gpu-mem",
                 cfg.name,
-                Method::GenericAttention.name(),
+                method.name(),
                 per_image_bytes >> 20,
                 self.max_gpu_mem >> 20
             )));
@@ -464,16 +472,17 @@ impl Engine {
         Ok(())
     }
 
-    /// Allocates the full backward's buffers for `per_image` classes per image on first use.
-    fn prepare_full(&mut self, per_image: usize) {
+    /// Allocates the full backward's buffers for `per_image` classes per image, keeping the
+    /// activations of layers `kept_from..`, on first use.
+    fn prepare_full(&mut self, per_image: usize, kept_from: usize) {
         let ws = self.workspace.as_mut().expect("prepared");
-        if ws.full.as_ref().is_none_or(|f| f.per_image < per_image) {
-            ws.full = Some(FullBackward::new(
-                &self.gpu,
-                &self.config,
-                self.capacity,
-                per_image,
-            ));
+        if ws
+            .full
+            .as_ref()
+            .is_none_or(|f| f.per_image < per_image || f.kept_from > kept_from)
+        {
+            let shape = (self.capacity, per_image);
+            ws.full = Some(FullBackward::new(&self.gpu, &self.config, shape, kept_from));
             ws.recordings.clear();
         }
     }
@@ -530,8 +539,9 @@ impl Engine {
         if method == Method::AttentionRollout {
             self.prepare_rollout()?;
         }
-        if method.needs_full_backward() {
-            self.prepare_full(per_image);
+        let full_from = explain.and_then(|(_, m)| self.full_backward_from(m));
+        if let Some(kept_from) = full_from {
+            self.prepare_full(per_image, kept_from);
         }
         let ws = self.workspace.as_mut().expect("prepared");
         let key = (batch, per_image, explain.map(|(c, _)| c), method);
@@ -543,8 +553,10 @@ impl Engine {
             (Method::AttentionRollout, Some(r)) => Some(r.mixed.as_slice()),
             _ => None,
         };
-        let keep_full = match (method.needs_full_backward(), &ws.full) {
-            (true, Some(full)) => Some(full.keep.as_slice()),
+        // A forward keeps the layers the method's full backward reads, however many the
+        // buffers hold (generic attention's buffers serve Grad-CAM too).
+        let keep_full = match (full_from, &ws.full) {
+            (Some(from), Some(full)) => Some(&full.keep[from - full.kept_from..]),
             _ => None,
         };
         let mut dispatches = record_forward(gpu, k, cfg, w, &ws.acts, batch, mixed, keep_full);
@@ -562,10 +574,12 @@ impl Engine {
                         per_image,
                         method,
                     };
-                    if method == Method::Agcam {
-                        record_backward(&chain, choice)
-                    } else {
-                        record_grad_cam(&chain, choice)
+                    match (method, &ws.full) {
+                        (Method::Agcam, _) => record_backward(&chain, choice),
+                        (_, Some(full)) if full_from.is_some() => {
+                            record_grad_cam_full(&chain, full, choice)
+                        }
+                        _ => record_grad_cam(&chain, choice),
                     }
                 }
                 Method::GenericAttention => {
@@ -706,8 +720,8 @@ impl Engine {
     ) -> Result<Profile> {
         let count = self.check_images(images)?;
         self.check_method(method)?;
-        if method.needs_full_backward() && top_k > 0 {
-            self.fit_full_backward(top_k)?;
+        if let (Some(kept_from), true) = (self.full_backward_from(method), top_k > 0) {
+            self.fit_full_backward(method, top_k, kept_from)?;
         }
         if count > self.capacity {
             return Err(Error::Invalid(format!(

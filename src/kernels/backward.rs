@@ -6,6 +6,7 @@ use super::{
     linear_grid, module_with, words, Access, ChainStep, Dispatch, Kernel, KernelSet, Precision,
 };
 use crate::gpu::Gpu;
+use crate::model::Pooling;
 
 /// A matrix inside a buffer, in elements: element (r, c) of batch entry (image, class, head)
 /// is at `offset + image·image + class·cls + head·head + r·row + c·col`. Must match `Mat`
@@ -513,24 +514,28 @@ impl BackwardKernels {
         self.elementwise(gpu, kernel, (src, count), dst, params)
     }
 
-    /// The gradient of the residual stream [B, N, K, D] that is `cls` [B·K, D] at token 0 of
-    /// each image and zero elsewhere.
+    /// The gradient of the residual stream [B, N, K, D] from `pooled` [B·K, D], the gradient
+    /// at the pooled token: under class-token pooling, `pooled` at token 0 of each image and
+    /// zero elsewhere; under average pooling, `pooled` / (N − 1) at each patch token and zero
+    /// at the class token.
     pub fn seed(
         &self,
         gpu: &Gpu,
-        cls: &wgpu::Buffer,
+        pooled: &wgpu::Buffer,
         grad: &wgpu::Buffer,
         (images, tokens, classes, dim): (usize, usize, usize, usize),
+        pooling: Pooling,
     ) -> Dispatch {
         let params = ElemParams {
             count: (images * tokens * classes * dim) as u32,
             tokens: tokens as u32,
             classes: classes as u32,
             dim: dim as u32,
+            flags: (pooling == Pooling::Avg) as u32,
             ..Default::default()
         };
         let src_len = images * classes * dim;
-        self.elementwise(gpu, &self.seed, (cls, src_len), grad, params)
+        self.elementwise(gpu, &self.seed, (pooled, src_len), grad, params)
     }
 
     fn attention_params(
