@@ -2,10 +2,11 @@
 # What each class-specific method costs against a forward pass, by GPU kernel time (`agcam
 # profile`, GPU timestamps): explain ÷ forward = all kernels of the method's profile ÷ the
 # forward's kernels of the AGCAM profile (everything but `topk` and `agcam.*`). A method that
-# changes the forward (generic attention keeps every block's activations and runs the last block
-# for all tokens) is charged for it. In brackets, the same ratio within each method's own run
-# (1 + its backward kernels ÷ its forward kernels), which no run-to-run scatter touches; for
-# generic attention that leaves out what its forward adds.
+# changes the forward (generic attention and transformer attribution keep every block's
+# activations and run the last block for all tokens) is charged for it. In brackets, the same
+# ratio within each method's own run (1 + its backward kernels ÷ its forward kernels: `topk`,
+# `<method>.*`, `full.*` and transformer attribution's LRP pass `lrp.*`), which no run-to-run
+# scatter touches; for the full-backward methods that leaves out what their forward adds.
 #
 #   cargo build --release && bash scripts/method-cost.sh [--random vit_base_patch16_224] [BATCHES]
 #
@@ -19,7 +20,7 @@ if [ "${1:-}" = "--random" ]; then
     shift 2
 fi
 BATCHES=${1:-1,8}
-METHODS=${METHODS:-agcam,grad-cam,generic-attention}
+METHODS=${METHODS:-agcam,grad-cam,generic-attention,transformer-attribution}
 REPEAT=${REPEAT:-3}
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
@@ -52,7 +53,7 @@ for b in batches:
         within = []
         for p in runs(m, b):
             back = sum(k["ms"] for k in p["kernels"] if k["name"] == "topk"
-                       or k["name"].startswith((f"{m}.", "full.")))
+                       or k["name"].startswith((f"{m}.", "full.", "lrp.")))
             own = sum(k["ms"] for k in p["kernels"]) - back
             within.append(1 + back / own)
         cells.append(f"{total:.1f} ({total / forward:.3f}) [{min(within):.3f}]")

@@ -36,6 +36,9 @@ struct BgParams {
 
 // B as f16 pairs (the weight matrices with f16 storage) instead of f32.
 override B_F16: bool = false;
+// B as loaded: 0 as stored, 1 its positive part max(b, 0), 2 its negative part min(b, 0) (the
+// LRP z⁺ rule's W⁺ and W⁻, src/kernels/lrp.rs, without storing either).
+override B_SIGN: u32 = 0u;
 // bgemm_block: B's columns are contiguous and 4-aligned (col 1, offset, row and batch strides
 // and n multiples of 4): each invocation reads 4 columns per load.
 override B_VEC4: bool = false;
@@ -71,17 +74,39 @@ fn mat_base(t: Mat, z: u32) -> u32 {
 fn load_b(i: u32) -> f32 {
     if (B_F16) {
         let pair = unpack2x16float(gb_f16[i >> 1u]);
-        return select(pair.x, pair.y, (i & 1u) == 1u);
+        return signed_part(select(pair.x, pair.y, (i & 1u) == 1u));
     }
-    return gb[i];
+    return signed_part(gb[i]);
 }
 
 // B[i..i+4] for i a multiple of 4.
 fn load_b4(i: u32) -> vec4<f32> {
     if (B_F16) {
-        return vec4<f32>(unpack2x16float(gb_f16[i >> 1u]), unpack2x16float(gb_f16[(i >> 1u) + 1u]));
+        let b = vec4<f32>(unpack2x16float(gb_f16[i >> 1u]), unpack2x16float(gb_f16[(i >> 1u) + 1u]));
+        return signed_part4(b);
     }
-    return gb4[i >> 2u];
+    return signed_part4(gb4[i >> 2u]);
+}
+
+// B_SIGN's part of a loaded value.
+fn signed_part(b: f32) -> f32 {
+    if (B_SIGN == 1u) {
+        return max(b, 0.0);
+    }
+    if (B_SIGN == 2u) {
+        return min(b, 0.0);
+    }
+    return b;
+}
+
+fn signed_part4(b: vec4<f32>) -> vec4<f32> {
+    if (B_SIGN == 1u) {
+        return max(b, vec4<f32>(0.0));
+    }
+    if (B_SIGN == 2u) {
+        return min(b, vec4<f32>(0.0));
+    }
+    return b;
 }
 
 // C = alpha · op(A) · op(B) [⊙ gelu'(aux)] for every batch entry, each invocation a 4 × 4
@@ -266,7 +291,9 @@ struct ElemParams {
     heads: u32,
     // Row length of the attention buffers (tokens rounded up to a multiple of 4).
     padded: u32,
-    // relevance_step: bit 0 = first step (r is e_CLS), bit 1 = last step (write the map);
+    // relevance_step: bit 0 = first step (r is e_CLS), bit 1 = last step (write the map),
+    // bit 2 = the weights are per gradient row [B, K, H, N, padded] (transformer attribution's
+    // attention relevance) instead of per image [B, H, N, padded] (the attention itself).
     // seed: bit 0 = average pooling.
     flags: u32,
     _pad: u32,
@@ -373,6 +400,7 @@ fn softmax_backward(
 // One step of generic attention's relevance, from the last layer down, one invocation per
 // (gradient row q = image·K + class, key j):
 //   r'[j] = r[j] + Σ_i r[i] · Ā[i, j],   Ā = mean_h max(0, ∇A_h ⊙ A_h)
+// (`probs` holds A_h, or with flag bit 2 transformer attribution's R_A,h of each gradient row)
 // (r = e_CLS on the first step), without forming Ā or R. The last step writes r'[1:] as the
 // map [B·K, N-1] to dst instead of r' [B·K, N].
 @compute @workgroup_size(EW_WG)
@@ -388,15 +416,15 @@ fn relevance_step(
     let n = e.tokens;
     let q = idx / n;
     let j = idx % n;
-    let image = q / e.classes;
     let first = (e.flags & 1u) != 0u;
     let last = (e.flags & 2u) != 0u;
+    let weight_row = select(q / e.classes, q, (e.flags & 4u) != 0u);
     // Only row CLS of r is non-zero on the first step.
     let rows = select(n, 1u, first);
     var sum = 0.0;
     for (var h = 0u; h < e.heads; h++) {
         let g = (q * e.heads + h) * n * e.padded + j;
-        let a = (image * e.heads + h) * n * e.padded + j;
+        let a = (weight_row * e.heads + h) * n * e.padded + j;
         for (var i = 0u; i < rows; i++) {
             // Never read src on the first step: it is not bound then.
             var r_i = 1.0;

@@ -178,7 +178,8 @@ pub(crate) struct Activations {
     hidden: wgpu::Buffer,
     /// Mean of the patch tokens [B, D] (average-pooled models only).
     pub pooled: wgpu::Buffer,
-    final_cls: wgpu::Buffer,
+    /// The final LayerNorm's output [B, D]: the head's input.
+    pub final_cls: wgpu::Buffer,
     /// [B, C].
     pub logits: wgpu::Buffer,
     pub layers: Vec<LayerKeep>,

@@ -270,17 +270,22 @@ fn eval_skip_runs_one_shard_of_a_data_set() {
 
 /// The methods AGCAM is compared with, and the refusal each gives an average-pooled model
 /// (`None`: defined there, and run).
-const COMPARED: [(&str, Option<&str>); 2] = [
+const COMPARED: [(&str, Option<&str>); 3] = [
     ("grad-cam", None),
     (
         "generic-attention",
         Some("generic attention is undefined for average-pooled models"),
     ),
+    (
+        "transformer-attribution",
+        Some("transformer attribution is undefined for average-pooled models"),
+    ),
 ];
 
 /// Each compared method on the bundled demo model, top 2: a class-specific map per explained
 /// class, recorded under the method's name, a raw 14 × 14 grid, finite and non-negative (Grad-CAM
-/// ends in a ReLU; generic attention's R ≥ I), not flat, and different for the two classes.
+/// ends in a ReLU; generic attention's and transformer attribution's rollouts of non-negative
+/// Ā are ≥ I), not flat, and different for the two classes.
 #[test]
 fn explain_compared_methods_on_the_demo_model() {
     let samples = Path::new(env!("CARGO_MANIFEST_DIR")).join("weights/samples");
@@ -365,14 +370,18 @@ fn compared_methods_on_average_pooled_models() {
     }
 }
 
-/// `eval --method agcam,grad-cam,generic-attention` runs every method on the same images in
-/// both protocols, one report each, in the order given.
+/// `eval --method agcam,<each compared method>` runs every method on the same images in both
+/// protocols, one report each, in the order given.
 #[test]
 fn eval_runs_a_list_of_methods() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("voc");
     let o = agcam(&["synth", "--out", s(&data), "--count", "3", "--seed", "9"]);
     assert!(o.status.success(), "{}", stderr(&o));
+    let order: Vec<&str> = std::iter::once("agcam")
+        .chain(COMPARED.iter().map(|(m, _)| *m))
+        .collect();
+    let list = order.join(",");
     for protocol in ["localization", "perturbation"] {
         let json = dir.path().join(format!("{protocol}.json"));
         let o = agcam(&[
@@ -381,7 +390,7 @@ fn eval_runs_a_list_of_methods() {
             "--data",
             s(&data),
             "--method",
-            "agcam,grad-cam,generic-attention",
+            list.as_str(),
             "--limit",
             "2",
             "--json",
@@ -396,11 +405,7 @@ fn eval_runs_a_list_of_methods() {
             .iter()
             .map(|r| r["method"].as_str().unwrap())
             .collect();
-        assert_eq!(
-            methods,
-            ["agcam", "grad-cam", "generic-attention"],
-            "{protocol}"
-        );
+        assert_eq!(methods, order, "{protocol}");
     }
 }
 
@@ -441,23 +446,38 @@ fn bench_and_profile_take_a_method() {
         ]
     );
 
+    let names = profiled_kernels(&weights, "grad-cam");
+    assert!(names.contains(&"grad-cam.map".to_string()), "{names:?}");
+    assert!(!names.iter().any(|n| n.starts_with("agcam.")), "{names:?}");
+
+    // Transformer attribution: the LRP pass interleaved with the full backward, to block 0.
+    let names = profiled_kernels(&weights, "transformer-attribution");
+    for name in [
+        "lrp.head.z_plus",
+        "lrp.blocks.0.attn.av_attention",
+        "full.blocks.0.relevance",
+    ] {
+        assert!(names.iter().any(|n| n == name), "{name} in {names:?}");
+    }
+}
+
+/// The kernel names of `agcam profile --method METHOD --json` on `weights`.
+fn profiled_kernels(weights: &Path, method: &str) -> Vec<String> {
     let o = agcam(&[
         "profile",
         "--weights",
-        s(&weights),
+        s(weights),
         "--method",
-        "grad-cam",
+        method,
         "--json",
     ]);
-    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(o.status.success(), "{method}: {}", stderr(&o));
     let profile: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
-    assert_eq!(profile["method"], "grad-cam");
-    let names: Vec<&str> = profile["kernels"]
+    assert_eq!(profile["method"], method);
+    profile["kernels"]
         .as_array()
         .unwrap()
         .iter()
-        .map(|k| k["name"].as_str().unwrap())
-        .collect();
-    assert!(names.contains(&"grad-cam.map"), "{names:?}");
-    assert!(!names.iter().any(|n| n.starts_with("agcam.")), "{names:?}");
+        .map(|k| k["name"].as_str().unwrap().to_string())
+        .collect()
 }

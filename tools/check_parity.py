@@ -1,7 +1,7 @@
 """End-to-end parity of the agcam binary with the float64 PyTorch autograd reference.
 
     python3 tools/check_parity.py --model vit_base_patch16_224 --agcam target/release/agcam \
-        [--method agcam|grad-cam|generic-attention] [--image path] [--work DIR] [--init default|test]
+        [--method agcam|grad-cam|generic-attention|transformer-attribution] [--image path] [--work DIR] [--init default|test]
         [--global-pool avg]
     python3 tools/check_parity.py --hf google/vit-base-patch16-224 --agcam target/release/agcam
     python3 tools/check_parity.py --hf path/to/config.json --agcam target/release/agcam
@@ -109,7 +109,8 @@ def main() -> int:
     which.add_argument("--hf", help="transformers ViT config: google/vit-base-patch16-224 or a "
                        "config.json path")
     ap.add_argument("--agcam", required=True, type=Path, help="path to the agcam binary")
-    ap.add_argument("--method", choices=("agcam", "grad-cam", "generic-attention"), default="agcam",
+    ap.add_argument("--method", default="agcam",
+                    choices=("agcam", "grad-cam", "generic-attention", "transformer-attribution"),
                     help="the explanation method to check (default: agcam)")
     ap.add_argument("--image", type=Path, help="input image (default: a generated test PNG)")
     ap.add_argument("--work", type=Path, help="work directory (default: target/parity/<name>)")
@@ -153,6 +154,13 @@ def main() -> int:
         kind = "timm" if args.model else "hf"
         maps, logits, _ = generic_attention_any(model.double(), kind, x,
                                                 torch.tensor([[agcam_class]]))
+        logits, reference = logits[0], maps[0, 0].detach().numpy()
+    elif args.method == "transformer-attribution":
+        from make_method_fixtures import transformer_attribution_any
+
+        kind = "timm" if args.model else "hf"
+        maps, logits = transformer_attribution_any(model.double(), kind, x,
+                                                   torch.tensor([[agcam_class]]))
         logits, reference = logits[0], maps[0, 0].detach().numpy()
     else:
         trace = reference(model.double(), x, classes=torch.tensor([[agcam_class]]))

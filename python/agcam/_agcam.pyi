@@ -58,8 +58,9 @@ class Explainer:
         ``target``: None explains the predicted class (or the ``top_k`` best classes), an int the
         same class for every image, a sequence of ints one class per image. ``method``: "agcam",
         "grad-cam" (class-token models only), "generic-attention" (Chefer et al. 2021, full
-        backward; class-token models only), or the class-agnostic baselines "attention-rollout"
-        and "raw-attention". Files and uint8 arrays are preprocessed exactly as the command line
+        backward; class-token models only), "transformer-attribution" (Chefer et al. CVPR 2021,
+        LRP with attention gradients; class-token models only), or the class-agnostic baselines
+        "attention-rollout" and "raw-attention". Files and uint8 arrays are preprocessed exactly as the command line
         preprocesses files, so the maps are the CLI's. The GIL is released while images are
         decoded and the GPU works.
         """

@@ -546,8 +546,10 @@ impl Explainer {
     /// resized and normalised. target: None explains the predicted class (or the top_k best
     /// classes, best first), an int the same class for every image, a sequence of ints one
     /// class per image. method: "agcam", "grad-cam" (class-token models only),
-    /// "generic-attention" (Chefer et al. 2021, full backward; class-token models only), or the
-    /// class-agnostic baselines "attention-rollout" and "raw-attention". The GIL is released
+    /// "generic-attention" (Chefer et al. 2021, full backward; class-token models only),
+    /// "transformer-attribution" (Chefer et al. CVPR 2021, LRP with attention gradients;
+    /// class-token models only), or the class-agnostic baselines "attention-rollout" and
+    /// "raw-attention". The GIL is released
     /// while images decode and the GPU works.
     #[pyo3(signature = (images, target=None, top_k=1, method="agcam"))]
     fn explain(

@@ -210,7 +210,8 @@ def test_corrupt_file(explainer, tmp_path):
         ({"top_k": 11}, "top-k must be between 1"),
         ({"target": 1, "top_k": 2}, "not both"),
         ({"method": "gradcam"},
-         "method must be one of agcam, attention-rollout, raw-attention, grad-cam, generic-attention"),
+         "method must be one of agcam, attention-rollout, raw-attention, grad-cam, generic-attention, "
+         "transformer-attribution"),
     ],
 )
 def test_bad_arguments(explainer, samples, kwargs, message):

@@ -34,8 +34,8 @@ pub struct ExplainArgs {
     #[arg(long, value_parser = index)]
     pub top_k: Option<usize>,
     /// How maps are computed: AGCAM, a class-specific method it is compared with (Grad-CAM on
-    /// the last block's norm1, generic attention; class-token pooling only, docs/method.md §6),
-    /// or a class-agnostic baseline.
+    /// the last block's norm1, generic attention, transformer attribution; class-token pooling
+    /// only, docs/method.md §6), or a class-agnostic baseline.
     #[arg(long, value_enum, default_value_t = Method::Agcam)]
     pub method: Method,
     /// Output folder.

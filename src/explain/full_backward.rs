@@ -23,7 +23,9 @@
 
 use super::agcam::{record_head_gradient, record_topk, Backward, ClassChoice};
 use crate::gpu::Gpu;
-use crate::kernels::{Batch, ChainStep, Dispatch, Finish, Kernels, Mat, Right, RowMap};
+use crate::kernels::{
+    BackwardKernels, Batch, ChainStep, Dispatch, Finish, Kernels, Mat, Right, RowMap,
+};
 use crate::model::ModelConfig;
 use crate::vit::{full_keep_bytes_per_image, Activations, FullKeep, GpuWeights};
 
@@ -116,13 +118,37 @@ pub(crate) fn record_generic_attention(
     cfg: &ModelConfig,
     w: &GpuWeights,
     acts: &Activations,
-    bufs: (&Backward, &FullBackward),
-    shape: (usize, usize),
+    (back, full): (&Backward, &FullBackward),
+    (batch, per_image): (usize, usize),
     choice: ClassChoice,
     probe: Option<usize>,
 ) -> Vec<Dispatch> {
-    let stop = probe.map_or(Stop::Input, Stop::AttentionGradient);
-    record_full_backward(gpu, (k, cfg, w, acts), bufs, shape, choice, stop)
+    let shape = (batch, per_image);
+    let mut relevance = |layer: usize, out: &mut Vec<Dispatch>| {
+        let weights = (&full.keep[layer].probs, false);
+        out.push(relevance_row_step(
+            gpu,
+            k,
+            cfg,
+            (back, full),
+            shape,
+            layer,
+            0,
+            weights,
+        ));
+    };
+    let stop = probe.map_or(Stop::Layer(0), Stop::Probe);
+    let bufs = (back, full);
+    record_full_backward(
+        gpu,
+        k,
+        (cfg, w, acts),
+        bufs,
+        shape,
+        choice,
+        stop,
+        &mut relevance,
+    )
 }
 
 /// Records the last block's backward of `batch` images with `per_image` classes each, after a
@@ -137,29 +163,76 @@ pub(crate) fn record_last_norm1_gradient(
     choice: ClassChoice,
 ) -> Vec<Dispatch> {
     let stop = Stop::LastNorm1Output;
-    record_full_backward(gpu, (k, cfg, w, acts), bufs, shape, choice, stop)
+    record_full_backward(
+        gpu,
+        k,
+        (cfg, w, acts),
+        bufs,
+        shape,
+        choice,
+        stop,
+        &mut |_, _| {},
+    )
 }
 
 /// Where the full backward stops.
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Stop {
-    /// At ∂logit/∂x_0 in `full.grad`, with generic attention's maps in `back.maps`.
-    Input,
-    /// Once ∂logit/∂A of this layer is in `full.d_attn`.
-    AttentionGradient(usize),
-    /// Once ∂logit/∂(the last block's LN1 output) is in `full.branch`, without generic
-    /// attention's relevance.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Stop {
+    /// After the relevance step of this layer and the rest of its backward (the layers below it
+    /// are not needed: their relevance steps start lower).
+    Layer(usize),
+    /// Once ∂logit/∂A of this layer is in `full.d_attn`, before its relevance step (tests).
+    Probe(usize),
+    /// Once ∂logit/∂(the last block's LN1 output) is in `full.branch` (Grad-CAM on
+    /// average-pooled models).
     LastNorm1Output,
 }
 
-/// The full backward from the logits, down to `stop`, over the layers `full.keep` holds.
-fn record_full_backward(
+/// The class-token relevance row's step at `layer` from the last layer down to `start`:
+/// r ← r + r · mean_h max(0, ∇A ⊙ weights) (`relevance_step` of shaders/backward.wgsl), with
+/// ∇A in `full.d_attn` and weights (the attention, or, flagged, one set per gradient row), the
+/// map into `back.maps` at `start`.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn relevance_row_step(
     gpu: &Gpu,
-    (k, cfg, w, acts): (&Kernels, &ModelConfig, &GpuWeights, &Activations),
+    k: &Kernels,
+    cfg: &ModelConfig,
+    (back, full): (&Backward, &FullBackward),
+    (batch, per_image): (usize, usize),
+    layer: usize,
+    start: usize,
+    weights: (&wgpu::Buffer, bool),
+) -> Dispatch {
+    // Ping-pong from the last layer down.
+    let (r_in, r_out) = if (cfg.depth - 1 - layer).is_multiple_of(2) {
+        (&full.pong, &full.ping)
+    } else {
+        (&full.ping, &full.pong)
+    };
+    let r_out = if layer == start { &back.maps } else { r_out };
+    let attn_shape = (batch, per_image, cfg.num_heads, cfg.tokens());
+    let step = ChainStep {
+        first: layer + 1 == cfg.depth,
+        last: layer == start,
+    };
+    k.backward(gpu)
+        .relevance_step(gpu, weights, &full.d_attn, r_in, r_out, attn_shape, step)
+        .named(format!("full.blocks.{layer}.relevance"))
+}
+
+/// Records the full backward (as [`record_generic_attention`] describes) down to `stop`, with
+/// `relevance(layer, out)` recording each layer's use of ∂logit/∂A in `full.d_attn` (before
+/// the softmax backward turns it into ∂logit/∂S).
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn record_full_backward(
+    gpu: &Gpu,
+    k: &Kernels,
+    (cfg, w, acts): (&ModelConfig, &GpuWeights, &Activations),
     (back, full): (&Backward, &FullBackward),
     (batch, per_image): (usize, usize),
     choice: ClassChoice,
     stop: Stop,
+    relevance: &mut dyn FnMut(usize, &mut Vec<Dispatch>),
 ) -> Vec<Dispatch> {
     debug_assert!(
         stop == Stop::LastNorm1Output || full.kept_from == 0,
@@ -167,7 +240,6 @@ fn record_full_backward(
     );
     let n = cfg.tokens();
     let (d, f, h, hd) = (cfg.embed_dim, cfg.mlp_hidden, cfg.num_heads, cfg.head_dim());
-    let np = n.next_multiple_of(4);
     let kk = per_image;
     let rows = batch * n * kk;
     let eps = cfg.layer_norm_eps;
@@ -206,19 +278,7 @@ fn record_full_backward(
         rows_per_input: kk,
         input_row_stride: 1,
     };
-    let heads = Batch {
-        images: batch,
-        classes: kk,
-        heads: h,
-    };
-    // Per (image, class, head): the head's columns of a [B, N, K, width] gradient, or of the
-    // kept [B·N, 3D] q, k, v (the same for every class), and the [N, padded] attention matrices.
-    let grad_head = |width: usize, offset: usize| {
-        Mat::at(offset, kk * width, 1).batched(n * kk * width, width, hd)
-    };
-    let kept_head = |offset: usize| Mat::at(offset, 3 * d, 1).batched(n * 3 * d, 0, hd);
-    let d_attn = Mat::rows(np).batched(kk * h * n * np, h * n * np, n * np);
-    let probs = Mat::rows(np).batched(h * n * np, 0, n * np);
+    let heads = HeadProducts::new(gpu, k, cfg, (batch, kk));
     let attn_shape = (batch, kk, h, n);
 
     for (i, keep) in full.keep.iter().enumerate().rev() {
@@ -288,86 +348,34 @@ fn record_full_backward(
             .named(name("attn.proj_t")),
         );
         out.push(
-            bk.product(
-                gpu,
-                (&full.branch, grad_head(d, 0)),
-                Right::Activation(&keep.qkv, kept_head(2 * d).t()),
-                (&full.d_attn, d_attn),
-                (n, n, hd),
-                heads,
-                Finish::scaled(1.0),
-            )
-            .named(name("attn.grad_attn")),
+            heads
+                .times_values_t(&full.branch, &keep.qkv, &full.d_attn)
+                .named(name("attn.grad_attn")),
         );
-        if stop == Stop::AttentionGradient(layer) {
+        if stop == Stop::Probe(layer) {
             return out;
         }
-
-        // Generic attention: r ← r + r · Ā_k, ping-pong from the last layer down.
-        let (r_in, r_out) = if (cfg.depth - 1 - layer).is_multiple_of(2) {
-            (&full.pong, &full.ping)
-        } else {
-            (&full.ping, &full.pong)
-        };
-        let r_out = if layer == 0 { &back.maps } else { r_out };
-        if stop != Stop::LastNorm1Output {
-            out.push(
-                bk.relevance_step(
-                    gpu,
-                    &keep.probs,
-                    &full.d_attn,
-                    r_in,
-                    r_out,
-                    attn_shape,
-                    ChainStep {
-                        first: layer + 1 == cfg.depth,
-                        last: layer == 0,
-                    },
-                )
-                .named(name("relevance")),
-            );
-        }
+        relevance(layer, &mut out);
 
         // dV_h = A_hᵀ · dO_h, then dS, dQ_h = d^-½ dS_h · K_h, dK_h = d^-½ dS_hᵀ · Q_h.
         out.push(
-            bk.product(
-                gpu,
-                (&keep.probs, probs.t()),
-                Right::Activation(&full.branch, grad_head(d, 0)),
-                (&full.d_qkv, grad_head(3 * d, 2 * d)),
-                (n, hd, n),
-                heads,
-                Finish::scaled(1.0),
-            )
-            .named(name("attn.grad_v")),
+            heads
+                .attention_t_times(&keep.probs, &full.branch, &full.d_qkv)
+                .named(name("attn.grad_v")),
         );
         out.push(
             bk.softmax_backward(gpu, &keep.probs, &full.d_attn, attn_shape)
                 .named(name("attn.softmax_backward")),
         );
         out.push(
-            bk.product(
-                gpu,
-                (&full.d_attn, d_attn),
-                Right::Activation(&keep.qkv, kept_head(d)),
-                (&full.d_qkv, grad_head(3 * d, 0)),
-                (n, hd, n),
-                heads,
-                Finish::scaled(scale),
-            )
-            .named(name("attn.grad_q")),
+            heads
+                .times_keys(&full.d_attn, &keep.qkv, &full.d_qkv, scale)
+                .named(name("attn.grad_q")),
         );
         out.push(
-            bk.product(
-                gpu,
-                (&full.d_attn, d_attn.t()),
-                Right::Activation(&keep.qkv, kept_head(0)),
-                (&full.d_qkv, grad_head(3 * d, d)),
-                (n, hd, n),
-                heads,
-                Finish::scaled(scale),
-            )
-            .named(name("attn.grad_k")),
+            heads
+                .t_times_queries(&full.d_attn, &keep.qkv, &full.d_qkv, scale)
+                .named(name("attn.grad_k")),
         );
         // G += LN1ᵀ([dQ dK dV] · W_qkv).
         out.push(
@@ -400,8 +408,179 @@ fn record_full_backward(
                 )
                 .named(name("norm1_backward")),
         );
+        if stop == Stop::Layer(layer) {
+            break;
+        }
     }
     out
+}
+
+/// The per-head products of the attention's backward, which transformer attribution's bilinear
+/// LRP rules share: per (image, class, head), a head's columns of a [B, N, K, width] gradient
+/// (or relevance) `g` or of the kept [B·N, 3D] q, k, v (the same for every class), and the
+/// [N, padded] matrices of a [B, K, H, N, padded] tensor or of the kept attention [B, H, N,
+/// padded].
+pub(crate) struct HeadProducts<'a> {
+    gpu: &'a Gpu,
+    bk: &'a BackwardKernels,
+    batch: Batch,
+    /// (N, padded N, D, head dim).
+    dims: (usize, usize, usize, usize),
+}
+
+impl<'a> HeadProducts<'a> {
+    pub fn new(
+        gpu: &'a Gpu,
+        k: &'a Kernels,
+        cfg: &ModelConfig,
+        (images, classes): (usize, usize),
+    ) -> HeadProducts<'a> {
+        let n = cfg.tokens();
+        HeadProducts {
+            gpu,
+            bk: k.backward(gpu),
+            batch: Batch {
+                images,
+                classes,
+                heads: cfg.num_heads,
+            },
+            dims: (n, n.next_multiple_of(4), cfg.embed_dim, cfg.head_dim()),
+        }
+    }
+
+    /// Columns `offset..offset + d` of a [B, N, K, width] tensor.
+    fn rows(&self, width: usize, offset: usize) -> Mat {
+        let (n, _, _, hd) = self.dims;
+        let kk = self.batch.classes;
+        Mat::at(offset, kk * width, 1).batched(n * kk * width, width, hd)
+    }
+
+    /// Columns `offset..offset + d` of the kept q, k, v.
+    fn kept(&self, offset: usize) -> Mat {
+        let (n, _, d, hd) = self.dims;
+        Mat::at(offset, 3 * d, 1).batched(n * 3 * d, 0, hd)
+    }
+
+    /// [N, padded] matrices of a [B, K, H, N, padded] tensor.
+    fn per_row(&self) -> Mat {
+        let (n, np, _, _) = self.dims;
+        let (kk, h) = (self.batch.classes, self.batch.heads);
+        Mat::rows(np).batched(kk * h * n * np, h * n * np, n * np)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn product(
+        &self,
+        a: (&wgpu::Buffer, Mat),
+        b: (&wgpu::Buffer, Mat),
+        c: (&wgpu::Buffer, Mat),
+        (m, n, k): (usize, usize, usize),
+        alpha: f32,
+    ) -> Dispatch {
+        let b = Right::Activation(b.0, b.1);
+        let finish = Finish::scaled(alpha);
+        self.bk
+            .product(self.gpu, a, b, c, (m, n, k), self.batch, finish)
+    }
+
+    /// `out_h = g_h · V_hᵀ` into [B, K, H, N, padded] (∇A from dO; R_A's product).
+    pub fn times_values_t(
+        &self,
+        g: &wgpu::Buffer,
+        qkv: &wgpu::Buffer,
+        out: &wgpu::Buffer,
+    ) -> Dispatch {
+        let (n, _, d, hd) = self.dims;
+        let v = self.kept(2 * d).t();
+        self.product(
+            (g, self.rows(d, 0)),
+            (qkv, v),
+            (out, self.per_row()),
+            (n, n, hd),
+            1.0,
+        )
+    }
+
+    /// `out_h = A_h · V_h` into the head's columns of [B·N, D] (the attention output; with one
+    /// class per image).
+    pub fn attention_times_values(
+        &self,
+        probs: &wgpu::Buffer,
+        qkv: &wgpu::Buffer,
+        out: &wgpu::Buffer,
+    ) -> Dispatch {
+        let (n, _, d, hd) = self.dims;
+        let values = (qkv, self.kept(2 * d));
+        self.product(
+            (probs, self.per_row()),
+            values,
+            (out, self.rows(d, 0)),
+            (n, hd, n),
+            1.0,
+        )
+    }
+
+    /// `out_h = Q_h · K_hᵀ` into [B, H, N, padded] (the unscaled scores; one class per image).
+    pub fn queries_times_keys_t(&self, qkv: &wgpu::Buffer, out: &wgpu::Buffer) -> Dispatch {
+        let (n, _, d, hd) = self.dims;
+        let (q, k) = ((qkv, self.kept(0)), (qkv, self.kept(d).t()));
+        self.product(q, k, (out, self.per_row()), (n, n, hd), 1.0)
+    }
+
+    /// `out_h = A_hᵀ · g_h` into the v columns of [B, N, K, 3D] (dV from dO; R_V's product).
+    pub fn attention_t_times(
+        &self,
+        probs: &wgpu::Buffer,
+        g: &wgpu::Buffer,
+        out: &wgpu::Buffer,
+    ) -> Dispatch {
+        let (n, np, d, hd) = self.dims;
+        let h = self.batch.heads;
+        let a = Mat::rows(np).batched(h * n * np, 0, n * np).t();
+        let g = (g, self.rows(d, 0));
+        self.product(
+            (probs, a),
+            g,
+            (out, self.rows(3 * d, 2 * d)),
+            (n, hd, n),
+            1.0,
+        )
+    }
+
+    /// `out_h = alpha · m_h · K_h` into the q columns of [B, N, K, 3D], `m` [B, K, H, N, padded]
+    /// (dQ from dS; R_q's product).
+    pub fn times_keys(
+        &self,
+        m: &wgpu::Buffer,
+        qkv: &wgpu::Buffer,
+        out: &wgpu::Buffer,
+        alpha: f32,
+    ) -> Dispatch {
+        let (n, _, d, hd) = self.dims;
+        let keys = (qkv, self.kept(d));
+        self.product(
+            (m, self.per_row()),
+            keys,
+            (out, self.rows(3 * d, 0)),
+            (n, hd, n),
+            alpha,
+        )
+    }
+
+    /// `out_h = alpha · m_hᵀ · Q_h` into the k columns of [B, N, K, 3D] (dK from dS; R_k's
+    /// product).
+    pub fn t_times_queries(
+        &self,
+        m: &wgpu::Buffer,
+        qkv: &wgpu::Buffer,
+        out: &wgpu::Buffer,
+        alpha: f32,
+    ) -> Dispatch {
+        let (n, _, d, hd) = self.dims;
+        let m = (m, self.per_row().t());
+        let queries = (qkv, self.kept(0));
+        self.product(m, queries, (out, self.rows(3 * d, d)), (n, hd, n), alpha)
+    }
 }
 
 #[cfg(test)]

@@ -5,6 +5,7 @@ pub(crate) mod agcam;
 mod baselines;
 mod full_backward;
 mod gradcam;
+mod transformer_attribution;
 
 use std::collections::HashMap;
 
@@ -14,6 +15,9 @@ use full_backward::{
     full_bytes_per_image, full_largest_binding_per_image, record_generic_attention, FullBackward,
 };
 use gradcam::{record_grad_cam, record_grad_cam_full};
+use transformer_attribution::{
+    lrp_bytes_per_image, lrp_largest_binding_per_image, record_transformer_attribution, LrpBuffers,
+};
 
 use crate::error::{Error, Result};
 use crate::gpu::Gpu;
@@ -45,6 +49,13 @@ pub enum Method {
     /// from the full backward (no detach) and Ā_k = mean_h max(0, ∇A_k,h ⊙ A_k,h), the map is
     /// the class-token row of R = (I + Ā_L)⋯(I + Ā_1) at the patch tokens.
     GenericAttention,
+    /// Transformer attribution (Chefer, Gur & Wolf, CVPR 2021, the LRP-based method; method.md
+    /// §6.3): class-specific, class-token pooling only. LRP relevance from one-hot(c) at the
+    /// logits through every block with the authors' rules (z⁺ for the linear layers, their
+    /// Add, Clone and bilinear rules), R_A,k the relevance of each block's attention; with
+    /// ∇A_k from the full backward, Ā_k = mean_h max(0, ∇A_k,h ⊙ R_A,k,h) and the map is the
+    /// class-token row of (I + Ā_L)⋯(I + Ā_1) at the patch tokens (start layer 0).
+    TransformerAttribution,
 }
 
 impl Method {
@@ -56,6 +67,7 @@ impl Method {
             Method::RawAttention => "raw-attention",
             Method::GradCam => "grad-cam",
             Method::GenericAttention => "generic-attention",
+            Method::TransformerAttribution => "transformer-attribution",
         }
     }
 
@@ -63,7 +75,10 @@ impl Method {
     pub fn is_class_specific(self) -> bool {
         matches!(
             self,
-            Method::Agcam | Method::GradCam | Method::GenericAttention
+            Method::Agcam
+                | Method::GradCam
+                | Method::GenericAttention
+                | Method::TransformerAttribution
         )
     }
 }
@@ -203,6 +218,7 @@ struct Workspace {
     back: Option<Backward>,
     rollout: Option<RolloutBuffers>,
     full: Option<FullBackward>,
+    lrp: Option<LrpBuffers>,
     recordings: HashMap<RecordingKey, Vec<Dispatch>>,
     logits_readback: wgpu::Buffer,
     classes_readback: Option<wgpu::Buffer>,
@@ -276,9 +292,9 @@ impl Engine {
         &self.gpu
     }
 
-    /// Most images per GPU chunk. A method that runs the full backward (generic attention;
-    /// Grad-CAM on average-pooled models) lowers it, for the engine's lifetime, to what fits
-    /// the memory budget with its kept activations and gradients.
+    /// Most images per GPU chunk. A method that runs the full backward (generic attention,
+    /// transformer attribution; Grad-CAM on average-pooled models) lowers it, for the engine's
+    /// lifetime, to what fits the memory budget with its kept activations and gradients.
     pub fn capacity(&self) -> usize {
         self.capacity
     }
@@ -385,12 +401,12 @@ impl Engine {
     }
 
     /// The first layer whose activations `method` keeps for the full backward (every token, no
-    /// detach), or `None` when it does not run it: generic attention goes back through every
+    /// detach), or `None` when it does not run it: generic attention and transformer attribution go back through every
     /// layer; Grad-CAM on an average-pooled model through the last block, where its closed form
     /// (class-token pooling) does not hold.
     fn full_backward_from(&self, method: Method) -> Option<usize> {
         match (method, self.config.pooling) {
-            (Method::GenericAttention, _) => Some(0),
+            (Method::GenericAttention | Method::TransformerAttribution, _) => Some(0),
             (Method::GradCam, Pooling::Avg) => Some(self.config.depth - 1),
             _ => None,
         }
@@ -411,6 +427,11 @@ impl Engine {
                 "generic attention is undefined for average-pooled models (global_pool=\"avg\"): \
                  its map is the class token's row of the relevance, and the class token reaches \
                  no logit there (method.md §6.1)."
+            }
+            Method::TransformerAttribution => {
+                "transformer attribution is undefined for average-pooled models \
+                 (global_pool=\"avg\"): its LRP relevance starts at the class token and its map \
+                 is the class token's row, which reaches no logit there (method.md §6.3)."
             }
             Method::GradCam | Method::AttentionRollout | Method::RawAttention => return Ok(()),
         };
@@ -439,7 +460,8 @@ impl Engine {
 
     /// Lowers the chunk size (once, for the engine's lifetime) so that the activations, the
     /// full backward's kept activations (layers `kept_from..`) and its gradients for
-    /// `per_image` classes fit both the memory budget and the adapter's binding limit together.
+    /// `per_image` classes fit both the memory budget and the adapter's binding limit together
+    /// (with transformer attribution's relevance buffers for `method` = it).
     fn fit_full_backward(
         &mut self,
         method: Method,
@@ -447,11 +469,21 @@ impl Engine {
         kept_from: usize,
     ) -> Result<()> {
         let cfg = &self.config;
+        let lrp = method == Method::TransformerAttribution;
         let per_image_bytes = activation_bytes_per_image(cfg)
             + full_bytes_per_image(cfg, per_image, kept_from)
-            + per_image * backward_bytes_per_row(cfg);
+            + per_image * backward_bytes_per_row(cfg)
+            + if lrp {
+                lrp_bytes_per_image(cfg, per_image)
+            } else {
+                0
+            };
+        let mut largest = full_largest_binding_per_image(cfg, per_image);
+        if lrp {
+            largest = largest.max(lrp_largest_binding_per_image(cfg, per_image));
+        }
         let max_binding = self.gpu.limits.max_storage_buffer_binding_size as usize;
-        let by_binding = max_binding / full_largest_binding_per_image(cfg, per_image);
+        let by_binding = max_binding / largest;
         let fit = (self.max_gpu_mem as usize / per_image_bytes).min(by_binding);
         if fit == 0 {
             return Err(Error::Invalid(format!(
@@ -473,8 +505,9 @@ impl Engine {
     }
 
     /// Allocates the full backward's buffers for `per_image` classes per image, keeping the
-    /// activations of layers `kept_from..`, on first use.
-    fn prepare_full(&mut self, per_image: usize, kept_from: usize) {
+    /// activations of layers `kept_from..`, on first use, and with `lrp` transformer
+    /// attribution's relevance buffers.
+    fn prepare_full(&mut self, per_image: usize, kept_from: usize, lrp: bool) {
         let ws = self.workspace.as_mut().expect("prepared");
         if ws
             .full
@@ -483,6 +516,11 @@ impl Engine {
         {
             let shape = (self.capacity, per_image);
             ws.full = Some(FullBackward::new(&self.gpu, &self.config, shape, kept_from));
+            ws.recordings.clear();
+        }
+        if lrp && ws.lrp.as_ref().is_none_or(|l| l.per_image < per_image) {
+            let (gpu, cfg) = (&self.gpu, &self.config);
+            ws.lrp = Some(LrpBuffers::new(gpu, cfg, self.capacity, per_image));
             ws.recordings.clear();
         }
     }
@@ -496,6 +534,7 @@ impl Engine {
             back: None,
             rollout: None,
             full: None,
+            lrp: None,
             recordings: HashMap::new(),
             logits_readback: gpu.readback("logits", 4 * (self.capacity * cfg.num_classes) as u64),
             classes_readback: None,
@@ -541,7 +580,11 @@ impl Engine {
         }
         let full_from = explain.and_then(|(_, m)| self.full_backward_from(m));
         if let Some(kept_from) = full_from {
-            self.prepare_full(per_image, kept_from);
+            self.prepare_full(
+                per_image,
+                kept_from,
+                method == Method::TransformerAttribution,
+            );
         }
         let ws = self.workspace.as_mut().expect("prepared");
         let key = (batch, per_image, explain.map(|(c, _)| c), method);
@@ -587,6 +630,14 @@ impl Engine {
                     let shape = (batch, per_image);
                     let bufs = (back, full);
                     record_generic_attention(gpu, k, cfg, w, &ws.acts, bufs, shape, choice, None)
+                }
+                Method::TransformerAttribution => {
+                    let full = ws.full.as_ref().expect("prepared");
+                    let lrp = ws.lrp.as_ref().expect("prepared");
+                    let model = (cfg, w, &ws.acts);
+                    let bufs = (back, full, lrp);
+                    let shape = (batch, per_image);
+                    record_transformer_attribution(gpu, k, model, bufs, shape, choice, 0)
                 }
                 Method::RawAttention | Method::AttentionRollout => {
                     let mut tail = Vec::new();

@@ -269,7 +269,16 @@ struct BlockVariant {
     a_vec4: bool,
 }
 
-pub(crate) struct BackwardKernels {
+/// Which part of a weight matrix a signed product reads: the LRP z⁺ rule's W⁺ = max(W, 0) or
+/// W⁻ = min(W, 0), taken as the weights are loaded (shaders/backward.wgsl `B_SIGN`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum WeightPart {
+    Positive = 1,
+    Negative = 2,
+}
+
+/// The compiled variants of the batched product for one reading of B.
+pub(crate) struct Products {
     /// `bgemm` (by whether B is f16; the f16 entry with f16 weights only) on the GPU kernel set
     /// and on OpenGL, where Mesa's compile of large unrolled kernels trips wgpu's context lock
     /// (see `Gemm::block`).
@@ -278,29 +287,38 @@ pub(crate) struct BackwardKernels {
     blocks: std::collections::HashMap<BlockVariant, Kernel>,
     block: bool,
     weights_f16: bool,
-    gelu_copy: Kernel,
-    keep_copy: Kernel,
-    seed: Kernel,
-    softmax_backward: Kernel,
-    relevance_step: Kernel,
+    /// Set for products whose B is a part of a weight matrix (never an activation).
+    part: Option<WeightPart>,
 }
 
-impl BackwardKernels {
-    pub fn new(gpu: &Gpu, set: KernelSet, precision: Precision) -> BackwardKernels {
+impl Products {
+    /// The products of `set` for weights stored as `precision` says, reading all of B or, with
+    /// `part`, only that part of a weight matrix.
+    pub fn new(
+        gpu: &Gpu,
+        set: KernelSet,
+        precision: Precision,
+        part: Option<WeightPart>,
+    ) -> Products {
         let m = module_with(gpu, "backward", false);
         let weights_f16 = precision == Precision::F16;
         let gl = gpu.info.backend == wgpu::Backend::Gl;
         let block = set.resolve(gpu) == KernelSet::Cpu && !gl;
+        let sign = part.map(|p| ("B_SIGN", p as u32 as f64));
+        // A signed product's B is a weight matrix: its format is the engine's.
+        let needed =
+            |b_f16: bool| (!b_f16 || weights_f16) && (part.is_none() || b_f16 == weights_f16);
         let bgemm = |f16: bool| {
-            (!block && (!f16 || weights_f16)).then(|| {
-                let constants = [("B_F16", f16 as u32 as f64)];
+            (!block && needed(f16)).then(|| {
+                let mut constants = vec![("B_F16", f16 as u32 as f64)];
+                constants.extend(sign);
                 Kernel::new(gpu, &m, "bgemm", BGEMM_BINDINGS, &constants)
             })
         };
         let mut blocks = std::collections::HashMap::new();
         let flags = [false, true];
         for (narrow, b_f16, b_vec4, a_vec4) in flag_combinations(flags) {
-            if !block || (b_f16 && (narrow || !weights_f16)) {
+            if !block || !needed(b_f16) || (b_f16 && narrow) {
                 continue;
             }
             let mut constants = vec![
@@ -311,6 +329,7 @@ impl BackwardKernels {
             if narrow {
                 constants.push(("BB_COLS", BB_COLS_NARROW as f64));
             }
+            constants.extend(sign);
             let kernel = Kernel::new(gpu, &m, "bgemm_block", BGEMM_BINDINGS, &constants);
             let variant = BlockVariant {
                 narrow,
@@ -320,24 +339,13 @@ impl BackwardKernels {
             };
             blocks.insert(variant, kernel);
         }
-        let kernel = |entry: &str, bindings| Kernel::new(gpu, &m, entry, bindings, &[]);
-        BackwardKernels {
+        Products {
             bgemm: [bgemm(false), bgemm(true)],
             blocks,
             block,
             weights_f16,
-            gelu_copy: kernel("gelu_copy", ELEM_BINDINGS),
-            keep_copy: kernel("keep_copy", ELEM_BINDINGS),
-            seed: kernel("seed", ELEM_BINDINGS),
-            softmax_backward: kernel("softmax_backward", SOFTMAX_BINDINGS),
-            relevance_step: kernel("relevance_step", RELEVANCE_BINDINGS),
+            part,
         }
-    }
-
-    /// Whether products run on `bgemm_block` (the CPU kernel set, not on OpenGL).
-    #[cfg(test)]
-    pub fn is_block(&self) -> bool {
-        self.block
     }
 
     /// `c = finish(a · b)` for every matrix of `batch`: `m × k` times `k × n`.
@@ -354,7 +362,13 @@ impl BackwardKernels {
     ) -> Dispatch {
         let (b, b_mat, b_f16) = match b {
             Right::Weight(buffer, mat) => (buffer, mat, self.weights_f16),
-            Right::Activation(buffer, mat) => (buffer, mat, false),
+            Right::Activation(buffer, mat) => {
+                assert!(
+                    self.part.is_none(),
+                    "a signed product reads a weight matrix"
+                );
+                (buffer, mat, false)
+            }
         };
         let mut flags = 0;
         if finish.k_scale.is_some() {
@@ -456,6 +470,51 @@ impl BackwardKernels {
             2 * count * m * n * k,
             count * (4 * m * k + b_bytes * k * n + 4 * m * n),
         )
+    }
+}
+
+pub(crate) struct BackwardKernels {
+    products: Products,
+    gelu_copy: Kernel,
+    keep_copy: Kernel,
+    seed: Kernel,
+    softmax_backward: Kernel,
+    relevance_step: Kernel,
+}
+
+impl BackwardKernels {
+    pub fn new(gpu: &Gpu, set: KernelSet, precision: Precision) -> BackwardKernels {
+        let m = module_with(gpu, "backward", false);
+        let kernel = |entry: &str, bindings| Kernel::new(gpu, &m, entry, bindings, &[]);
+        BackwardKernels {
+            products: Products::new(gpu, set, precision, None),
+            gelu_copy: kernel("gelu_copy", ELEM_BINDINGS),
+            keep_copy: kernel("keep_copy", ELEM_BINDINGS),
+            seed: kernel("seed", ELEM_BINDINGS),
+            softmax_backward: kernel("softmax_backward", SOFTMAX_BINDINGS),
+            relevance_step: kernel("relevance_step", RELEVANCE_BINDINGS),
+        }
+    }
+
+    /// Whether products run on `bgemm_block` (the CPU kernel set, not on OpenGL).
+    #[cfg(test)]
+    pub fn is_block(&self) -> bool {
+        self.products.block
+    }
+
+    /// `c = finish(a · b)` for every matrix of `batch`: `m × k` times `k × n`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn product(
+        &self,
+        gpu: &Gpu,
+        a: (&wgpu::Buffer, Mat),
+        b: Right<'_>,
+        c: (&wgpu::Buffer, Mat),
+        shape: (usize, usize, usize),
+        batch: Batch,
+        finish: Finish<'_>,
+    ) -> Dispatch {
+        self.products.product(gpu, a, b, c, shape, batch, finish)
     }
 
     fn elementwise(
@@ -580,13 +639,15 @@ impl BackwardKernels {
     }
 
     /// One step of generic attention's relevance chain (shaders/backward.wgsl
-    /// `relevance_step`): `r_out = r_in + r_in · mean_h max(0, grad ⊙ probs)` per gradient
-    /// row, or the map r[1:] into `r_out` [B·K, N-1] on the last step.
+    /// `relevance_step`): `r_out = r_in + r_in · mean_h max(0, grad ⊙ weights)` per gradient
+    /// row, or the map r[1:] into `r_out` [B·K, N-1] on the last step. The weights are the
+    /// attention [B, H, N, padded] (generic attention) or, with `per_row`, one [H, N, padded]
+    /// per gradient row (transformer attribution's attention relevance).
     #[allow(clippy::too_many_arguments)]
     pub fn relevance_step(
         &self,
         gpu: &Gpu,
-        probs: &wgpu::Buffer,
+        (probs, per_row): (&wgpu::Buffer, bool),
         grad: &wgpu::Buffer,
         r_in: &wgpu::Buffer,
         r_out: &wgpu::Buffer,
@@ -596,8 +657,9 @@ impl BackwardKernels {
         let (images, classes, heads, tokens) = shape;
         let rows = images * classes;
         let count = rows * tokens;
-        let flags = step.first as u32 | (step.last as u32) << 1;
+        let flags = step.first as u32 | (step.last as u32) << 1 | (per_row as u32) << 2;
         let params = Self::attention_params(shape, count, flags);
+        let weight_rows = if per_row { rows } else { images };
         let padded = params.padded as usize;
         let uniform = gpu.uniform("relevance step params", &params);
         let bind = self.relevance_step.bind();
@@ -613,7 +675,7 @@ impl BackwardKernels {
         };
         let reads = if step.first { 1 } else { tokens };
         bind.storage(11, r_out, words(out_len))
-            .storage(12, probs, words(images * heads * tokens * padded))
+            .storage(12, probs, words(weight_rows * heads * tokens * padded))
             .uniform(13, &uniform)
             .storage(14, grad, words(rows * heads * tokens * padded))
             .dispatch(gpu, linear_grid((count as u32).div_ceil(EW_WG)))

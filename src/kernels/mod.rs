@@ -8,6 +8,7 @@ mod baselines;
 mod gemm;
 mod gradcam;
 mod layernorm;
+mod lrp;
 mod tokens;
 pub(crate) mod variants;
 
@@ -19,6 +20,7 @@ pub(crate) use gemm::{Epilogue, Gemm, View};
 pub(crate) use gradcam::GradCamKernels;
 
 pub(crate) use layernorm::{LayerNorm, RowMap};
+pub(crate) use lrp::{Linear, LrpKernels, Shared, ZPlusScratch};
 pub(crate) use tokens::Tokens;
 
 use crate::gpu::Gpu;
@@ -39,6 +41,7 @@ pub(crate) const SHADERS: &[(&str, &str)] = &[
     ("gemm_twin16", gemm::TWIN16_SOURCE),
     ("gemm_twin8", gemm::TWIN8_SOURCE),
     ("layernorm", include_str!("../../shaders/layernorm.wgsl")),
+    ("lrp", include_str!("../../shaders/lrp.wgsl")),
     ("tokens", include_str!("../../shaders/tokens.wgsl")),
 ];
 
@@ -455,6 +458,8 @@ pub(crate) struct Kernels {
     /// The full backward's kernels (generic attention), compiled on first use: most runs
     /// never need them.
     backward: std::sync::OnceLock<BackwardKernels>,
+    /// Transformer attribution's LRP kernels, compiled on first use.
+    lrp: std::sync::OnceLock<LrpKernels>,
     set: KernelSet,
     precision: Precision,
 }
@@ -471,6 +476,7 @@ impl Kernels {
             baselines: Baselines::new(gpu),
             gradcam: GradCamKernels::new(gpu),
             backward: std::sync::OnceLock::new(),
+            lrp: std::sync::OnceLock::new(),
             set,
             precision,
         }
@@ -481,8 +487,16 @@ impl Kernels {
         self.backward
             .get_or_init(|| BackwardKernels::new(gpu, self.set, self.precision))
     }
+
+    /// Transformer attribution's LRP kernels, compiled on the first call.
+    pub fn lrp(&self, gpu: &Gpu) -> &LrpKernels {
+        self.lrp
+            .get_or_init(|| LrpKernels::new(gpu, self.set, self.precision))
+    }
 }
 
+#[cfg(test)]
+mod lrp_tests;
 #[cfg(test)]
 mod tests;
 #[cfg(test)]

@@ -241,18 +241,39 @@ pub fn shader_variants() -> Vec<ShaderVariant> {
     for b_f16 in [0, 1] {
         out.push(v("backward", "bgemm", &[("B_F16", b_f16)], None));
     }
-    // bgemm_block: scalar or vec4 loads of A and of B; narrow products read activations only.
-    for narrow in [false, true] {
-        for b_f16 in [0, 1] {
-            if narrow && b_f16 == 1 {
-                continue;
+    // Transformer attribution's z⁺ products read the positive or negative part of the weights
+    // (B_SIGN 1, 2), in each of the same variants.
+    for sign in [None, Some(1), Some(2)] {
+        let signed = |mut constants: Vec<(&'static str, u32)>| {
+            constants.extend(sign.map(|s| ("B_SIGN", s)));
+            constants
+        };
+        if sign.is_some() {
+            for b_f16 in [0, 1] {
+                out.push(v(
+                    "backward",
+                    "bgemm",
+                    &signed(vec![("B_F16", b_f16)]),
+                    None,
+                ));
             }
-            for (b_vec4, a_vec4) in [(0, 0), (0, 1), (1, 0), (1, 1)] {
-                let mut constants = vec![("B_F16", b_f16), ("B_VEC4", b_vec4), ("A_VEC4", a_vec4)];
-                if narrow {
-                    constants.push(("BB_COLS", 4));
+        }
+        // bgemm_block: scalar or vec4 loads of A and of B; narrow products (at most 32
+        // columns) read f32 only.
+        for narrow in [false, true] {
+            for b_f16 in [0, 1] {
+                if narrow && b_f16 == 1 {
+                    continue;
                 }
-                out.push(v("backward", "bgemm_block", &constants, Some(Cpu)).not_on_gl());
+                for (b_vec4, a_vec4) in [(0, 0), (0, 1), (1, 0), (1, 1)] {
+                    let mut constants =
+                        vec![("B_F16", b_f16), ("B_VEC4", b_vec4), ("A_VEC4", a_vec4)];
+                    if narrow {
+                        constants.push(("BB_COLS", 4));
+                    }
+                    let constants = signed(constants);
+                    out.push(v("backward", "bgemm_block", &constants, Some(Cpu)).not_on_gl());
+                }
             }
         }
     }
@@ -267,6 +288,18 @@ pub fn shader_variants() -> Vec<ShaderVariant> {
     }
     for entry in ["key_value_gradient", "patch_map"] {
         out.push(v("gradcam", entry, &[], None));
+    }
+    for entry in [
+        "signed_split",
+        "ratio",
+        "scale_by",
+        "zplus_input",
+        "clone_merge",
+        "add_factors",
+        "add_apply",
+        "one_hot",
+    ] {
+        out.push(v("lrp", entry, &[], None));
     }
     out
 }

@@ -37,7 +37,9 @@ fn catalogue_matches_what_launchers_compile() {
         // large kernel: build its sets one after the other in this thread only.
         for set in [KernelSet::Cpu, KernelSet::Gpu] {
             for precision in [Precision::F32, Precision::F16] {
-                Kernels::new(gpu, set, precision).backward(gpu);
+                let kernels = Kernels::new(gpu, set, precision);
+                kernels.backward(gpu);
+                kernels.lrp(gpu);
             }
         }
     }
@@ -222,6 +224,7 @@ fn launchers_mirror_their_shaders() {
         &super::baselines::MIRROR,
         &super::gradcam::MIRROR,
         &super::layernorm::MIRROR,
+        &super::lrp::MIRROR,
         &super::tokens::MIRROR,
         &super::gemm::COOP_MIRRORS[0],
         &super::gemm::COOP_MIRRORS[1],

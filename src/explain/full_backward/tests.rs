@@ -40,7 +40,7 @@ fn run(
     let batch = classes.len();
     assert!(batch <= engine.capacity);
     engine.prepare(engine.capacity).unwrap();
-    engine.prepare_full(1, 0);
+    engine.prepare_full(1, 0, false);
     let (gpu, k, cfg, w) = (
         &engine.gpu,
         &engine.kernels,
