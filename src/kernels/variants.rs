@@ -182,6 +182,9 @@ pub fn shader_variants() -> Vec<ShaderVariant> {
             });
             out.push(v("gemm", entry, &w, Some(Gpu)).f16_math());
         }
+        // The backward chain's transposed products: f32 tiles with either weight format.
+        let backward = [w[0], ("BACKWARD", 1)];
+        out.push(v("gemm", "gemm_tiled", &backward, Some(Gpu)));
     }
     out.push(v("gemm", "gemm_block", &[("BLOCK_COLS", 8)], Some(Cpu)).not_on_gl());
     out.push(v("gemm", "residual_add", &[], None));
@@ -227,12 +230,10 @@ pub fn shader_variants() -> Vec<ShaderVariant> {
         out.push(v("agcam", "vecmat_sliced", &w, Some(Gpu)));
         out.push(v("agcam", "vecmat", &w, Some(Cpu)));
         out.push(v("agcam", "vecmat4", &w, Some(Cpu)));
-        out.push(v(
-            "agcam",
-            "vecmat4",
-            &[w[0], ("VM4_LIVE_ROWS", 1)],
-            Some(Cpu),
-        ));
+        for rows in [1, 32] {
+            let constants = [w[0], ("VM4_LIVE_ROWS", rows)];
+            out.push(v("agcam", "vecmat4", &constants, Some(Cpu)));
+        }
     }
     for entry in ["head_mean", "rollout_step", "raw_attention"] {
         out.push(v("baselines", entry, &[], None));
