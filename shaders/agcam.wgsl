@@ -167,16 +167,13 @@ fn vecmat(
     store_rows4(r0, j, acc);
 }
 
-// vecmat for out_dim a multiple of 4: each invocation serves VM4_LIVE_ROWS rows × VM_COLS4
-// vec4 columns. llvmpipe loads per-lane data one lane at a time, and the rows are the same for
-// the whole workgroup (one scalar load each), so every weight load feeds VM4_LIVE_ROWS rows.
-// The arrays are sized for the largest; Mesa unrolls the loops to VM4_LIVE_ROWS and drops the
-// rest.
-const VM4_MAX_ROWS: u32 = 32u;
-// Rows each invocation serves, at most VM4_MAX_ROWS: 8 by default; 1 for a single gradient row
-// (batch 1, one class), where the other 7 would repeat its multiply-adds for nothing; 32 for
-// chains of many rows (top-k at large batches), where each weight load then feeds 4× the rows.
-override VM4_LIVE_ROWS: u32 = 8u;
+// vecmat for out_dim a multiple of 4: each invocation serves VM4_ROWS rows × VM_COLS4 vec4
+// columns. llvmpipe loads per-lane data one lane at a time, and the rows are the same for the
+// whole workgroup (one scalar load each), so every weight load feeds VM4_ROWS rows.
+const VM4_ROWS: u32 = 8u;
+// Rows each invocation serves, at most VM4_ROWS: 1 for a single gradient row (batch 1, one
+// class), where the other 7 would repeat its multiply-adds for nothing.
+override VM4_LIVE_ROWS: u32 = VM4_ROWS;
 const VM_COLS4: u32 = 4u;
 // Small workgroups, so that a single gradient row over a 768-wide output (48 invocations) still
 // spreads over several CPU threads (GPUs run vecmat_sliced instead).
@@ -193,7 +190,7 @@ fn vecmat4(
     if (j4 >= out4 || r0 >= p.rows) {
         return;
     }
-    var rows: array<u32, VM4_MAX_ROWS>;
+    var rows: array<u32, VM4_ROWS>;
     for (var t = 0u; t < VM4_LIVE_ROWS; t++) {
         rows[t] = min(r0 + t, p.rows - 1u) * p.in_dim;
     }
@@ -201,7 +198,7 @@ fn vecmat4(
     for (var c = 0u; c < VM_COLS4; c++) {
         cols[c] = min(j4 + c, out4 - 1u);
     }
-    var acc: array<array<vec4<f32>, VM_COLS4>, VM4_MAX_ROWS>;
+    var acc: array<array<vec4<f32>, VM_COLS4>, VM4_ROWS>;
     for (var i = 0u; i < p.in_dim; i++) {
         let s = scale[i];
         var w: array<vec4<f32>, VM_COLS4>;

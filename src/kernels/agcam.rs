@@ -6,16 +6,13 @@ use crate::gpu::Gpu;
 
 const WG: u32 = 64;
 /// Rows per workgroup of `vecmat`; rows and vec4 columns per invocation and workgroup size of
-/// `vecmat4`: must match VM_ROWS, VM4_LIVE_ROWS's default, VM_COLS4 and VM4_WG in agcam.wgsl,
-/// and VM4_BLOCK_ROWS = VM4_MAX_ROWS.
+/// `vecmat4`: must match VM_ROWS, VM4_ROWS, VM_COLS4 and VM4_WG in agcam.wgsl.
 const VM_ROWS: u32 = 4;
 const VM4_ROWS: u32 = 8;
-const VM4_BLOCK_ROWS: u32 = 32;
-/// Gradient rows from which the CPU set's chain runs `vecmat4` with VM4_BLOCK_ROWS rows per
-/// invocation: below, most of its 32 rows would be padding.
-const VM4_BLOCK_MIN_ROWS: usize = 24;
-/// Gradient rows from which the GPU set's chain runs on the tiled GEMM (`Gemm::backward_product`,
-/// 64 rows per tile, each weight element read once per tile instead of once per 4 rows).
+/// Gradient rows from which the chain runs on the tiled GEMM where the kernel set has one
+/// (`Gemm::backward_product`, the GPU set): 64 rows per tile, each weight element read once
+/// per tile instead of once per 4 rows. The CPU set has none: its GEMMs read W along K, and
+/// `vecmat4` with 32 rows per invocation instead of 8 ran 40 rows no faster on lavapipe.
 const GEMM_MIN_ROWS: usize = 64;
 const VM_COLS4: u32 = 4;
 const VM4_WG: u32 = 16;
@@ -61,7 +58,7 @@ pub(super) const MIRROR: super::Mirror = super::Mirror {
     constants: &[
         ("WG", WG),
         ("VM_ROWS", VM_ROWS),
-        ("VM4_MAX_ROWS", VM4_BLOCK_ROWS),
+        ("VM4_ROWS", VM4_ROWS),
         ("VM4_LIVE_ROWS", VM4_ROWS),
         ("VM_COLS4", VM_COLS4),
         ("VM4_WG", VM4_WG),
@@ -112,33 +109,30 @@ enum Vecmat {
         /// `vec4` serving one row per invocation, for a single gradient row (batch 1, one
         /// class): 1.5× faster there on lavapipe; from 4 rows on, the shared weight loads win.
         vec4_single: Kernel,
-        /// `vec4` serving [`VM4_BLOCK_ROWS`] rows per invocation, for chains of at least
-        /// [`VM4_BLOCK_MIN_ROWS`] rows.
-        vec4_block: Kernel,
     },
     /// GPUs: any output width, the reduction split across the workgroup; from
-    /// [`GEMM_MIN_ROWS`] rows on, the tiled GEMM instead.
+    /// [`GEMM_MIN_ROWS`] rows on, the tiled GEMM runs instead.
     Sliced(Kernel),
 }
 
 #[cfg(test)]
 thread_local! {
-    static FORCED_MANY_ROWS: std::cell::Cell<Option<usize>> = const { std::cell::Cell::new(None) };
+    static FORCED_GEMM_ROWS: std::cell::Cell<Option<usize>> = const { std::cell::Cell::new(None) };
 }
 
-/// Test-only switch: launchers built on this thread while `rows` is `Some` take the many-row
-/// products (the CPU set's 32-row `vecmat4`, the GPU set's tiled GEMM) from that many rows
-/// on, instead of from the measured thresholds.
+/// Test-only switch: launchers built on this thread while `rows` is `Some` take the tiled GEMM
+/// (where the kernel set has one) from that many gradient rows on, instead of from
+/// [`GEMM_MIN_ROWS`].
 #[cfg(test)]
-pub(crate) fn force_many_rows(rows: Option<usize>) {
-    FORCED_MANY_ROWS.with(|f| f.set(rows));
+pub(crate) fn force_gemm_rows(rows: Option<usize>) {
+    FORCED_GEMM_ROWS.with(|f| f.set(rows));
 }
 
 pub(crate) struct AgcamKernels {
     /// Whether `vecmat` reads its weights as f16 pairs.
     weights_f16: bool,
-    /// Gradient rows from which the chain's products take this kernel set's many-row kernel.
-    many_rows: usize,
+    /// Gradient rows from which the chain's products run on the tiled GEMM, where there is one.
+    gemm_rows: usize,
     topk: Kernel,
     vecmat: Vecmat,
     accumulate: Kernel,
@@ -152,20 +146,13 @@ impl AgcamKernels {
         let m = module(gpu, "agcam");
         let w_f16 = [("W_F16", (precision == Precision::F16) as u32 as f64)];
         let gpu_set = set.resolve(gpu) == KernelSet::Gpu;
-        let many_rows = if gpu_set {
-            GEMM_MIN_ROWS
-        } else {
-            VM4_BLOCK_MIN_ROWS
-        };
+        #[cfg(not(test))]
+        let gemm_rows = GEMM_MIN_ROWS;
         #[cfg(test)]
-        let many_rows = FORCED_MANY_ROWS.with(|f| f.get()).unwrap_or(many_rows);
-        let vec4_rows = |rows: u32| {
-            let constants = [w_f16[0], ("VM4_LIVE_ROWS", rows as f64)];
-            Kernel::new(gpu, &m, "vecmat4", VECMAT4_BINDINGS, &constants)
-        };
+        let gemm_rows = FORCED_GEMM_ROWS.with(|f| f.get()).unwrap_or(GEMM_MIN_ROWS);
         AgcamKernels {
             weights_f16: precision == Precision::F16,
-            many_rows,
+            gemm_rows,
             topk: Kernel::new(
                 gpu,
                 &m,
@@ -189,8 +176,13 @@ impl AgcamKernels {
                 Vecmat::Cpu {
                     scalar: Kernel::new(gpu, &m, "vecmat", VECMAT_BINDINGS, &w_f16),
                     vec4: Kernel::new(gpu, &m, "vecmat4", VECMAT4_BINDINGS, &w_f16),
-                    vec4_single: vec4_rows(1),
-                    vec4_block: vec4_rows(VM4_BLOCK_ROWS),
+                    vec4_single: Kernel::new(
+                        gpu,
+                        &m,
+                        "vecmat4",
+                        VECMAT4_BINDINGS,
+                        &[w_f16[0], ("VM4_LIVE_ROWS", 1.0)],
+                    ),
                 }
             },
             accumulate: Kernel::new(gpu, &m, "accumulate", ACCUMULATE_BINDINGS, &[]),
@@ -248,8 +240,7 @@ impl AgcamKernels {
             flag: gate.is_some() as u32,
             ..Default::default()
         };
-        let many = rows >= self.many_rows;
-        if many {
+        if rows >= self.gemm_rows {
             let gated = gate.map(|g| (g, per_image));
             let shape = (rows, out_dim, in_dim);
             if let Some(d) = gemm.backward_product(gpu, input, scale, weight, gated, out, shape) {
@@ -262,16 +253,11 @@ impl AgcamKernels {
         let (kernel, (f32_slot, f16_slot), column_groups, rows_per_group) = match &self.vecmat {
             Vecmat::Sliced(k) => (k, (2, 7), (out_dim as u32).div_ceil(VS_COLS), VS_ROWS),
             Vecmat::Cpu {
-                vec4,
-                vec4_single,
-                vec4_block,
-                ..
+                vec4, vec4_single, ..
             } if out_dim.is_multiple_of(4) => {
                 let columns = (out_dim as u32 / 4).div_ceil(VM_COLS4);
                 let (kernel, rows_per_group) = if rows == 1 {
                     (vec4_single, 1)
-                } else if many {
-                    (vec4_block, VM4_BLOCK_ROWS)
                 } else {
                     (vec4, VM4_ROWS)
                 };

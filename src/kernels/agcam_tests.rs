@@ -1,25 +1,25 @@
-//! The backward chain's many-row products (the CPU set's 32-row `vecmat4`, the GPU set's tiled
-//! GEMM) in the whole engine: top-k explanations whose chains have many gradient rows equal
-//! those of the per-block `vecmat` kernels.
+//! The backward chain's products on the tiled GEMM (the GPU kernel set, from
+//! `GEMM_MIN_ROWS` gradient rows) in the whole engine: top-k explanations whose chains have
+//! many gradient rows equal those of the `vecmat_sliced` kernel.
 
-use super::force_many_rows;
+use super::force_gemm_rows;
 use crate::explain::{Engine, EngineOptions, Explanation, Target};
 use crate::gpu::Gpu;
 use crate::kernels::tests::gemm_coop::fixture;
 use crate::kernels::{KernelSet, Precision};
 
-/// Explains `input` with an engine built while the many-row threshold is `many_rows` (`None`:
-/// the measured thresholds).
+/// Explains `input` with the GPU kernel set's engine, built while the chain takes the tiled
+/// GEMM from `gemm_rows` gradient rows (`None`: from `GEMM_MIN_ROWS`).
 fn explain(
     gpu: &Gpu,
     (model, input): (&crate::model::Model, &[f32]),
     options: &EngineOptions,
     top_k: usize,
-    many_rows: Option<usize>,
+    gemm_rows: Option<usize>,
 ) -> Vec<Explanation> {
-    force_many_rows(many_rows);
+    force_gemm_rows(gemm_rows);
     let engine = Engine::with_options(gpu.clone(), model, options);
-    force_many_rows(None);
+    force_gemm_rows(None);
     engine
         .unwrap()
         .explain(input, &Target::TopK(top_k))
@@ -27,40 +27,38 @@ fn explain(
 }
 
 #[test]
-fn many_row_chains_match_vecmat() {
-    // vit_ti at its real thresholds (2 images × 40 classes = 80 rows: above both sets'); the
-    // odd fixtures, whose 7 and 10 classes give at most 20 rows, with the threshold forced
-    // down to 2 rows. Their widths (30, 36, 60, 90) are not all multiples of 4 or of a tile.
+fn many_row_chains_on_the_tiled_gemm_match_vecmat() {
+    // vit_ti at the real threshold (2 images × 40 classes = 80 rows); the odd fixtures, whose
+    // 7 and 10 classes give at most 20 rows, with the threshold forced down to 2 rows. Their
+    // widths (30, 36, 60, 90) are not multiples of a tile.
     let gpus: Vec<Gpu> = crate::gpu::open_each(&crate::gpu::testing::test_backends())
         .into_iter()
         .map(|g| g.expect("a test device opens"))
         .collect();
-    // f16 weights (read by both kinds of product) on one fixture: every engine compiles its
-    // kernels, and the test is long enough as it is.
+    // f16 weights (unpacked by both kinds of product) on one fixture: every engine compiles
+    // its kernels, and the test is long enough as it is.
     let f32_only = &[Precision::F32][..];
     let cases = [
         ("vit_ti", 40, None, f32_only),
         ("odd_ls", 10, Some(2), &[Precision::F32, Precision::F16]),
         ("odd_nols", 7, Some(2), f32_only),
     ];
-    for (name, top_k, many_rows, precisions) in cases {
+    for (name, top_k, gemm_rows, precisions) in cases {
         let (model, input) = fixture(name);
         for gpu in &gpus {
-            for kernels in [KernelSet::Cpu, KernelSet::Gpu] {
-                for &precision in precisions {
-                    let options = EngineOptions {
-                        kernels,
-                        precision,
-                        ..Default::default()
-                    };
-                    let at = format!(
-                        "{name} top-{top_k}, {kernels:?} kernels, {precision:?} on {:?}",
-                        gpu.info.backend
-                    );
-                    let run = |rows| explain(gpu, (&model, &input), &options, top_k, rows);
-                    let (narrow, many) = (run(Some(usize::MAX)), run(many_rows));
-                    assert_same_maps(&at, &narrow, &many);
-                }
+            for &precision in precisions {
+                let options = EngineOptions {
+                    kernels: KernelSet::Gpu,
+                    precision,
+                    ..Default::default()
+                };
+                let at = format!(
+                    "{name} top-{top_k}, {precision:?} on {:?}",
+                    gpu.info.backend
+                );
+                let run = |rows| explain(gpu, (&model, &input), &options, top_k, rows);
+                let (sliced, tiled) = (run(Some(usize::MAX)), run(gemm_rows));
+                assert_same_maps(&at, &sliced, &tiled);
             }
         }
     }

@@ -230,10 +230,12 @@ pub fn shader_variants() -> Vec<ShaderVariant> {
         out.push(v("agcam", "vecmat_sliced", &w, Some(Gpu)));
         out.push(v("agcam", "vecmat", &w, Some(Cpu)));
         out.push(v("agcam", "vecmat4", &w, Some(Cpu)));
-        for rows in [1, 32] {
-            let constants = [w[0], ("VM4_LIVE_ROWS", rows)];
-            out.push(v("agcam", "vecmat4", &constants, Some(Cpu)));
-        }
+        out.push(v(
+            "agcam",
+            "vecmat4",
+            &[w[0], ("VM4_LIVE_ROWS", 1)],
+            Some(Cpu),
+        ));
     }
     for entry in ["head_mean", "rollout_step", "raw_attention"] {
         out.push(v("baselines", entry, &[], None));
