@@ -11,9 +11,13 @@ const VM_ROWS: u32 = 4;
 const VM4_ROWS: u32 = 8;
 /// Gradient rows from which the chain runs on the tiled GEMM where the kernel set has one
 /// (`Gemm::backward_product`, the GPU set): 64 rows per tile, each weight element read once
-/// per tile instead of once per 4 rows. The CPU set has none: its GEMMs read W along K, and
-/// `vecmat4` with 32 rows per invocation instead of 8 ran 40 rows no faster on lavapipe.
-const GEMM_MIN_ROWS: usize = 64;
+/// per tile instead of once per 4 rows. Not measured on a GPU yet: at 64 rows fc1ᵀ (768
+/// columns, depth 3072) would be 12 long-running workgroups, about what `vecmat_sliced` takes
+/// by the H200 figures of BENCHMARKS.md, so the switch waits for two tiles of rows (and batch
+/// 64 at top-1 keeps its measured path). The CPU set has no such kernel: its GEMMs read W
+/// along K, and `vecmat4` with 32 rows per invocation instead of 8 ran 40 rows no faster on
+/// lavapipe.
+pub(super) const GEMM_MIN_ROWS: usize = 128;
 const VM_COLS4: u32 = 4;
 const VM4_WG: u32 = 16;
 /// Columns and rows per workgroup of `vecmat_sliced` (VS_COLS, VS_ROWS in agcam.wgsl).

@@ -28,7 +28,7 @@ fn explain(
 
 #[test]
 fn many_row_chains_on_the_tiled_gemm_match_vecmat() {
-    // vit_ti at the real threshold (2 images × 40 classes = 80 rows); the odd fixtures, whose
+    // vit_ti at the real threshold (2 images × 64 classes = 128 rows); the odd fixtures, whose
     // 7 and 10 classes give at most 20 rows, with the threshold forced down to 2 rows. Their
     // widths (30, 36, 60, 90) are not multiples of a tile.
     let gpus: Vec<Gpu> = crate::gpu::open_each(&crate::gpu::testing::test_backends())
@@ -39,7 +39,7 @@ fn many_row_chains_on_the_tiled_gemm_match_vecmat() {
     // its kernels, and the test is long enough as it is.
     let f32_only = &[Precision::F32][..];
     let cases = [
-        ("vit_ti", 40, None, f32_only),
+        ("vit_ti", 64, None, f32_only),
         ("odd_ls", 10, Some(2), &[Precision::F32, Precision::F16]),
         ("odd_nols", 7, Some(2), f32_only),
     ];

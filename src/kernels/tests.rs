@@ -1394,10 +1394,10 @@ fn agcam_vecmat_matches_f64() {
         (20, 10, 8, 1028),
         // A single row: vecmat4 with one row per invocation (CPU set).
         (1, 1, 300, 772),
-        // Many rows: the GPU set's tiled GEMM (from 64; 130 rows and 70 columns cross tile
-        // edges), the CPU set's vecmat4 and vecmat.
+        // Many rows: the GPU set's tiled GEMM (from GEMM_MIN_ROWS = 128; rows and columns
+        // crossing tile edges), the CPU set's vecmat4 and vecmat.
         (130, 5, 70, 68),
-        (66, 3, 130, 70),
+        (140, 7, 130, 70),
     ];
     for (rows, per_image, in_dim, out_dim) in shapes {
         let input = rng.vec(rows * in_dim, -1.0, 1.0);
@@ -1447,7 +1447,7 @@ fn agcam_vecmat_matches_f64() {
                     (in_dim, out_dim),
                 );
                 let kernel = format!("agcam.{}", d.kernel);
-                if rows >= 64 && kern.set.resolve(gpu) == KernelSet::Gpu {
+                if rows >= super::agcam::GEMM_MIN_ROWS && kern.set.resolve(gpu) == KernelSet::Gpu {
                     assert_eq!(
                         d.kernel, "gemm_tiled",
                         "rows={rows}: the GPU set's many-row product"
