@@ -11,7 +11,9 @@
 // Epilogue 2: C = C + scale ⊙ (acc + bias)      (residual add with layer scale, in place;
 //                                                 not in gemm_block, see there)
 // Epilogue 3: C = alpha · acc                    (attention: scores and A·V)
-// The epilogue is a uniform, not an override constant: one pipeline serves all four, which
+// Epilogue 4: C = acc ⊙ gelu'(bias[row / gate_rows, col])   (the backward chain's fc2ᵀ; only
+//                                                 gemm_tiled with BACKWARD, which keeps `store`)
+// The epilogue is a uniform, not an override constant: one pipeline serves them all, which
 // matters on CPU rasterizers, where compiling the large register-blocked kernel takes seconds.
 
 struct View {
@@ -34,11 +36,24 @@ struct GemmParams {
     // bias and scale are read at column + col_offset: a slice of a Linear's output features.
     col_offset: u32,
     epilogue: u32,
-    _pad: u32,
+    // Epilogue 4: rows of C per row of the gate (explained classes per image).
+    gate_rows: u32,
+    // When not 0, rows 0, keep_every, 2·keep_every, … of acc + bias (before the GELU) are also
+    // written to `keep`, packed: fc1's pre-activation at the class tokens, which the AGCAM
+    // backward reads (N rows per image; 1 where the rows are class tokens only).
+    keep_every: u32,
+    _pad0: u32,
+    _pad1: u32,
+    _pad2: u32,
 }
 
 // W holds f16 values, two per u32 (half the memory and bandwidth); arithmetic stays f32.
 override W_F16: bool = false;
+// gemm_tiled only: the transposed products of the AGCAM backward chain (src/explain/agcam.rs),
+// C = (A ⊙ scale) · W, with W an nn.Linear's [out, in] weight read as [K, N] (element (n, k)
+// at k · w.row + n, so it is staged along N) and term k of every row of A scaled by scale[k]
+// (layer scale on the gradient side).
+override BACKWARD: bool = false;
 
 @group(0) @binding(0) var<storage, read> a4: array<vec4<f32>>;
 @group(0) @binding(1) var<storage, read> w4: array<vec4<f32>>;
@@ -53,6 +68,15 @@ override W_F16: bool = false;
 // The same W as f16 pairs, read instead of w4 / w1 when W_F16 (the host binds W to both).
 @group(0) @binding(8) var<storage, read> w4h: array<vec2<u32>>;
 @group(0) @binding(9) var<storage, read> w1h: array<u32>;
+// The kept rows (see keep_every); the host binds C here when there are none.
+@group(0) @binding(10) var<storage, read_write> keep: array<f32>;
+
+// Keeps the pre-activation `v` of C's (row, col) when the row is one of those kept.
+fn keep_row(row: u32, col: u32, v: f32) {
+    if (p.keep_every != 0u && row % p.keep_every == 0u) {
+        keep[(row / p.keep_every) * p.n + col] = v;
+    }
+}
 
 // Four consecutive W values starting at element 4·i.
 fn load_w4(i: u32) -> vec4<f32> {
@@ -82,14 +106,19 @@ fn store(c_base: u32, row: u32, col: u32, acc: f32) {
     }
     let i = c_base + row * p.c.row + col;
     let f = col + p.col_offset;
+    if (p.epilogue <= 1u) {
+        keep_row(row, col, acc + bias[f]);
+    }
     if (p.epilogue == 0u) {
         c[i] = acc + bias[f];
     } else if (p.epilogue == 1u) {
         c[i] = gelu(acc + bias[f]);
     } else if (p.epilogue == 2u) {
         c[i] = c[i] + scale[f] * (acc + bias[f]);
-    } else {
+    } else if (p.epilogue == 3u) {
         c[i] = p.alpha * acc;
+    } else {
+        c[i] = acc * gelu_grad(bias[(row / p.gate_rows) * p.n + col]);
     }
 }
 
@@ -223,11 +252,14 @@ fn gemm_block(
             }
         }
     }
-    if (p.epilogue == 1u) {
+    if (p.epilogue == 1u || (p.keep_every != 0u && !scaled)) {
         for (var i = 0u; i < rows; i++) {
             for (var j = 0u; j < cols; j++) {
                 let e = c_base + (m0 + i) * p.c.row + n0 + j;
-                c[e] = gelu(c[e]);
+                keep_row(m0 + i, n0 + j, c[e]);
+                if (p.epilogue == 1u) {
+                    c[e] = gelu(c[e]);
+                }
             }
         }
     }
@@ -330,23 +362,30 @@ fn gemm_tiled(
     let t = lid.y * 16u + lid.x;
     var acc: array<vec4<f32>, 4>;
     for (var k0 = 0u; k0 < p.k; k0 += TILE_K) {
-        // 256 invocations fill TILE_K × 64 values of each tile.
+        // 256 invocations fill TILE_K × 64 values of each tile, consecutive invocations
+        // reading consecutive elements: along K, or along N for BACKWARD's W.
         for (var e = t; e < TILE_K * TILE_MN; e += 256u) {
             let r = e / TILE_K;
             let kk = e % TILE_K;
             let k = k0 + kk;
             let m = m_base + r;
-            let n = n_base + r;
             var av = 0.0;
             if (m < p.m && k < p.k) {
                 av = a1[a0 + m * p.a.row + k];
-            }
-            var wv = 0.0;
-            if (n < p.n && k < p.k) {
-                wv = load_w(w0 + n * p.w.row + k);
+                if (BACKWARD) {
+                    av *= scale[k];
+                }
             }
             a_tile[kk * TILE_MN + r] = half(av);
-            w_tile[kk * TILE_MN + r] = half(wv);
+            let wr = select(r, e % TILE_MN, BACKWARD);
+            let wk = select(kk, e / TILE_MN, BACKWARD);
+            let n = n_base + wr;
+            let kw = k0 + wk;
+            var wv = 0.0;
+            if (n < p.n && kw < p.k) {
+                wv = load_w(w0 + select(n * p.w.row + kw, kw * p.w.row + n, BACKWARD));
+            }
+            w_tile[wk * TILE_MN + wr] = half(wv);
         }
         workgroupBarrier();
         for (var kk = 0u; kk < TILE_K; kk++) {

@@ -118,6 +118,8 @@ pub(crate) struct LayerKeep {
     pub cls_scores: wgpu::Buffer,
     /// The class token's residual stream after attention (the MLP's input): [B, D].
     pub y_cls: wgpu::Buffer,
+    /// The class token's fc1 pre-activation, kept by the forward's fc1: [B, F].
+    pub pre_cls: wgpu::Buffer,
 }
 
 /// What the forward keeps of one layer for the full backward (no detach), all tokens.
@@ -210,7 +212,7 @@ pub(crate) fn activation_bytes_per_image(cfg: &ModelConfig) -> usize {
     let (d, f, c) = (cfg.embed_dim, cfg.mlp_hidden, cfg.num_classes);
     let (h, w) = cfg.image_size;
     let attn = attention_shape(cfg, 1);
-    let per_layer = n * d + cfg.num_heads * n + d;
+    let per_layer = n * d + cfg.num_heads * n + d + f;
     4 * (2 * 3 * h * w
         + n * (4 * d + 3 * d + f)
         + attn.scores_per_image()
@@ -248,6 +250,7 @@ impl Activations {
                     v: gpu.storage("kept v", f32s(b * n * d)),
                     cls_scores: gpu.storage("kept scores", f32s(b * cfg.num_heads as u64 * n)),
                     y_cls: gpu.storage("kept class token", f32s(b * d)),
+                    pre_cls: gpu.storage("kept class token fc1", f32s(b * f)),
                 })
                 .collect(),
         }
@@ -482,17 +485,17 @@ pub(crate) fn record_forward(
             Some(keep) => (&keep.pre, Epilogue::Bias),
             None => (&acts.hidden, Epilogue::Gelu),
         };
+        // fc1 also keeps the class tokens' pre-activation for the AGCAM backward: every N-th
+        // row, or every row where the rows are class tokens only.
+        let cls_every = if cls_only { 1 } else { n };
         out.push(
             k.gemm
-                .linear(
+                .linear_keeping(
                     gpu,
-                    scratch,
-                    &blk.fc1_w,
-                    &blk.fc1_b,
-                    &blk.fc1_b,
-                    fc1_out,
+                    [scratch, &blk.fc1_w, &blk.fc1_b, &blk.fc1_b, fc1_out],
                     (q_rows, f, d),
                     fc1_epilogue,
+                    Some((&keep.pre_cls, cls_every)),
                 )
                 .named(name("mlp.fc1")),
         );

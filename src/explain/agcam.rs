@@ -15,7 +15,7 @@
 
 use super::Method;
 use crate::gpu::Gpu;
-use crate::kernels::{Dispatch, Epilogue, Kernels, RowMap};
+use crate::kernels::{Dispatch, Kernels, RowMap};
 use crate::model::{ModelConfig, Pooling};
 use crate::vit::{Activations, GpuWeights};
 
@@ -32,21 +32,18 @@ pub(crate) struct Backward {
     pub hidden: wgpu::Buffer,
     /// [B·K, D]: gradient of the merged attention output.
     pub d_out: wgpu::Buffer,
-    /// [B, D] and [B, F]: LN2 output and fc1 pre-activation of the class token, recomputed.
-    ln2: wgpu::Buffer,
-    pre_act: wgpu::Buffer,
     /// [B·K, N-1]: the maps.
     pub maps: wgpu::Buffer,
 }
 
 impl Backward {
-    pub fn new(gpu: &Gpu, cfg: &ModelConfig, images: usize, rows: usize) -> Backward {
+    pub fn new(gpu: &Gpu, cfg: &ModelConfig, rows: usize) -> Backward {
         let (d, f, n) = (
             cfg.embed_dim as u64,
             cfg.mlp_hidden as u64,
             cfg.tokens() as u64,
         );
-        let (b, r) = (images as u64, rows as u64);
+        let r = rows as u64;
         Backward {
             rows,
             classes: gpu.storage("classes", 4 * r),
@@ -54,8 +51,6 @@ impl Backward {
             upstream: gpu.storage("grad upstream", 4 * r * d),
             hidden: gpu.storage("grad hidden", 4 * r * f.max(3 * d)),
             d_out: gpu.storage("grad attention output", 4 * r * d),
-            ln2: gpu.storage("class token ln2", 4 * b * d),
-            pre_act: gpu.storage("class token fc1", 4 * b * f),
             maps: gpu.storage("maps", 4 * r * (n - 1)),
         }
     }
@@ -226,39 +221,16 @@ pub(crate) fn record_chain_step(c: &Chain<'_>, layer: usize) -> Vec<Dispatch> {
     };
     let name = |part: &str| format!("{}.blocks.{layer}.{part}", c.method.name());
     vec![
-        // The class token's MLP pre-activation, recomputed from the kept MLP input.
-        k.layernorm
-            .dispatch(
-                gpu,
-                &keep.y_cls,
-                &blk.norm2_w,
-                &blk.norm2_b,
-                &back.ln2,
-                (batch, d),
-                RowMap::IDENTITY,
-                eps,
-            )
-            .named(name("norm2")),
-        k.gemm
-            .linear(
-                gpu,
-                &back.ln2,
-                &blk.fc1_w,
-                &blk.fc1_b,
-                &blk.fc1_b,
-                &back.pre_act,
-                (batch, f, d),
-                Epilogue::Bias,
-            )
-            .named(name("mlp.fc1")),
-        // g_y = g + LN2ᵀ(fc1ᵀ(gelu' ⊙ fc2ᵀ(ls2 ⊙ g)))
+        // g_y = g + LN2ᵀ(fc1ᵀ(gelu' ⊙ fc2ᵀ(ls2 ⊙ g))), gelu' at the class token's fc1
+        // pre-activation, which the forward kept.
         k.agcam
             .vecmat(
                 gpu,
+                &k.gemm,
                 &back.g,
                 &blk.ls2,
                 &blk.fc2_w,
-                Some(&back.pre_act),
+                Some(&keep.pre_cls),
                 &back.hidden,
                 (rows, per_image),
                 (d, f),
@@ -267,6 +239,7 @@ pub(crate) fn record_chain_step(c: &Chain<'_>, layer: usize) -> Vec<Dispatch> {
         k.agcam
             .vecmat(
                 gpu,
+                &k.gemm,
                 &back.hidden,
                 &w.ones,
                 &blk.fc1_w,
@@ -293,6 +266,7 @@ pub(crate) fn record_chain_step(c: &Chain<'_>, layer: usize) -> Vec<Dispatch> {
         k.agcam
             .vecmat(
                 gpu,
+                &k.gemm,
                 &back.g,
                 &blk.ls1,
                 &blk.proj_w,

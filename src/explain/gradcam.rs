@@ -53,6 +53,7 @@ pub(crate) fn record_grad_cam(c: &Chain<'_>, choice: ClassChoice) -> Vec<Dispatc
         k.agcam
             .vecmat(
                 gpu,
+                &k.gemm,
                 &back.hidden,
                 &w.ones,
                 &w.blocks[last].qkv_w,

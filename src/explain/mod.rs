@@ -551,7 +551,7 @@ impl Engine {
                     self.max_gpu_mem >> 20
                 )));
             }
-            ws.back = Some(Backward::new(gpu, cfg, self.capacity, rows));
+            ws.back = Some(Backward::new(gpu, cfg, rows));
             ws.classes_readback = Some(gpu.readback("classes", 4 * rows as u64));
             ws.maps_readback = Some(gpu.readback("maps", 4 * (rows * (cfg.tokens() - 1)) as u64));
             // Recordings bind the old buffers.

@@ -1,7 +1,7 @@
 //! Launcher of shaders/agcam.wgsl: top-k class choice, the transposed-Linear products of the
 //! backward chain, and the fused ReLU(gradient) × sigmoid(score) map accumulation.
 
-use super::{module, words, Access, Dispatch, Kernel, KernelSet, Precision};
+use super::{module, words, Access, Dispatch, Gemm, Kernel, KernelSet, Precision};
 use crate::gpu::Gpu;
 
 const WG: u32 = 64;
@@ -9,6 +9,15 @@ const WG: u32 = 64;
 /// `vecmat4`: must match VM_ROWS, VM4_ROWS, VM_COLS4 and VM4_WG in agcam.wgsl.
 const VM_ROWS: u32 = 4;
 const VM4_ROWS: u32 = 8;
+/// Gradient rows from which the chain runs on the tiled GEMM where the kernel set has one
+/// (`Gemm::backward_product`, the GPU set): 64 rows per tile, each weight element read once
+/// per tile instead of once per 4 rows. Not measured on a GPU yet: at 64 rows fc1ᵀ (768
+/// columns, depth 3072) would be 12 long-running workgroups, about what `vecmat_sliced` takes
+/// by the H200 figures of BENCHMARKS.md, so the switch waits for two tiles of rows (and batch
+/// 64 at top-1 keeps its measured path). The CPU set has no such kernel: its GEMMs read W
+/// along K, and `vecmat4` with 32 rows per invocation instead of 8 ran 40 rows no faster on
+/// lavapipe.
+pub(super) const GEMM_MIN_ROWS: usize = 128;
 const VM_COLS4: u32 = 4;
 const VM4_WG: u32 = 16;
 /// Columns and rows per workgroup of `vecmat_sliced` (VS_COLS, VS_ROWS in agcam.wgsl).
@@ -105,13 +114,29 @@ enum Vecmat {
         /// class): 1.5× faster there on lavapipe; from 4 rows on, the shared weight loads win.
         vec4_single: Kernel,
     },
-    /// GPUs: any output width, the reduction split across the workgroup.
+    /// GPUs: any output width, the reduction split across the workgroup; from
+    /// [`GEMM_MIN_ROWS`] rows on, the tiled GEMM runs instead.
     Sliced(Kernel),
+}
+
+#[cfg(test)]
+thread_local! {
+    static FORCED_GEMM_ROWS: std::cell::Cell<Option<usize>> = const { std::cell::Cell::new(None) };
+}
+
+/// Test-only switch: launchers built on this thread while `rows` is `Some` take the tiled GEMM
+/// (where the kernel set has one) from that many gradient rows on, instead of from
+/// [`GEMM_MIN_ROWS`].
+#[cfg(test)]
+pub(crate) fn force_gemm_rows(rows: Option<usize>) {
+    FORCED_GEMM_ROWS.with(|f| f.set(rows));
 }
 
 pub(crate) struct AgcamKernels {
     /// Whether `vecmat` reads its weights as f16 pairs.
     weights_f16: bool,
+    /// Gradient rows from which the chain's products run on the tiled GEMM, where there is one.
+    gemm_rows: usize,
     topk: Kernel,
     vecmat: Vecmat,
     accumulate: Kernel,
@@ -125,8 +150,13 @@ impl AgcamKernels {
         let m = module(gpu, "agcam");
         let w_f16 = [("W_F16", (precision == Precision::F16) as u32 as f64)];
         let gpu_set = set.resolve(gpu) == KernelSet::Gpu;
+        #[cfg(not(test))]
+        let gemm_rows = GEMM_MIN_ROWS;
+        #[cfg(test)]
+        let gemm_rows = FORCED_GEMM_ROWS.with(|f| f.get()).unwrap_or(GEMM_MIN_ROWS);
         AgcamKernels {
             weights_f16: precision == Precision::F16,
+            gemm_rows,
             topk: Kernel::new(
                 gpu,
                 &m,
@@ -191,11 +221,13 @@ impl AgcamKernels {
     }
 
     /// `out[r] = (scale ⊙ input[r]) · weight` with `weight` [in_dim, out_dim], times
-    /// `gelu'(gate[r / per_image])` when a gate is given.
+    /// `gelu'(gate[r / per_image])` when a gate is given. Chains of many rows run on `gemm`'s
+    /// tiled product where the kernel set has one.
     #[allow(clippy::too_many_arguments)]
     pub fn vecmat(
         &self,
         gpu: &Gpu,
+        gemm: &Gemm,
         input: &wgpu::Buffer,
         scale: &wgpu::Buffer,
         weight: &wgpu::Buffer,
@@ -212,6 +244,13 @@ impl AgcamKernels {
             flag: gate.is_some() as u32,
             ..Default::default()
         };
+        if rows >= self.gemm_rows {
+            let gated = gate.map(|g| (g, per_image));
+            let shape = (rows, out_dim, in_dim);
+            if let Some(d) = gemm.backward_product(gpu, input, scale, weight, gated, out, shape) {
+                return d;
+            }
+        }
         let u = gpu.uniform("vecmat params", &params);
         // The weight as f32 at `f32_slot` or as f16 pairs at `f16_slot`: slots 8 and 9 read
         // it four columns at a time, 2 and 7 one at a time.
@@ -302,3 +341,7 @@ impl AgcamKernels {
             )
     }
 }
+
+#[cfg(test)]
+#[path = "agcam_tests.rs"]
+mod tests;

@@ -1,7 +1,7 @@
 //! Launcher of shaders/gemm.wgsl: `C = epilogue(A · Wᵀ)` for nn.Linear layers and, batched over
 //! images × heads with strided views, for the two products of attention.
 
-use super::{module_with, words, Access, Dispatch, Kernel, KernelSet, Precision};
+use super::{module, module_with, words, Access, Dispatch, Kernel, KernelSet, Precision};
 use crate::gpu::Gpu;
 
 #[path = "gemm_coop.rs"]
@@ -23,7 +23,12 @@ pub(crate) enum Epilogue {
     Scaled = 3,
 }
 
-// A, W, bias, scale, C, params, then W again as f16 pairs (read instead when W_F16).
+/// gemm.wgsl's epilogue 4, `C = acc ⊙ gelu'(gate[row / gate_rows, col])`: the backward
+/// chain's product through fc2ᵀ, only in [`Gemm::backward_product`].
+const GELU_GRAD_EPILOGUE: u32 = 4;
+
+// A, W, bias, scale, C, params, then W again as f16 pairs (read instead when W_F16), then
+// the kept pre-activation rows (C again when none are kept).
 const VEC4_BINDINGS: &[(u32, Access)] = &[
     (0, Access::Read),
     (1, Access::Read),
@@ -32,6 +37,7 @@ const VEC4_BINDINGS: &[(u32, Access)] = &[
     (4, Access::ReadWrite),
     (5, Access::Uniform),
     (8, Access::Read),
+    (10, Access::ReadWrite),
 ];
 const SCALAR_BINDINGS: &[(u32, Access)] = &[
     (6, Access::Read),
@@ -41,6 +47,7 @@ const SCALAR_BINDINGS: &[(u32, Access)] = &[
     (4, Access::ReadWrite),
     (5, Access::Uniform),
     (9, Access::Read),
+    (10, Access::ReadWrite),
 ];
 
 // A (the branch), scale, C, params.
@@ -105,7 +112,9 @@ struct GemmParams {
     alpha: f32,
     col_offset: u32,
     epilogue: u32,
-    _pad: u32,
+    gate_rows: u32,
+    keep_every: u32,
+    _pad: [u32; 3],
 }
 
 /// The GEMM pipelines of one kernel set, per weight format: for the CPU set, a vec4 variant
@@ -130,6 +139,9 @@ pub(crate) struct Gemm {
     /// GPU set only: the 128 × 128 tile for products of at least [`TILED128_MIN`] rows and
     /// columns.
     tiled128: [Option<Kernel>; 2],
+    /// GPU set only: `gemm_tiled` with BACKWARD and f32 tiles, for the backward chain's
+    /// transposed products ([`Gemm::backward_product`]); indexed like `vec4`.
+    backward: [Option<Kernel>; 2],
     /// `c += scale ⊙ a` after a `gemm_block` residual branch.
     residual_add: Kernel,
     /// With f16 weights where the adapter has matching cooperative matrices (or, in tests, a
@@ -201,7 +213,9 @@ pub(super) const MIRROR: super::Mirror = super::Mirror {
             c,
             alpha,
             col_offset,
-            epilogue
+            epilogue,
+            gate_rows,
+            keep_every
         }),
     ],
 };
@@ -238,6 +252,23 @@ impl Gemm {
             })
         };
         let gl = gpu.info.backend == wgpu::Backend::Gl;
+        // The backward chain's products keep f32 tiles even where the module multiplies in
+        // f16: gradients are small numbers that f16 would flush or round.
+        let f16_module = tiled && weights_f16 && gpu.has_f16();
+        let f32_module = f16_module.then(|| module(gpu, "gemm"));
+        let backward_module = f32_module.as_ref().unwrap_or(&m);
+        let backward_variant = |w_f16: bool| {
+            (tiled && (!w_f16 || weights_f16)).then(|| {
+                let constants = [("W_F16", w_f16 as u32 as f64), ("BACKWARD", 1.0)];
+                Kernel::new(
+                    gpu,
+                    backward_module,
+                    "gemm_tiled",
+                    SCALAR_BINDINGS,
+                    &constants,
+                )
+            })
+        };
         Gemm {
             tiled,
             weights_f16,
@@ -250,6 +281,7 @@ impl Gemm {
                 Kernel::new(gpu, &m, "gemm_block", VEC4_BINDINGS, &constants)
             }),
             tiled128: both(tiled.then_some("gemm_tiled128"), SCALAR_BINDINGS),
+            backward: [backward_variant(false), backward_variant(true)],
             residual_add: Kernel::new(gpu, &m, "residual_add", RESIDUAL_ADD_BINDINGS, &[]),
             coop: weights_f16
                 .then(|| CoopKernel::select(gpu))
@@ -278,6 +310,25 @@ impl Gemm {
         (m, n, k): (usize, usize, usize),
         epilogue: Epilogue,
     ) -> Dispatch {
+        self.linear_keeping(gpu, [a, w, bias, scale, c], (m, n, k), epilogue, None)
+    }
+
+    /// [`Gemm::linear`] with buffers `[a, w, bias, scale, c]` that, with `keep` = (`kept`,
+    /// `every`), also writes rows 0, `every`, 2·`every`, … of `a · wᵀ + bias` (before a GELU
+    /// epilogue) to consecutive rows of `kept`: fc1's pre-activation at the class tokens, for
+    /// the AGCAM backward. Bias and GELU epilogues only.
+    pub fn linear_keeping(
+        &self,
+        gpu: &Gpu,
+        buffers: [&wgpu::Buffer; 5],
+        (m, n, k): (usize, usize, usize),
+        epilogue: Epilogue,
+        keep: Option<(&wgpu::Buffer, usize)>,
+    ) -> Dispatch {
+        assert!(
+            keep.is_none() || matches!(epilogue, Epilogue::Bias | Epilogue::Gelu),
+            "pre-activations are kept by the Bias and GELU epilogues only"
+        );
         let shape = Batched {
             m,
             n,
@@ -289,10 +340,10 @@ impl Gemm {
         let w_f16 = self.weights_f16;
         self.launch(
             gpu,
-            [a, w, bias, scale, c],
+            buffers,
             views,
             shape,
-            epilogue,
+            (epilogue, keep),
             (1.0, 0, w_f16, false),
         )
     }
@@ -327,7 +378,7 @@ impl Gemm {
             buffers,
             views,
             shape,
-            epilogue,
+            (epilogue, None),
             (1.0, col_offset, w_f16, false),
         )
     }
@@ -367,7 +418,9 @@ impl Gemm {
             alpha: 1.0,
             col_offset: col_offset as u32,
             epilogue: Epilogue::Residual as u32,
-            _pad: 0,
+            gate_rows: 1,
+            keep_every: 0,
+            _pad: [0; 3],
         };
         let uniform = gpu.uniform("residual_add params", &params);
         let groups = [(n as u32).div_ceil(64), (m as u32).min(65535), 1];
@@ -419,8 +472,76 @@ impl Gemm {
             [a, w, a, a, c],
             views,
             shape,
-            epilogue,
+            (epilogue, None),
             (alpha, 0, false, true),
+        )
+    }
+
+    /// A product of the backward chain on the 64 × 64 tile, where this kernel set has one (the
+    /// GPU set; `None` elsewhere): `c[m, n] = (a[m, :] ⊙ scale) · w` for an nn.Linear's weight
+    /// `w` [out = k, in = n], i.e. the gradient at the Linear's input from `m` gradient rows
+    /// at its output, times `gelu'(gate[m / gate_rows, n])` when a gate is given. Tiles and
+    /// sums stay f32 whatever the weights' precision.
+    #[allow(clippy::too_many_arguments)]
+    pub fn backward_product(
+        &self,
+        gpu: &Gpu,
+        a: &wgpu::Buffer,
+        scale: &wgpu::Buffer,
+        w: &wgpu::Buffer,
+        gate: Option<(&wgpu::Buffer, usize)>,
+        c: &wgpu::Buffer,
+        (m, n, k): (usize, usize, usize),
+    ) -> Option<Dispatch> {
+        let w_f16 = self.weights_f16;
+        let kernel = self.backward[w_f16 as usize].as_ref()?;
+        let (epilogue, gate_rows) = match gate {
+            Some((_, rows)) => (GELU_GRAD_EPILOGUE, rows),
+            None => (Epilogue::Scaled as u32, 1),
+        };
+        let params = GemmParams {
+            m: m as u32,
+            n: n as u32,
+            k: k as u32,
+            heads: 1,
+            a: View::rows(k),
+            w: View::rows(n),
+            c: View::rows(n),
+            alpha: 1.0,
+            col_offset: 0,
+            epilogue,
+            gate_rows: gate_rows as u32,
+            keep_every: 0,
+            _pad: [0; 3],
+        };
+        let uniform = gpu.uniform("backward gemm params", &params);
+        let (w_used, w_unused, w_bytes) = if w_f16 {
+            (9, 7, (2 * k * n).next_multiple_of(4) as u64)
+        } else {
+            (7, 9, words(k * n))
+        };
+        let bind = kernel
+            .bind()
+            .storage(6, a, words(m * k))
+            .storage(3, scale, words(k))
+            .storage(w_used, w, w_bytes)
+            .unused(gpu, w_unused)
+            .storage(4, c, words(m * n))
+            .storage(10, c, words(m * n))
+            .uniform(5, &uniform);
+        let bind = match gate {
+            Some((gate, rows)) => bind.storage(2, gate, words(m.div_ceil(rows) * n)),
+            None => bind.unused(gpu, 2),
+        };
+        let groups = [
+            (n as u32).div_ceil(TILED_MN),
+            (m as u32).div_ceil(TILED_MN),
+            1,
+        ];
+        let w_element = if w_f16 { 2 } else { 4 };
+        Some(
+            bind.dispatch(gpu, groups)
+                .work(2 * m * n * k, 4 * (m * k + m * n) + w_element * k * n),
         )
     }
 
@@ -430,7 +551,7 @@ impl Gemm {
         [a, w, bias, scale, c]: [&wgpu::Buffer; 5],
         [a_view, w_view, c_view]: [View; 3],
         s: Batched,
-        epilogue: Epilogue,
+        (epilogue, keep): (Epilogue, Option<(&wgpu::Buffer, usize)>),
         (alpha, col_offset, w_f16, attention): (f32, usize, bool, bool),
     ) -> Dispatch {
         let params = GemmParams {
@@ -444,7 +565,9 @@ impl Gemm {
             alpha,
             col_offset: col_offset as u32,
             epilogue: epilogue as u32,
-            _pad: 0,
+            gate_rows: 1,
+            keep_every: keep.map_or(0, |(_, every)| every as u32),
+            _pad: [0; 3],
         };
         let uniform = gpu.uniform("gemm params", &params);
         let vec4 = self.vec4_ok(s.k, a_view, w_view);
@@ -506,6 +629,10 @@ impl Gemm {
             .unused(gpu, w_unused)
             .storage(4, c, c_end)
             .uniform(5, &uniform);
+        bind = match keep {
+            Some((kept, every)) => bind.storage(10, kept, words(s.m.div_ceil(every) * s.n)),
+            None => bind.storage(10, c, c_end),
+        };
         let features = words(col_offset + s.n);
         bind = match epilogue {
             Epilogue::Bias | Epilogue::Gelu => bind.storage(2, bias, features).unused(gpu, 3),

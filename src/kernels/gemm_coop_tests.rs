@@ -76,7 +76,8 @@ fn check_cooperative(gemms: impl Fn(&Gpu) -> Vec<(Gemm, CoopKernel)>, tol: f64) 
                     let scale_buf = gpu.storage_from("scale", &scale);
                     let c = gpu.storage_from("c", &c0);
                     let buffers = [&a_buf, &w_buf, &bias_buf, &scale_buf, &c];
-                    let dispatches = linear_dispatches(gpu, &gemm, buffers, (m, n, k), epilogue);
+                    let dispatches =
+                        linear_dispatches(gpu, &gemm, buffers, (m, n, k), epilogue, None);
                     let kernels: Vec<&str> = dispatches.iter().map(|d| d.kernel.as_str()).collect();
                     assert_eq!(kernels, [kernel.entry()], "one dispatch, on {kernel:?}");
                     run(gpu, &dispatches);
@@ -202,7 +203,7 @@ fn twins_follow_strided_views_and_column_offsets() {
 }
 
 /// The reference batch of fixture `name` and its model.
-fn fixture(name: &str) -> (crate::model::Model, Vec<f32>) {
+pub(in crate::kernels) fn fixture(name: &str) -> (crate::model::Model, Vec<f32>) {
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("tests/fixtures")
         .join(name);

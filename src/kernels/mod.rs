@@ -416,7 +416,8 @@ pub enum KernelSet {
     Cpu,
     /// GEMMs in 64×64 tiles, or 128×128 for products large enough to fill the GPU, staged
     /// through workgroup memory; one workgroup per row for LayerNorm and softmax; the AGCAM
-    /// chain with the reduction split across each workgroup.
+    /// chain with the reduction split across each workgroup (on the 64×64-tile GEMM from 128
+    /// gradient rows, images × classes).
     Gpu,
 }
 

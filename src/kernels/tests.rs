@@ -264,15 +264,20 @@ fn epilogue_reference(
         .collect()
 }
 
+/// Rows of C apart that `check_linear` keeps (Bias and GELU epilogues).
+const KEEP_EVERY: usize = 3;
+
 /// The dispatches of one nn.Linear product over plain row-major buffers `[a, w, bias, scale,
 /// c]`: through `Gemm::residual` for [`Epilogue::Residual`] (which splits the branch and the
-/// add on gemm_block), `Gemm::linear` otherwise.
+/// add on gemm_block), `Gemm::linear_keeping` otherwise, keeping every [`KEEP_EVERY`]-th row
+/// in `kept` when given.
 fn linear_dispatches(
     gpu: &Gpu,
     gemm: &Gemm,
     [a, w, bias, scale, c]: [&wgpu::Buffer; 5],
     (m, n, k): (usize, usize, usize),
     epilogue: Epilogue,
+    kept: Option<&wgpu::Buffer>,
 ) -> Vec<Dispatch> {
     if epilogue == Epilogue::Residual {
         let scratch = gpu.storage("scratch", words(m * n));
@@ -286,12 +291,15 @@ fn linear_dispatches(
             (m, n, k),
         )
     } else {
-        vec![gemm.linear(gpu, a, w, bias, scale, c, (m, n, k), epilogue)]
+        let keep = kept.map(|kept| (kept, KEEP_EVERY));
+        let buffers = [a, w, bias, scale, c];
+        vec![gemm.linear_keeping(gpu, buffers, (m, n, k), epilogue, keep)]
     }
 }
 
-/// Checks `shapes` through `Gemm::linear` (or `residual`) on every test device and both
-/// kernel sets; returns the kernels that ran, per backend.
+/// Checks `shapes` through `Gemm::linear_keeping` (or `residual`) on every test device and
+/// both kernel sets, with the kept pre-activation rows of the Bias and GELU epilogues; returns
+/// the kernels that ran, per backend.
 fn check_linear(
     epilogue: Epilogue,
     seed: u64,
@@ -315,7 +323,11 @@ fn check_linear(
             // Every epilogue starts from c0: the ones that overwrite must overwrite everything.
             let c = gpu.storage_from("c", &c0);
             let buffers = [&a_buf, &w_buf, &bias_buf, &scale_buf, &c];
-            let dispatches = linear_dispatches(gpu, gemm, buffers, (m, n, k), epilogue);
+            let keeps = matches!(epilogue, Epilogue::Bias | Epilogue::Gelu);
+            let kept_rows = m.div_ceil(KEEP_EVERY);
+            let kept = keeps.then(|| gpu.storage("kept", words(kept_rows * n)));
+            let shape = (m, n, k);
+            let dispatches = linear_dispatches(gpu, gemm, buffers, shape, epilogue, kept.as_ref());
             run(gpu, &dispatches);
             let kernels: Vec<&str> = dispatches.iter().map(|d| d.kernel.as_str()).collect();
             ran.extend(kernels.iter().map(|k| (backend(gpu), k.to_string())));
@@ -327,6 +339,20 @@ fn check_linear(
                 &want,
                 TOL,
             );
+            if let Some(kept) = &kept {
+                let pre = epilogue_reference(Epilogue::Bias, &acc, &bias, &scale, &c0);
+                let want: Vec<f64> = (0..kept_rows * n)
+                    .map(|i| pre[(i / n) * KEEP_EVERY * n + i % n])
+                    .collect();
+                check(
+                    &format!("{}.linear.{epilogue:?}.kept", kernels.join("+")),
+                    &format!("m={m} n={n} k={k}"),
+                    gpu,
+                    &download::<f32>(gpu, kept, kept_rows * n),
+                    &want,
+                    TOL,
+                );
+            }
         }
     }
     ran
@@ -1368,6 +1394,10 @@ fn agcam_vecmat_matches_f64() {
         (20, 10, 8, 1028),
         // A single row: vecmat4 with one row per invocation (CPU set).
         (1, 1, 300, 772),
+        // Many rows: the GPU set's tiled GEMM (from GEMM_MIN_ROWS = 128; rows and columns
+        // crossing tile edges), the CPU set's vecmat4 and vecmat.
+        (130, 5, 70, 68),
+        (140, 7, 130, 70),
     ];
     for (rows, per_image, in_dim, out_dim) in shapes {
         let input = rng.vec(rows * in_dim, -1.0, 1.0);
@@ -1407,6 +1437,7 @@ fn agcam_vecmat_matches_f64() {
                 let out = gpu.storage("out", 4 * want.len() as u64);
                 let d = kern.agcam.vecmat(
                     gpu,
+                    &kern.gemm,
                     &i_buf,
                     &s_buf,
                     &w_buf,
@@ -1416,6 +1447,12 @@ fn agcam_vecmat_matches_f64() {
                     (in_dim, out_dim),
                 );
                 let kernel = format!("agcam.{}", d.kernel);
+                if rows >= super::agcam::GEMM_MIN_ROWS && kern.set.resolve(gpu) == KernelSet::Gpu {
+                    assert_eq!(
+                        d.kernel, "gemm_tiled",
+                        "rows={rows}: the GPU set's many-row product"
+                    );
+                }
                 run(gpu, &[d]);
                 check(
                     &kernel,
@@ -1795,4 +1832,4 @@ fn gradcam_kernels_match_f64() {
 }
 
 #[path = "gemm_coop_tests.rs"]
-mod gemm_coop;
+pub(super) mod gemm_coop;

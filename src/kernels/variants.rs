@@ -182,6 +182,9 @@ pub fn shader_variants() -> Vec<ShaderVariant> {
             });
             out.push(v("gemm", entry, &w, Some(Gpu)).f16_math());
         }
+        // The backward chain's transposed products: f32 tiles with either weight format.
+        let backward = [w[0], ("BACKWARD", 1)];
+        out.push(v("gemm", "gemm_tiled", &backward, Some(Gpu)));
     }
     out.push(v("gemm", "gemm_block", &[("BLOCK_COLS", 8)], Some(Cpu)).not_on_gl());
     out.push(v("gemm", "residual_add", &[], None));
