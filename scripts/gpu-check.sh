@@ -99,6 +99,10 @@ for spec in "${profiles[@]}"; do
     # The kernel of each nn.Linear: gemm_coop16 / gemm_coop8 where tensor cores ran.
     echo "  linears: $(awk 'NR>2 && $1 ~ /(qkv|proj|fc1|fc2|head|patch)/ {print $2}' "$R/$name" |
         sort | uniq -c | tr -s ' \n' ' ')"
+    # Issue 11 item 3: attention's kernels, attention_fused where the fused kernel ran (the
+    # GPU kernel set; the class-token-only last block keeps softmax_rows and split_v).
+    echo "  attention: $(awk 'NR>2 && $1 ~ /\.attn\.(fused|scores|softmax|split_v|values)$/ \
+        {t[$2]+=$3} END {for (k in t) printf "%s %.3f ms  ", k, t[k]}' "$R/$name")"
 done
 
 # fp32 and, by default on CUDA, f16 and bf16 autocast (maps checked against fp32 first).
