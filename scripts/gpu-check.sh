@@ -108,6 +108,10 @@ for spec in "${profiles[@]}"; do
     # The kernel of each nn.Linear: gemm_coop16 / gemm_coop8 where tensor cores ran.
     echo "  linears: $(awk 'NR>2 && $1 ~ /(qkv|proj|fc1|fc2|head|patch)/ {print $2}' "$R/$name" |
         sort | uniq -c | tr -s ' \n' ' ')"
+    # Issue 11 item 3: attention's kernels, attention_fused where the fused kernel ran (the
+    # GPU kernel set; the class-token-only last block keeps softmax_rows and split_v).
+    echo "  attention: $(awk 'NR>2 && $1 ~ /\.attn\.(fused|scores|softmax|split_v|values)$/ \
+        {t[$2]+=$3} END {for (k in t) printf "%s %.3f ms  ", k, t[k]}' "$R/$name")"
 done
 
 # Issue 11's top-k target: each extra class ≤ 1 % of a forward at batch 64, by kernel time.

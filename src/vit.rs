@@ -194,6 +194,7 @@ fn attention_shape(cfg: &ModelConfig, batch: usize) -> AttnShape {
         heads: cfg.num_heads,
         head_dim: cfg.head_dim(),
         class_token_only: false,
+        keep_probs: true,
     }
 }
 
@@ -427,6 +428,9 @@ pub(crate) fn record_forward(
             },
             AttnShape {
                 class_token_only: cls_only,
+                // Rollout and the full backward read the attention matrices; AGCAM, Grad-CAM's
+                // closed form, raw attention and predictions only the class token's scores.
+                keep_probs: keep_mixed.is_some() || keep_full.is_some(),
                 ..attn
             },
             &name("attn"),

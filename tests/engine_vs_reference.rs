@@ -152,9 +152,17 @@ fn average_pooling_predicts_and_refuses_agcam() {
     let cfg = &model.config;
     let len = 3 * cfg.image_size.0 * cfg.image_size.1;
     let images = common::noise(2 * len, 3);
-    for gpu in common::gpus() {
-        let name = gpu.describe();
-        let mut engine = Engine::new(gpu, &model).unwrap();
+    // Both kernel sets: the GPU set's forward runs every block through the fused attention.
+    for (gpu, kernels) in common::gpus()
+        .into_iter()
+        .flat_map(|g| [KernelSet::Cpu, KernelSet::Gpu].map(|k| (g.clone(), k)))
+    {
+        let name = format!("{} {kernels:?}", gpu.describe());
+        let options = EngineOptions {
+            kernels,
+            ..Default::default()
+        };
+        let mut engine = Engine::with_options(gpu, &model, &options).unwrap();
         let logits = engine.predict(&images).unwrap();
         for (b, l) in logits.iter().enumerate() {
             let r = agcam::reference::explain(cfg, &model.weights, &images[b * len..][..len], &[]);

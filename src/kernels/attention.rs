@@ -1,4 +1,6 @@
-//! Launcher of attention: two batched GEMMs (gemm.wgsl) around shaders/attention.wgsl.
+//! Launcher of attention: two batched GEMMs (gemm.wgsl) around shaders/attention.wgsl, or,
+//! where the caller needs no attention matrix and the kernel set has it, one fused kernel that
+//! never writes the [N, N] scores (`attention_fused`).
 
 use super::gemm::{Batched, View};
 use super::{linear_grid, module, words, Access, Dispatch, Gemm, Kernel};
@@ -17,6 +19,19 @@ struct AttnParams {
     row_step: u32,
 }
 
+#[repr(C)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+struct FusedParams {
+    tokens: u32,
+    heads: u32,
+    head_dim: u32,
+    dim: u32,
+    scale: f32,
+    _pad0: u32,
+    _pad1: u32,
+    _pad2: u32,
+}
+
 /// The shape of one attention call.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct AttnShape {
@@ -27,6 +42,9 @@ pub(crate) struct AttnShape {
     /// Compute the class token's query row only (keys and values still cover every token):
     /// all the last block needs under class-token pooling.
     pub class_token_only: bool,
+    /// Leave the post-softmax attention in `scores` (attention rollout and the full backward
+    /// read it). Without it, the fused kernel may run where the kernel set has it.
+    pub keep_probs: bool,
 }
 
 impl AttnShape {
@@ -68,36 +86,76 @@ pub(crate) struct Attention {
     softmax: Kernel,
     softmax_serial: Kernel,
     split_v: Kernel,
+    /// The fused kernel, on the kernel sets that select it.
+    fused: Option<Kernel>,
 }
 
 const WG: u32 = 64;
+const FA_WG: u32 = 64;
+/// Keys per workgroup-memory tile of the fused kernel: the host sizes nothing by it.
+#[cfg(test)]
+const FA_KEYS: u32 = 16;
+const FA_MAX_D: u32 = 64;
 
 #[cfg(test)]
 pub(super) const MIRROR: super::Mirror = super::Mirror {
     shader: "attention",
-    constants: &[("WG", WG)],
+    constants: &[
+        ("WG", WG),
+        ("FA_WG", FA_WG),
+        ("FA_KEYS", FA_KEYS),
+        ("FA_MAX_D", FA_MAX_D),
+    ],
     workgroups: &[
         ("softmax_rows", [WG, 1, 1]),
         ("softmax_rows_serial", [WG, 1, 1]),
         ("split_v", [WG, 1, 1]),
+        ("attention_fused", [FA_WG, 1, 1]),
     ],
-    structs: &[super::layout!(AttnParams {
-        rows,
-        tokens,
-        padded,
-        heads,
-        head_dim,
-        dim,
-        count,
-        row_step
-    })],
+    structs: &[
+        super::layout!(AttnParams {
+            rows,
+            tokens,
+            padded,
+            heads,
+            head_dim,
+            dim,
+            count,
+            row_step
+        }),
+        super::layout!(FusedParams {
+            tokens,
+            heads,
+            head_dim,
+            dim,
+            scale
+        }),
+    ],
 };
 
 impl Attention {
-    pub fn new(gpu: &Gpu, serial: bool) -> Attention {
+    /// `serial`: the CPU kernel set's softmax; `fused`: compile the fused kernel (the GPU
+    /// kernel set; on llvmpipe and lavapipe it is slower than the GEMMs, BENCHMARKS.md).
+    pub fn new(gpu: &Gpu, serial: bool, fused: bool) -> Attention {
         let m = module(gpu, "attention");
+        let fused = fused.then(|| {
+            Kernel::new(
+                gpu,
+                &m,
+                "attention_fused",
+                &[
+                    (1, Access::ReadWrite),
+                    (3, Access::Read),
+                    (4, Access::ReadWrite),
+                    (6, Access::ReadWrite),
+                    (7, Access::Uniform),
+                ],
+                &[],
+            )
+        });
         Attention {
             serial,
+            fused,
             softmax: Kernel::new(
                 gpu,
                 &m,
@@ -136,7 +194,8 @@ impl Attention {
     }
 
     /// Softmax attention of `qkv` into `out`, keeping the class-token scores and V: four
-    /// dispatches, named `{name}.scores`, `.softmax`, `.split_v` and `.values`.
+    /// dispatches, named `{name}.scores`, `.softmax`, `.split_v` and `.values`, or one,
+    /// `{name}.fused`, where the fused kernel runs (see [`Attention::fuses`]).
     pub fn dispatch(
         &self,
         gpu: &Gpu,
@@ -145,6 +204,9 @@ impl Attention {
         s: AttnShape,
         name: &str,
     ) -> Vec<Dispatch> {
+        if let (Some(kernel), true) = (&self.fused, self.fuses(gpu, s)) {
+            return vec![Self::dispatch_fused(gpu, kernel, &buf, s).named(format!("{name}.fused"))];
+        }
         let (b, n, h, d) = (s.batch, s.tokens, s.heads, s.head_dim);
         let dim = h * d;
         let np = s.padded();
@@ -250,5 +312,45 @@ impl Attention {
             )
             .named(format!("{name}.values"));
         vec![scores, softmax, split, values]
+    }
+
+    /// Whether [`Attention::dispatch`] runs the fused kernel for `s`: the kernel set has it,
+    /// the caller needs no attention matrix, every query row is computed (the class-token-only
+    /// block has a single row per head and no [N, N] matrix to avoid), the head dim fits its
+    /// per-row registers, and the images fit one dispatch dimension.
+    pub fn fuses(&self, gpu: &Gpu, s: AttnShape) -> bool {
+        self.fused.is_some()
+            && !s.keep_probs
+            && !s.class_token_only
+            && s.head_dim <= FA_MAX_D as usize
+            && s.batch <= gpu.limits.max_compute_workgroups_per_dimension as usize
+    }
+
+    fn dispatch_fused(gpu: &Gpu, kernel: &Kernel, buf: &AttnBuffers<'_>, s: AttnShape) -> Dispatch {
+        let (b, n, h, d) = (s.batch, s.tokens, s.heads, s.head_dim);
+        let dim = h * d;
+        let params = FusedParams {
+            tokens: n as u32,
+            heads: h as u32,
+            head_dim: d as u32,
+            dim: dim as u32,
+            scale: (d as f64).powf(-0.5) as f32,
+            _pad0: 0,
+            _pad1: 0,
+            _pad2: 0,
+        };
+        let uniform = gpu.uniform("fused attention params", &params);
+        kernel
+            .bind()
+            .storage(1, buf.cls_scores, words(b * h * n))
+            .storage(3, buf.qkv, words(b * n * 3 * dim))
+            .storage(4, buf.v_keep, words(b * n * dim))
+            .storage(6, buf.out, words(b * n * dim))
+            .uniform(7, &uniform)
+            .dispatch(gpu, [(n as u32).div_ceil(FA_WG), h as u32, b as u32])
+            .work(
+                4 * b * h * n * n * d,
+                4 * (b * n * 3 * dim + 2 * b * n * dim + b * h * n),
+            )
     }
 }

@@ -471,7 +471,9 @@ impl Kernels {
         Kernels {
             gemm: Gemm::new(gpu, set, precision),
             layernorm: LayerNorm::new(gpu, cpu),
-            attention: Attention::new(gpu, cpu),
+            // Fused attention on the GPU set only: on lavapipe it measured 12-15x slower than
+            // the CPU set's attention GEMMs (BENCHMARKS.md).
+            attention: Attention::new(gpu, cpu, !cpu),
             tokens: Tokens::new(gpu, precision),
             agcam: AgcamKernels::new(gpu, set, precision),
             baselines: Baselines::new(gpu),

@@ -993,6 +993,7 @@ fn attention_matches_f64_softmax_attention() {
                     heads,
                     head_dim,
                     class_token_only,
+                    keep_probs: true,
                 };
                 let dim = heads * head_dim;
                 let rows = s.batch * tokens;
@@ -1075,6 +1076,87 @@ fn attention_matches_f64_softmax_attention() {
     }
 }
 
+/// The fused kernel (GPU kernel set) against the unfused path on the same device, on awkward
+/// token counts (one key tile, several tiles with a ragged last one, several query blocks):
+/// outputs within 1e-5 of max |out|, the class token's pre-softmax scores within 1e-5 of their
+/// max, V exact; and against the f64 reference as tightly as the unfused path. Head dims past
+/// its registers keep the unfused path.
+#[test]
+fn fused_attention_matches_unfused() {
+    let mut rng = Rng::new(10);
+    for (gpu, kern) in devices() {
+        let fused_set = kern.set.resolve(gpu) == KernelSet::Gpu;
+        for (tokens, heads, head_dim) in [
+            (197, 3, 64),
+            (17, 3, 12),
+            (1 + 2 * 3, 5, 6),
+            (1, 2, 8),
+            (65, 1, 64),
+            (19, 2, 80),
+        ] {
+            let s = AttnShape {
+                batch: 2,
+                tokens,
+                heads,
+                head_dim,
+                class_token_only: false,
+                keep_probs: false,
+            };
+            let shape = format!("tokens={tokens} heads={heads} head_dim={head_dim}");
+            let fuses = kern.attention.fuses(gpu, s);
+            assert_eq!(fuses, fused_set && head_dim <= 64, "{shape}");
+            let dim = heads * head_dim;
+            let rows = s.batch * tokens;
+            let qkv = rng.vec(rows * 3 * dim, -2.0, 2.0);
+            let (want_out, want_cls, want_v) = attention_reference(&qkv, s);
+            let qkv_buf = gpu.storage_from("qkv", &qkv);
+            // Each path's outputs: (out, class-token scores, V).
+            let mut results = Vec::new();
+            for keep_probs in [true, false] {
+                let s = AttnShape { keep_probs, ..s };
+                let scores = gpu.storage("scores", 4 * (s.batch * s.scores_per_image()) as u64);
+                let v_t = gpu.storage("v_t", 4 * (s.batch * s.v_t_per_image()) as u64);
+                let out = gpu.storage("out", 4 * (rows * dim) as u64);
+                let cls = gpu.storage("cls", 4 * (s.batch * heads * tokens) as u64);
+                let v_keep = gpu.storage("v_keep", 4 * (rows * dim) as u64);
+                let buffers = AttnBuffers {
+                    qkv: &qkv_buf,
+                    scores: &scores,
+                    v_t: &v_t,
+                    out: &out,
+                    cls_scores: &cls,
+                    v_keep: &v_keep,
+                };
+                let ds = kern.attention.dispatch(gpu, &kern.gemm, buffers, s, "test");
+                let ran_fused = ds.len() == 1 && ds[0].kernel.ends_with("attention_fused");
+                assert_eq!(ran_fused, fuses && !keep_probs, "{shape}");
+                run(gpu, &ds);
+                let got = |b: &wgpu::Buffer, len| download::<f32>(gpu, b, len);
+                results.push((
+                    got(&out, rows * dim),
+                    got(&cls, s.batch * heads * tokens),
+                    got(&v_keep, rows * dim),
+                ));
+            }
+            let (unfused, fused) = (&results[0], &results[1]);
+            let tag = "attention_fused vs unfused";
+            check(tag, &shape, gpu, &fused.0, &f64s(&unfused.0), 1e-5);
+            check(tag, &shape, gpu, &fused.1, &f64s(&unfused.1), 1e-5);
+            check(tag, &shape, gpu, &fused.2, &f64s(&unfused.2), EXACT);
+            check("attention_fused.out", &shape, gpu, &fused.0, &want_out, TOL);
+            check("attention_fused.cls", &shape, gpu, &fused.1, &want_cls, TOL);
+            check(
+                "attention_fused.v_keep",
+                &shape,
+                gpu,
+                &fused.2,
+                &want_v,
+                EXACT,
+            );
+        }
+    }
+}
+
 /// softmax_rows and split_v alone, with more score rows (B·H·N) than one dispatch dimension
 /// holds, so the grid spills into y. The scores are given; the GEMMs are not run.
 #[test]
@@ -1085,6 +1167,7 @@ fn attention_softmax_and_split_v_past_65535_rows() {
         heads: 4,
         head_dim: 3,
         class_token_only: false,
+        keep_probs: true,
     };
     let (b, n, h, d) = (s.batch, s.tokens, s.heads, s.head_dim);
     let (dim, np) = (h * d, s.padded());

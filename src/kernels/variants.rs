@@ -216,6 +216,8 @@ pub fn shader_variants() -> Vec<ShaderVariant> {
     for entry in ["softmax_rows", "softmax_rows_serial", "split_v"] {
         out.push(v("attention", entry, &[], None));
     }
+    // Flash-style attention without the [N, N] scores, where no caller reads them.
+    out.push(v("attention", "attention_fused", &[], Some(Gpu)));
     for entry in ["im2col", "assemble", "gather_strided", "mean_patches"] {
         out.push(v("tokens", entry, &[], None));
     }
