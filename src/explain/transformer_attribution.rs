@@ -8,17 +8,17 @@
 //! per block k, from the last down to start_layer:
 //!   add2 → fc2 z⁺ → fc1 z⁺ → clone2 → add1 → proj z⁺ → A·V   (R_A,k, R_V halved)
 //!   r ← r + r · mean_h max(0, ∇A_k ⊙ R_A,k)                 generic attention's step
-//!   q·kᵀ (halved) → qkv z⁺ → clone1                          (not below start_layer)
+//!   q·kᵀ (halved) → qkv z⁺ → clone1                          (above start_layer only)
 //! map = r[1:]
 //! ```
 //!
 //! LayerNorms, GELU, softmax and layer scale pass relevance unchanged. Relevance tensors have
 //! the gradients' layout [B, N, K, width] (image, token, class); each rule reads the kept
 //! per-image activations, recomputing LN1's and LN2's outputs and the attention output A·V.
-//! The z⁺ products read W⁺ and W⁻ as the weights load (`Products` with a `WeightPart`).
+//! The z⁺ products sum only positive terms or read W⁺ and W⁻ as the weights load (`Products`
+//! with a `WeightPart`), with no copies of the weights.
 
-use super::agcam::Backward;
-use super::agcam::ClassChoice;
+use super::agcam::{Backward, ClassChoice};
 use super::full_backward::{
     record_full_backward, relevance_row_step, FullBackward, HeadProducts, Stop,
 };
