@@ -37,8 +37,10 @@ struct BgParams {
 // B as f16 pairs (the weight matrices with f16 storage) instead of f32.
 override B_F16: bool = false;
 // B as loaded: 0 as stored, 1 its positive part max(b, 0), 2 its negative part min(b, 0) (the
-// LRP z⁺ rule's W⁺ and W⁻, src/kernels/lrp.rs, without storing either).
+// LRP z⁺ rule's W⁺ and W⁻, src/kernels/lrp.rs, without storing either); 3 as stored, with only
+// the positive terms a·b summed (the z⁺ rule's Z⁺ = x⁺W⁺ᵀ + x⁻W⁻ᵀ in one product).
 override B_SIGN: u32 = 0u;
+const POSITIVE_TERMS: u32 = 3u;
 // bgemm_block: B's columns are contiguous and 4-aligned (col 1, offset, row and batch strides
 // and n multiples of 4): each invocation reads 4 columns per load.
 override B_VEC4: bool = false;
@@ -99,6 +101,29 @@ fn signed_part(b: f32) -> f32 {
     return b;
 }
 
+// Term a·b of a product, or max(a·b, 0) with POSITIVE_TERMS.
+fn term4(a: f32, b: vec4<f32>) -> vec4<f32> {
+    if (B_SIGN == POSITIVE_TERMS) {
+        return max(a * b, vec4<f32>(0.0));
+    }
+    return a * b;
+}
+
+fn term(a: f32, b: f32) -> f32 {
+    if (B_SIGN == POSITIVE_TERMS) {
+        return max(a * b, 0.0);
+    }
+    return a * b;
+}
+
+// Σ of the terms a[t]·b[t].
+fn dot_terms(a: vec4<f32>, b: vec4<f32>) -> f32 {
+    if (B_SIGN == POSITIVE_TERMS) {
+        return dot(max(a * b, vec4<f32>(0.0)), vec4<f32>(1.0));
+    }
+    return dot(a, b);
+}
+
 fn signed_part4(b: vec4<f32>) -> vec4<f32> {
     if (B_SIGN == 1u) {
         return max(b, vec4<f32>(0.0));
@@ -142,7 +167,7 @@ fn bgemm(
             bv *= kscale[kk];
         }
         for (var i = 0u; i < BG_TILE; i++) {
-            acc[i] += ga[a_row[i] + ak] * bv;
+            acc[i] += term4(ga[a_row[i] + ak], bv);
         }
     }
     let c0 = mat_base(p.c, z);
@@ -239,7 +264,7 @@ fn bgemm_block(
             for (var i = 0u; i < BB_ROWS; i++) {
                 let x = ga4[(ra[i] + kk) >> 2u];
                 for (var j = 0u; j < BB_COLS; j++) {
-                    acc[i][j] += dot(x, bq[j]);
+                    acc[i][j] += dot_terms(x, bq[j]);
                 }
             }
         }
@@ -250,7 +275,7 @@ fn bgemm_block(
             for (var i = 0u; i < BB_ROWS; i++) {
                 let x = ga[ra[i] + ak];
                 for (var j = 0u; j < BB_COLS; j++) {
-                    acc[i][j] += x * bv[j];
+                    acc[i][j] += term(x, bv[j]);
                 }
             }
         }

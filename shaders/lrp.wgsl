@@ -1,6 +1,6 @@
 // The LRP rules of transformer attribution (Chefer, Gur & Wolf, CVPR 2021; docs/method.md §6.3)
 // around the full backward's products (shaders/backward.wgsl `bgemm`, with B_SIGN for the z⁺
-// rule's W⁺ and W⁻): src/kernels/lrp.rs launches them, src/explain/transformer_attribution.rs
+// rule's Z⁺, W⁺ and W⁻): src/kernels/lrp.rs launches them, src/explain/transformer_attribution.rs
 // orders them.
 //
 // Relevance tensors are laid out like the full backward's gradients, one copy per gradient row
@@ -17,8 +17,7 @@ struct LrpParams {
     rep: u32,
     // Tokens per image (add_factors, add_apply).
     tokens: u32,
-    // Bit 0: the activation is an MLP pre-activation, read through GELU; bit 1: ratio adds a
-    // second denominator part (z2); bit 2: clone_merge has no first relevance (r1).
+    // Bit 0: clone_merge has no first relevance (r1).
     flags: u32,
     alpha: f32,
     _pad0: u32,
@@ -26,12 +25,10 @@ struct LrpParams {
 }
 
 const LRP_WG: u32 = 64u;
-const GELU_INPUT: u32 = 1u;
-const TWO_PARTS: u32 = 2u;
-const ONE_BRANCH: u32 = 4u;
+const ONE_BRANCH: u32 = 1u;
 
 @group(0) @binding(0) var<uniform> lp: LrpParams;
-// A per-image activation (or a denominator), and a second one.
+// A per-image activation (or a denominator), and a second one (add_factors, add_apply).
 @group(0) @binding(1) var<storage, read> xa: array<f32>;
 @group(0) @binding(2) var<storage, read> xb: array<f32>;
 // A relevance tensor read alongside dst.
@@ -57,36 +54,11 @@ fn shared_index(i: u32) -> u32 {
     return (i / (lp.rep * lp.inner)) * lp.inner + i % lp.inner;
 }
 
-fn activation(i: u32) -> f32 {
-    let x = xa[i];
-    if ((lp.flags & GELU_INPUT) != 0u) {
-        return gelu(x);
-    }
-    return x;
-}
-
 fn lrp_index(wid: vec3<u32>, nwg: vec3<u32>, lid: u32) -> u32 {
     return linear_workgroup(wid, nwg) * LRP_WG + lid;
 }
 
-// x⁺ into dst and x⁻ into dst2 for x = xa (through GELU for fc2's input): the left operands of
-// Z⁺ = x⁺W⁺ᵀ + x⁻W⁻ᵀ.
-@compute @workgroup_size(LRP_WG)
-fn signed_split(
-    @builtin(workgroup_id) wid: vec3<u32>,
-    @builtin(num_workgroups) nwg: vec3<u32>,
-    @builtin(local_invocation_index) lid: u32,
-) {
-    let i = lrp_index(wid, nwg, lid);
-    if (i >= lp.count) {
-        return;
-    }
-    let x = activation(i);
-    dst[i] = max(x, 0.0);
-    dst2[i] = min(x, 0.0);
-}
-
-// dst = ε(dst, z) in place, z = xa (+ xb) shared: the ratio s = R / Z of an LRP rule.
+// dst = ε(dst, z) in place, z = xa shared: the ratio s = R / Z of an LRP rule.
 @compute @workgroup_size(LRP_WG)
 fn ratio(
     @builtin(workgroup_id) wid: vec3<u32>,
@@ -97,12 +69,7 @@ fn ratio(
     if (i >= lp.count) {
         return;
     }
-    let j = shared_index(i);
-    var z = xa[j];
-    if ((lp.flags & TWO_PARTS) != 0u) {
-        z += xb[j];
-    }
-    dst[i] = safe_div(dst[i], z);
+    dst[i] = safe_div(dst[i], xa[shared_index(i)]);
 }
 
 // dst *= alpha · x, x = xa shared: a bilinear rule's operand times its product with the ratio.
@@ -120,7 +87,7 @@ fn scale_by(
 }
 
 // The z⁺ rule's input relevance x⁺ ⊙ (sW⁺) + x⁻ ⊙ (sW⁻): dst holds sW⁺ and becomes the
-// relevance, rel holds sW⁻, x = xa shared (through GELU for fc2's input).
+// relevance, rel holds sW⁻, x = xa shared.
 @compute @workgroup_size(LRP_WG)
 fn zplus_input(
     @builtin(workgroup_id) wid: vec3<u32>,
@@ -131,7 +98,7 @@ fn zplus_input(
     if (i >= lp.count) {
         return;
     }
-    let x = activation(shared_index(i));
+    let x = xa[shared_index(i)];
     dst[i] = max(x, 0.0) * dst[i] + min(x, 0.0) * rel[i];
 }
 

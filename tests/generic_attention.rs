@@ -8,7 +8,7 @@
 mod common;
 
 use agcam::{Engine, EngineOptions, Method, Target};
-use common::parity::{compare_method, dir, tensor, Reference};
+use common::parity::{assert_same_maps, compare_method, dir, tensor, Reference};
 use safetensors::SafeTensors;
 
 /// method.md's parity bound for the compared methods.
@@ -81,21 +81,7 @@ fn generic_attention_chunks_fit_the_memory_budget() {
         .explain_with(&input, &target, Method::GenericAttention)
         .unwrap();
     assert_eq!(tight.capacity(), 1, "generic attention chunks");
-    for (g, w) in got.iter().zip(&want) {
-        for (gm, wm) in g.maps.iter().zip(&w.maps) {
-            assert_eq!(gm.class, wm.class);
-            let scale = wm.map.iter().fold(0.0f32, |m, v| m.max(v.abs()));
-            let err = gm
-                .map
-                .iter()
-                .zip(&wm.map)
-                .fold(0.0f32, |m, (a, b)| m.max((a - b).abs()));
-            assert!(
-                err <= 1e-6 * scale,
-                "chunked maps differ by {err:e} of {scale:e}"
-            );
-        }
-    }
+    assert_same_maps(&got, &want, 1e-6);
 
     let mut too_small = Engine::with_options(gpu, &r.model, &options(100)).unwrap();
     let err = too_small

@@ -15,7 +15,7 @@
 mod common;
 
 use agcam::{Engine, EngineOptions, KernelSet, Method, Precision, Target};
-use common::parity::{dir, tensor, Reference};
+use common::parity::{assert_same_maps, dir, tensor, Reference};
 use safetensors::SafeTensors;
 
 /// method.md's parity bound for the compared methods.
@@ -148,4 +148,41 @@ fn transformer_attribution_refuses_average_pooled_models() {
         err.contains("transformer attribution is undefined for average-pooled models"),
         "{err}"
     );
+}
+
+/// The LRP pass's relevance buffers count against `max_gpu_mem` with the full backward's: a
+/// budget that holds several images for AGCAM holds fewer for transformer attribution, whose
+/// chunks shrink to it (same maps), and a budget below one image's needs is refused.
+#[test]
+fn transformer_attribution_chunks_fit_the_memory_budget() {
+    let r = Reference::load_from("odd_ls", &dir("odd_ls"));
+    let gpu = common::gpus().remove(0);
+    let input = r.input();
+    let target = Target::TopK(2);
+    let method = Method::TransformerAttribution;
+    let mut roomy = Engine::new(gpu.clone(), &r.model).unwrap();
+    let want = roomy.explain_with(&input, &target, method).unwrap();
+
+    let options = |kib: u64| EngineOptions {
+        max_gpu_mem: kib << 10,
+        ..Default::default()
+    };
+    let mut tight = Engine::with_options(gpu.clone(), &r.model, &options(400)).unwrap();
+    let agcam_chunks = tight.capacity();
+    assert!(agcam_chunks >= 3, "AGCAM chunks: {agcam_chunks}");
+    let got = tight.explain_with(&input, &target, method).unwrap();
+    assert!(
+        tight.capacity() < agcam_chunks,
+        "transformer attribution chunks: {}",
+        tight.capacity()
+    );
+    assert_same_maps(&got, &want, 1e-6);
+
+    let mut too_small = Engine::with_options(gpu, &r.model, &options(100)).unwrap();
+    let err = too_small
+        .explain_with(&input, &target, method)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("raise --max-gpu-mem"), "{err}");
+    assert!(err.contains("transformer-attribution"), "{err}");
 }

@@ -8,22 +8,22 @@
 //! per block k, from the last down to start_layer:
 //!   add2 → fc2 z⁺ → fc1 z⁺ → clone2 → add1 → proj z⁺ → A·V   (R_A,k, R_V halved)
 //!   r ← r + r · mean_h max(0, ∇A_k ⊙ R_A,k)                 generic attention's step
-//!   q·kᵀ (halved) → qkv z⁺ → clone1                          (not below start_layer)
+//!   q·kᵀ (halved) → qkv z⁺ → clone1                          (above start_layer only)
 //! map = r[1:]
 //! ```
 //!
 //! LayerNorms, GELU, softmax and layer scale pass relevance unchanged. Relevance tensors have
 //! the gradients' layout [B, N, K, width] (image, token, class); each rule reads the kept
 //! per-image activations, recomputing LN1's and LN2's outputs and the attention output A·V.
-//! The z⁺ products read W⁺ and W⁻ as the weights load (`Products` with a `WeightPart`).
+//! The z⁺ products sum only positive terms or read W⁺ and W⁻ as the weights load (`Products`
+//! with a `WeightPart`), with no copies of the weights.
 
-use super::agcam::Backward;
-use super::agcam::ClassChoice;
+use super::agcam::{Backward, ClassChoice};
 use super::full_backward::{
     record_full_backward, relevance_row_step, FullBackward, HeadProducts, Stop,
 };
 use crate::gpu::Gpu;
-use crate::kernels::{Dispatch, Kernels, Linear, LrpKernels, RowMap, Shared, ZPlusScratch};
+use crate::kernels::{Dispatch, Kernels, Linear, LrpKernels, RowMap, Shared};
 use crate::model::{ModelConfig, Pooling};
 use crate::vit::{Activations, GpuWeights};
 
@@ -45,13 +45,11 @@ pub(crate) struct LrpBuffers {
     attn: wgpu::Buffer,
     /// [B·K, 2]: an Add's rescaling factors.
     factors: wgpu::Buffer,
-    /// Per image: x⁺, x⁻ [B·N, max(F, D)] of a z⁺ input; Z⁺'s two parts [B·N, max(F, 3D)] (and
-    /// the head's [B, C]); a recomputed LayerNorm output and attention output [B·N, D]; q·kᵀ
+    /// Per image: fc2's input GELU(pre) [B·N, F]; a z⁺ rule's Z⁺ [B·N, max(F, 3D)] (and the
+    /// head's [B, C]); a recomputed LayerNorm output and attention output [B·N, D]; q·kᵀ
     /// [B, H, N, padded].
-    pos: wgpu::Buffer,
-    neg: wgpu::Buffer,
-    z_pos: wgpu::Buffer,
-    z_neg: wgpu::Buffer,
+    activation: wgpu::Buffer,
+    z: wgpu::Buffer,
     normed: wgpu::Buffer,
     context: wgpu::Buffer,
     scores: wgpu::Buffer,
@@ -63,7 +61,7 @@ fn sizes(cfg: &ModelConfig) -> (usize, usize) {
     let wide = f.max(3 * d);
     let attn = cfg.num_heads * n * n.next_multiple_of(4);
     let per_row = c + 2 + n * (4 * d + 2 * wide) + attn;
-    let per_image = n * (2 * f.max(d) + 2 * wide + 2 * d) + attn + 2 * c;
+    let per_image = n * (f + wide + 2 * d) + attn + c;
     (per_row, per_image)
 }
 
@@ -98,10 +96,8 @@ impl LrpBuffers {
             wide_q: buffer("lrp wide negative part", rows * n * wide),
             attn: buffer("lrp attention relevance", rows * attn),
             factors: buffer("lrp add factors", 2 * rows),
-            pos: buffer("lrp positive inputs", images * (n * f.max(d)).max(c)),
-            neg: buffer("lrp negative inputs", images * (n * f.max(d)).max(c)),
-            z_pos: buffer("lrp z+ positive", images * (n * wide).max(c)),
-            z_neg: buffer("lrp z+ negative", images * (n * wide).max(c)),
+            activation: buffer("lrp mlp activation", images * n * f),
+            z: buffer("lrp z+", images * (n * wide).max(c)),
             normed: buffer("lrp layernorm output", images * n * d),
             context: buffer("lrp attention output", images * n * d),
             scores: buffer("lrp q k", images * attn),
@@ -195,14 +191,8 @@ impl Lrp<'_> {
 
     /// The z⁺ rule of `l` (LrpKernels::zplus) with this pass's scratch.
     fn zplus(&self, out: &mut Vec<Dispatch>, l: Linear<'_>, name: &str) {
-        let b = self.bufs;
-        let scratch = ZPlusScratch {
-            pos: &b.pos,
-            neg: &b.neg,
-            z_pos: &b.z_pos,
-            z_neg: &b.z_neg,
-        };
-        out.extend(self.lk.zplus(self.gpu, l, self.classes, &scratch, name));
+        let z = &self.bufs.z;
+        out.extend(self.lk.zplus(self.gpu, l, self.classes, z, name));
     }
 
     /// R at x_L: one-hot(c) at the logits through the head's z⁺ rule to the final LayerNorm's
@@ -224,7 +214,7 @@ impl Lrp<'_> {
         );
         let head = Linear {
             weight: &w.head_w,
-            input: (&acts.final_cls, false),
+            input: &acts.final_cls,
             rows: self.batch,
             features: (c, d),
             r_out: &b.logits,
@@ -296,9 +286,15 @@ impl Lrp<'_> {
         );
         out.push(sums.named(name("add2.sums")));
         out.push(parts.named(name("add2.parts")));
+        out.push(
+            self.k
+                .backward(gpu)
+                .gelu_copy(gpu, &keep.pre, &b.activation, rows * f)
+                .named(name("mlp.gelu")),
+        );
         let fc2 = Linear {
             weight: &blk.fc2_w,
-            input: (&keep.pre, true),
+            input: &b.activation,
             rows,
             features: (d, f),
             r_out: &b.rel,
@@ -311,7 +307,7 @@ impl Lrp<'_> {
         );
         let fc1 = Linear {
             weight: &blk.fc1_w,
-            input: (&b.normed, false),
+            input: &b.normed,
             rows,
             features: (f, d),
             r_out: &b.wide_p,
@@ -350,7 +346,7 @@ impl Lrp<'_> {
         );
         let proj = Linear {
             weight: &blk.proj_w,
-            input: (&b.context, false),
+            input: &b.context,
             rows,
             features: (d, d),
             r_out: &b.res,
@@ -360,7 +356,7 @@ impl Lrp<'_> {
 
         // A·V: s = ε(R, A·V); R_A = ½ A ⊙ (s Vᵀ), R_V = ½ V ⊙ (Aᵀ s) (scaled with R_q, R_k).
         out.push(
-            lk.ratio(gpu, &b.narrow_p, (&b.context, None), count, self.shared(d))
+            lk.ratio(gpu, &b.narrow_p, &b.context, count, self.shared(d))
                 .named(name("attn.av_ratio")),
         );
         let per_row = HeadProducts::new(gpu, self.k, cfg, (images, kk));
@@ -414,14 +410,8 @@ impl Lrp<'_> {
         let attn_inner = cfg.num_heads * n * n.next_multiple_of(4);
         let attn_count = images * kk * attn_inner;
         out.push(
-            lk.ratio(
-                gpu,
-                &b.attn,
-                (&b.scores, None),
-                attn_count,
-                self.shared(attn_inner),
-            )
-            .named(name("attn.qk_ratio")),
+            lk.ratio(gpu, &b.attn, &b.scores, attn_count, self.shared(attn_inner))
+                .named(name("attn.qk_ratio")),
         );
         let per_row = HeadProducts::new(gpu, self.k, cfg, (images, kk));
         out.push(
@@ -452,7 +442,7 @@ impl Lrp<'_> {
         );
         let qkv = Linear {
             weight: &blk.qkv_w,
-            input: (&b.normed, false),
+            input: &b.normed,
             rows,
             features: (3 * d, d),
             r_out: &b.wide_q,

@@ -270,11 +270,14 @@ struct BlockVariant {
 }
 
 /// Which part of a weight matrix a signed product reads: the LRP z⁺ rule's W⁺ = max(W, 0) or
-/// W⁻ = min(W, 0), taken as the weights are loaded (shaders/backward.wgsl `B_SIGN`).
+/// W⁻ = min(W, 0), taken as the weights are loaded, or all of W with only the positive terms
+/// a·w summed (shaders/backward.wgsl `B_SIGN`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum WeightPart {
     Positive = 1,
     Negative = 2,
+    /// Σ_k max(a_k·w_k, 0): the z⁺ rule's Z⁺ = x⁺W⁺ᵀ + x⁻W⁻ᵀ in one product.
+    PositiveTerms = 3,
 }
 
 /// The compiled variants of the batched product for one reading of B.

@@ -10,9 +10,7 @@ const LRP_WG: u32 = 64;
 /// add_factors's workgroup (common.wgsl's REDUCE_WG): one per gradient row.
 #[cfg(test)]
 const REDUCE_WG: u32 = 64;
-const GELU_INPUT: u32 = 1;
-const TWO_PARTS: u32 = 2;
-const ONE_BRANCH: u32 = 4;
+const ONE_BRANCH: u32 = 1;
 
 #[cfg(test)]
 pub(super) const MIRROR: super::Mirror = super::Mirror {
@@ -20,12 +18,9 @@ pub(super) const MIRROR: super::Mirror = super::Mirror {
     constants: &[
         ("LRP_WG", LRP_WG),
         ("REDUCE_WG", REDUCE_WG),
-        ("GELU_INPUT", GELU_INPUT),
-        ("TWO_PARTS", TWO_PARTS),
         ("ONE_BRANCH", ONE_BRANCH),
     ],
     workgroups: &[
-        ("signed_split", [LRP_WG, 1, 1]),
         ("ratio", [LRP_WG, 1, 1]),
         ("scale_by", [LRP_WG, 1, 1]),
         ("zplus_input", [LRP_WG, 1, 1]),
@@ -80,19 +75,17 @@ const REL: (u32, Access) = (3, Access::Read);
 const DST: (u32, Access) = (4, Access::ReadWrite);
 const DST2: (u32, Access) = (5, Access::ReadWrite);
 const CLASSES: (u32, Access) = (6, Access::Read);
-const SPLIT: &[(u32, Access)] = &[UNIFORM, XA, DST, DST2];
-const RATIO: &[(u32, Access)] = &[UNIFORM, XA, XB, DST];
 const SCALE: &[(u32, Access)] = &[UNIFORM, XA, DST];
 const WITH_REL: &[(u32, Access)] = &[UNIFORM, XA, REL, DST];
 const FACTORS: &[(u32, Access)] = &[UNIFORM, XA, XB, REL, DST];
 const APPLY: &[(u32, Access)] = &[UNIFORM, XA, XB, REL, DST, DST2];
 const ONE_HOT: &[(u32, Access)] = &[UNIFORM, DST, CLASSES];
 
-/// A linear layer for the z⁺ rule: its weight [out, in], its input (per image, through GELU
-/// when flagged), and its relevance in and out.
+/// A linear layer for the z⁺ rule: its weight [out, in], its input (per image), and its
+/// relevance in and out.
 pub(crate) struct Linear<'a> {
     pub weight: &'a wgpu::Buffer,
-    pub input: (&'a wgpu::Buffer, bool),
+    pub input: &'a wgpu::Buffer,
     /// Rows of the input (images, or images × tokens), and (out, in) features.
     pub rows: usize,
     pub features: (usize, usize),
@@ -102,19 +95,12 @@ pub(crate) struct Linear<'a> {
     pub r_in: (&'a wgpu::Buffer, &'a wgpu::Buffer),
 }
 
-/// Per-image scratch of the z⁺ rule: x⁺ and x⁻ [rows, in], Z⁺'s two parts [rows, out].
-pub(crate) struct ZPlusScratch<'a> {
-    pub pos: &'a wgpu::Buffer,
-    pub neg: &'a wgpu::Buffer,
-    pub z_pos: &'a wgpu::Buffer,
-    pub z_neg: &'a wgpu::Buffer,
-}
-
 pub(crate) struct LrpKernels {
-    /// Products with max(W, 0) and min(W, 0) as the right operand.
+    /// Products with max(W, 0) and min(W, 0) as the right operand, and with W summing only the
+    /// positive terms.
     positive: Products,
     negative: Products,
-    signed_split: Kernel,
+    positive_terms: Products,
     ratio: Kernel,
     scale_by: Kernel,
     zplus_input: Kernel,
@@ -131,8 +117,8 @@ impl LrpKernels {
         LrpKernels {
             positive: Products::new(gpu, set, precision, Some(WeightPart::Positive)),
             negative: Products::new(gpu, set, precision, Some(WeightPart::Negative)),
-            signed_split: kernel("signed_split", SPLIT),
-            ratio: kernel("ratio", RATIO),
+            positive_terms: Products::new(gpu, set, precision, Some(WeightPart::PositiveTerms)),
+            ratio: kernel("ratio", SCALE),
             scale_by: kernel("scale_by", SCALE),
             zplus_input: kernel("zplus_input", WITH_REL),
             clone_merge: kernel("clone_merge", WITH_REL),
@@ -143,56 +129,47 @@ impl LrpKernels {
     }
 
     /// The z⁺ rule (LRP-α1β0, biases ignored) of `l` for `classes` gradient rows per input
-    /// row: Z⁺ = x⁺W⁺ᵀ + x⁻W⁻ᵀ, s = ε(R, Z⁺), R_in = x⁺ ⊙ (sW⁺) + x⁻ ⊙ (sW⁻), W⁺ and W⁻ read
-    /// as the weights load. Dispatches named `{name}.…`.
+    /// row: Z⁺ = x⁺W⁺ᵀ + x⁻W⁻ᵀ (one product summing the positive terms x·w), s = ε(R, Z⁺) in
+    /// `l.r_out`, R_in = x⁺ ⊙ (sW⁺) + x⁻ ⊙ (sW⁻), W⁺ and W⁻ read as the weights load; `z`
+    /// [rows, out] is scratch. Dispatches named `{name}.…`.
     pub fn zplus(
         &self,
         gpu: &Gpu,
         l: Linear<'_>,
         classes: usize,
-        scratch: &ZPlusScratch<'_>,
+        z: &wgpu::Buffer,
         name: &str,
     ) -> Vec<Dispatch> {
         let (f_out, f_in) = l.features;
         let grad_rows = l.rows * classes;
-        let mut out = Vec::with_capacity(7);
-        out.push(
-            self.signed_split(gpu, l.input, (scratch.pos, scratch.neg), l.rows * f_in)
-                .named(format!("{name}.split")),
-        );
-        let parts = [
-            (&self.positive, scratch.pos, scratch.z_pos),
-            (&self.negative, scratch.neg, scratch.z_neg),
-        ];
-        for (products, x, z) in parts {
-            out.push(
-                products
-                    .product(
-                        gpu,
-                        (x, Mat::rows(f_in)),
-                        Right::Weight(l.weight, Mat::rows(f_in).t()),
-                        (z, Mat::rows(f_out)),
-                        (l.rows, f_out, f_in),
-                        Batch::ONE,
-                        Finish::scaled(1.0),
-                    )
-                    .named(format!("{name}.z_plus")),
-            );
-        }
+        let weight = |mat| Right::Weight(l.weight, mat);
         let shared = |inner| Shared { classes, inner };
-        let z = (scratch.z_pos, Some(scratch.z_neg));
+        let (r_in, part) = l.r_in;
+        let mut out = Vec::with_capacity(5);
+        out.push(
+            self.positive_terms
+                .product(
+                    gpu,
+                    (l.input, Mat::rows(f_in)),
+                    weight(Mat::rows(f_in).t()),
+                    (z, Mat::rows(f_out)),
+                    (l.rows, f_out, f_in),
+                    Batch::ONE,
+                    Finish::scaled(1.0),
+                )
+                .named(format!("{name}.z_plus")),
+        );
         out.push(
             self.ratio(gpu, l.r_out, z, grad_rows * f_out, shared(f_out))
                 .named(format!("{name}.ratio")),
         );
-        let (r_in, part) = l.r_in;
         for (products, dst) in [(&self.positive, r_in), (&self.negative, part)] {
             out.push(
                 products
                     .product(
                         gpu,
                         (l.r_out, Mat::rows(f_out)),
-                        Right::Weight(l.weight, Mat::rows(f_in)),
+                        weight(Mat::rows(f_in)),
                         (dst, Mat::rows(f_in)),
                         (grad_rows, f_in, f_out),
                         Batch::ONE,
@@ -216,62 +193,17 @@ impl LrpKernels {
         linear_grid((count as u32).div_ceil(LRP_WG))
     }
 
-    /// `pos = max(x, 0)`, `neg = min(x, 0)` for `count` values of `x`, or of GELU(x) with
-    /// `gelu`: the left operands of Z⁺ = x⁺W⁺ᵀ + x⁻W⁻ᵀ.
-    fn signed_split(
-        &self,
-        gpu: &Gpu,
-        (x, gelu): (&wgpu::Buffer, bool),
-        (pos, neg): (&wgpu::Buffer, &wgpu::Buffer),
-        count: usize,
-    ) -> Dispatch {
-        let params = LrpParams {
-            count: count as u32,
-            flags: if gelu { GELU_INPUT } else { 0 },
-            ..Default::default()
-        };
-        let uniform = Self::params(gpu, params);
-        self.signed_split
-            .bind()
-            .uniform(0, &uniform)
-            .storage(1, x, words(count))
-            .storage(4, pos, words(count))
-            .storage(5, neg, words(count))
-            .dispatch(gpu, Self::grid(count))
-            .work(2 * count, 12 * count)
-    }
-
-    /// `r = ε(r, z)` in place for `count` relevance values, with `z` (plus `z2`) shared:
-    /// the ratio s = R / Z of an LRP rule.
+    /// `r = ε(r, z)` in place for `count` relevance values, with `z` shared: the ratio
+    /// s = R / Z of an LRP rule.
     pub fn ratio(
         &self,
         gpu: &Gpu,
         r: &wgpu::Buffer,
-        (z, z2): (&wgpu::Buffer, Option<&wgpu::Buffer>),
+        z: &wgpu::Buffer,
         count: usize,
         shared: Shared,
     ) -> Dispatch {
-        let params = LrpParams {
-            count: count as u32,
-            inner: shared.inner as u32,
-            rep: shared.classes as u32,
-            flags: if z2.is_some() { TWO_PARTS } else { 0 },
-            ..Default::default()
-        };
-        let uniform = Self::params(gpu, params);
-        let z_len = words(shared.activation_len(count));
-        let bind = self
-            .ratio
-            .bind()
-            .uniform(0, &uniform)
-            .storage(1, z, z_len)
-            .storage(4, r, words(count));
-        let bind = match z2 {
-            Some(z2) => bind.storage(2, z2, z_len),
-            None => bind.unused(gpu, 2),
-        };
-        bind.dispatch(gpu, Self::grid(count))
-            .work(2 * count, 12 * count)
+        self.shared_map(gpu, &self.ratio, (r, z), 1.0, count, shared)
     }
 
     /// `r *= alpha · x` in place for `count` relevance values, `x` shared.
@@ -284,6 +216,19 @@ impl LrpKernels {
         count: usize,
         shared: Shared,
     ) -> Dispatch {
+        self.shared_map(gpu, &self.scale_by, (r, x), alpha, count, shared)
+    }
+
+    /// A kernel that maps relevance `r` in place with a shared per-image operand `x`.
+    fn shared_map(
+        &self,
+        gpu: &Gpu,
+        kernel: &Kernel,
+        (r, x): (&wgpu::Buffer, &wgpu::Buffer),
+        alpha: f32,
+        count: usize,
+        shared: Shared,
+    ) -> Dispatch {
         let params = LrpParams {
             count: count as u32,
             inner: shared.inner as u32,
@@ -292,7 +237,7 @@ impl LrpKernels {
             ..Default::default()
         };
         let uniform = Self::params(gpu, params);
-        self.scale_by
+        kernel
             .bind()
             .uniform(0, &uniform)
             .storage(1, x, words(shared.activation_len(count)))
@@ -302,13 +247,12 @@ impl LrpKernels {
     }
 
     /// The z⁺ rule's input relevance `p = x⁺ ⊙ p + x⁻ ⊙ q` in place, with `p` = sW⁺, `q` = sW⁻
-    /// and `x` shared (through GELU with `gelu`).
-    #[allow(clippy::too_many_arguments)]
+    /// and `x` shared.
     fn zplus_input(
         &self,
         gpu: &Gpu,
         (p, q): (&wgpu::Buffer, &wgpu::Buffer),
-        (x, gelu): (&wgpu::Buffer, bool),
+        x: &wgpu::Buffer,
         count: usize,
         shared: Shared,
     ) -> Dispatch {
@@ -316,7 +260,6 @@ impl LrpKernels {
             count: count as u32,
             inner: shared.inner as u32,
             rep: shared.classes as u32,
-            flags: if gelu { GELU_INPUT } else { 0 },
             ..Default::default()
         };
         let uniform = Self::params(gpu, params);

@@ -1,9 +1,9 @@
 //! The LRP kernels (shaders/lrp.wgsl, and the z⁺ products of backward.wgsl with B_SIGN) against
 //! f64 on the CPU, on every test device with both kernel sets: one z⁺ linear layer with f32 and
-//! f16 weights (several classes per input row, GELU'd input), and the residual Add rule with its
-//! per-row conservation. Odd sizes cross the GEMM blocks; shapes as the transformer's rows.
+//! f16 weights (several classes per input row), and the residual Add rule with its per-row
+//! conservation. Odd sizes cross the GEMM blocks; shapes as the transformer's rows.
 
-use super::lrp::{Linear, ZPlusScratch};
+use super::lrp::Linear;
 use super::*;
 use crate::gpu::testing::gpus;
 
@@ -49,26 +49,18 @@ fn rel_error(got: &[f32], want: &[f64]) -> f64 {
     err / scale
 }
 
-fn erf_gelu(x: f64) -> f64 {
-    0.5 * x * (1.0 + libm::erf(x / std::f64::consts::SQRT_2))
-}
-
 /// One z⁺ linear: R_in = x⁺ ⊙ (sW⁺) + x⁻ ⊙ (sW⁻), s = ε(R, x⁺W⁺ᵀ + x⁻W⁻ᵀ), against f64,
 /// and Σ R_in = Σ R over the outputs with a positive contribution (the others, Z⁺ = 0, drop
 /// their relevance: with 8 inputs some do).
 #[test]
 fn zplus_linear_matches_f64_and_conserves() {
-    // (input rows, classes, out, in, GELU input)
-    let shapes = [
-        (7, 3, 45, 37, false),
-        (10, 2, 12, 44, true),
-        (3, 1, 70, 8, false),
-    ];
+    // (input rows, classes, out, in)
+    let shapes = [(7, 3, 45, 37), (10, 2, 12, 44), (3, 1, 70, 8)];
     for gpu in gpus() {
         for set in [KernelSet::Cpu, KernelSet::Gpu] {
             for precision in [Precision::F32, Precision::F16] {
                 let lk = LrpKernels::new(gpu, set, precision);
-                for (seed, &(rows, classes, f_out, f_in, gelu)) in shapes.iter().enumerate() {
+                for (seed, &(rows, classes, f_out, f_in)) in shapes.iter().enumerate() {
                     let seed = seed as u64;
                     let x = values(seed, rows * f_in);
                     // f16-representable weights: both storages hold the same values.
@@ -88,29 +80,19 @@ fn zplus_linear_matches_f64_and_conserves() {
                     let r_buf = gpu.storage_from("r", &r);
                     let zeros = |len: usize| gpu.storage_from("scratch", &vec![0.0f32; len]);
                     let (r_in, part) = (zeros(rows * classes * f_in), zeros(rows * classes * f_in));
-                    let (pos, neg) = (zeros(rows * f_in), zeros(rows * f_in));
-                    let (z_pos, z_neg) = (zeros(rows * f_out), zeros(rows * f_out));
-                    let scratch = ZPlusScratch {
-                        pos: &pos,
-                        neg: &neg,
-                        z_pos: &z_pos,
-                        z_neg: &z_neg,
-                    };
+                    let z = zeros(rows * f_out);
                     let linear = Linear {
                         weight: &w_buf,
-                        input: (&x_buf, gelu),
+                        input: &x_buf,
                         rows,
                         features: (f_out, f_in),
                         r_out: &r_buf,
                         r_in: (&r_in, &part),
                     };
-                    run(gpu, &lk.zplus(gpu, linear, classes, &scratch, "test"));
+                    run(gpu, &lk.zplus(gpu, linear, classes, &z, "test"));
                     let got: Vec<f32> = gpu.download(&r_in, rows * classes * f_in).unwrap();
 
-                    let xs: Vec<f64> = x
-                        .iter()
-                        .map(|&v| if gelu { erf_gelu(v as f64) } else { v as f64 })
-                        .collect();
+                    let xs: Vec<f64> = x.iter().map(|&v| v as f64).collect();
                     let mut want = vec![0.0f64; rows * classes * f_in];
                     let mut conserved = vec![0.0f64; rows * classes];
                     for row in 0..rows {
@@ -132,7 +114,7 @@ fn zplus_linear_matches_f64_and_conserves() {
                         }
                     }
                     let tag = format!(
-                        "z+ {rows}x{classes} rows {f_out}<-{f_in} gelu {gelu} {set:?} {precision:?} on {:?}",
+                        "z+ {rows}x{classes} rows {f_out}<-{f_in} {set:?} {precision:?} on {:?}",
                         gpu.info.backend
                     );
                     let err = rel_error(&got, &want);

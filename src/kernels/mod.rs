@@ -20,7 +20,7 @@ pub(crate) use gemm::{Epilogue, Gemm, View};
 pub(crate) use gradcam::GradCamKernels;
 
 pub(crate) use layernorm::{LayerNorm, RowMap};
-pub(crate) use lrp::{Linear, LrpKernels, Shared, ZPlusScratch};
+pub(crate) use lrp::{Linear, LrpKernels, Shared};
 pub(crate) use tokens::Tokens;
 
 use crate::gpu::Gpu;

@@ -247,8 +247,8 @@ pub fn shader_variants() -> Vec<ShaderVariant> {
         out.push(v("backward", "bgemm", &[("B_F16", b_f16)], None));
     }
     // Transformer attribution's z⁺ products read the positive or negative part of the weights
-    // (B_SIGN 1, 2), in each of the same variants.
-    for sign in [None, Some(1), Some(2)] {
+    // or sum only the positive terms (B_SIGN 1, 2, 3), in each of the same variants.
+    for sign in [None, Some(1), Some(2), Some(3)] {
         let signed = |mut constants: Vec<(&'static str, u32)>| {
             constants.extend(sign.map(|s| ("B_SIGN", s)));
             constants
@@ -295,7 +295,6 @@ pub fn shader_variants() -> Vec<ShaderVariant> {
         out.push(v("gradcam", entry, &[], None));
     }
     for entry in [
-        "signed_split",
         "ratio",
         "scale_by",
         "zplus_input",

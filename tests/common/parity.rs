@@ -16,6 +16,28 @@ pub fn dir(name: &str) -> PathBuf {
         .join(name)
 }
 
+/// The same classes and maps in `got` as in `want`, each map within `rel` × its max|value|
+/// (an engine run in other chunks against one in a single chunk).
+pub fn assert_same_maps(got: &[agcam::Explanation], want: &[agcam::Explanation], rel: f32) {
+    assert_eq!(got.len(), want.len());
+    for (g, w) in got.iter().zip(want) {
+        assert_eq!(g.maps.len(), w.maps.len());
+        for (gm, wm) in g.maps.iter().zip(&w.maps) {
+            assert_eq!(gm.class, wm.class);
+            let scale = wm.map.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+            let err = gm
+                .map
+                .iter()
+                .zip(&wm.map)
+                .fold(0.0f32, |m, (a, b)| m.max((a - b).abs()));
+            assert!(
+                err <= rel * scale,
+                "chunked maps differ by {err:e} of {scale:e}"
+            );
+        }
+    }
+}
+
 /// A tensor of the reference file as f64 with its shape.
 pub fn tensor(st: &SafeTensors<'_>, name: &str) -> (Vec<usize>, Vec<f64>) {
     let t = st.tensor(name).unwrap_or_else(|e| panic!("{name}: {e}"));
