@@ -84,22 +84,34 @@ for precision in f32 f16; do
     done
 done
 
+# Trial kernels (AGCAM_TRIAL_KERNELS; src/kernels/mod.rs `Trials`), which the engine does not
+# select until a GPU has measured them: the same ViT-B points with each, on the same binary, to
+# set against its default rows above. Their correctness is in the unit tests above.
+for trial in ${TRIALS-tiled32 prefetch128}; do
+    step "A/B trial $trial f32, ViT-B/16"
+    AGCAM_TRIAL_KERNELS=$trial timeout 60 "$BIN" bench --backend vulkan --precision f32 \
+        --random vit_base_patch16_224 --batches 1,8,64 --iters 5 \
+        --json "$R/ab_trial_${trial}_f32.json" 2>&1 | quiet
+done
+
 # Forward and backward (the `<method>.` launches and topk) kernel time of a profile table.
 chain_split() {
     awk 'NR>2 && NF>=3 {if ($1 ~ /^agcam\./ || $1 == "topk") {b+=$3; nb++} else {f+=$3}}
         END {printf "%.3f %.3f %d\n", f, b, nb}' "$1"
 }
-# Binary, precision, batch, top-k (default 1).
-profiles=("$BIN f32 64" "$BIN f16 64" "$BIN f32 8" "$BIN f32 1" "$BIN f32 64 5")
+# Binary, precision, batch, top-k (default 1), trial kernels (default none).
+profiles=("$BIN f32 64" "$BIN f16 64" "$BIN f32 8" "$BIN f32 1" "$BIN f32 64 5"
+    "$BIN f32 1 1 tiled32" "$BIN f32 64 1 prefetch128")
 # A second build's f16 profile, where f16 arithmetic is being compared.
 [ -n "${F16_AB_BIN:-}" ] && profiles+=("$F16_AB_BIN f16 64")
 for spec in "${profiles[@]}"; do
     set -- $spec
     topk=${4:-1}
-    name="profile_$(basename "$1")_$2_b$3$([ "$topk" = 1 ] || echo "_k$topk").txt"
-    step "profile $1 $2 batch $3 top-k $topk"
-    timeout 40 "$1" profile --backend vulkan --precision "$2" --random vit_base_patch16_224 \
-        --batch "$3" --top-k "$topk" >"$R/$name" 2>&1
+    trial=${5:-}
+    name="profile_$(basename "$1")_$2_b$3$([ "$topk" = 1 ] || echo "_k$topk")${trial:+_$trial}.txt"
+    step "profile $1 $2 batch $3 top-k $topk${trial:+ trial $trial}"
+    AGCAM_TRIAL_KERNELS=$trial timeout 40 "$1" profile --backend vulkan --precision "$2" \
+        --random vit_base_patch16_224 --batch "$3" --top-k "$topk" >"$R/$name" 2>&1
     head -n 1 "$R/$name"
     # Issue 11's batch-latency target: explain ÷ forward ≤ 1.05 by kernel time.
     chain_split "$R/$name" | awk '{printf "  explain / forward (kernel time) %.4f: forward %.3f ms, backward %.3f ms in %d dispatches\n", ($1+$2)/$1, $1, $2, $3}'

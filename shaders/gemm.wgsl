@@ -354,17 +354,36 @@ fn gemm_tiled(
     @builtin(workgroup_id) wid: vec3<u32>,
     @builtin(local_invocation_id) lid: vec3<u32>,
 ) {
+    tiled_product(wid, lid, 16u);
+}
+
+// A trial kernel (AGCAM_TRIAL_KERNELS=tiled32, src/kernels/gemm.rs): the same product in
+// 32×32 tiles of 8×8 invocations, for grids too small to fill a large GPU with 64×64 tiles
+// (batch 1: ViT-B's proj and fc2 make 48 of them). Not selected by default until measured.
+@compute @workgroup_size(8, 8)
+fn gemm_tiled32(
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(local_invocation_id) lid: vec3<u32>,
+) {
+    tiled_product(wid, lid, 8u);
+}
+
+// The tiled product for a workgroup of `side` × `side` invocations, each computing 4×4 of a
+// (4·side)² tile of C; `side` is a literal at each call, so drivers fold it.
+fn tiled_product(wid: vec3<u32>, lid: vec3<u32>, side: u32) {
+    let tile = 4u * side;
+    let lanes = side * side;
     let z = wid.z;
-    let m_base = wid.y * TILE_MN;
-    let n_base = wid.x * TILE_MN;
+    let m_base = wid.y * tile;
+    let n_base = wid.x * tile;
     let a0 = base(p.a, z);
     let w0 = base(p.w, z);
-    let t = lid.y * 16u + lid.x;
+    let t = lid.y * side + lid.x;
     var acc: array<vec4<f32>, 4>;
     for (var k0 = 0u; k0 < p.k; k0 += TILE_K) {
-        // 256 invocations fill TILE_K × 64 values of each tile, consecutive invocations
+        // The invocations fill TILE_K × tile values of each tile, consecutive invocations
         // reading consecutive elements: along K, or along N for BACKWARD's W.
-        for (var e = t; e < TILE_K * TILE_MN; e += 256u) {
+        for (var e = t; e < TILE_K * tile; e += lanes) {
             let r = e / TILE_K;
             let kk = e % TILE_K;
             let k = k0 + kk;
@@ -376,21 +395,21 @@ fn gemm_tiled(
                     av *= scale[k];
                 }
             }
-            a_tile[kk * TILE_MN + r] = half(av);
-            let wr = select(r, e % TILE_MN, BACKWARD);
-            let wk = select(kk, e / TILE_MN, BACKWARD);
+            a_tile[kk * tile + r] = half(av);
+            let wr = select(r, e % tile, BACKWARD);
+            let wk = select(kk, e / tile, BACKWARD);
             let n = n_base + wr;
             let kw = k0 + wk;
             var wv = 0.0;
             if (n < p.n && kw < p.k) {
                 wv = load_w(w0 + select(n * p.w.row + kw, kw * p.w.row + n, BACKWARD));
             }
-            w_tile[wk * TILE_MN + wr] = half(wv);
+            w_tile[wk * tile + wr] = half(wv);
         }
         workgroupBarrier();
         for (var kk = 0u; kk < TILE_K; kk++) {
-            let ao = kk * TILE_MN + lid.y * 4u;
-            let wo = kk * TILE_MN + lid.x * 4u;
+            let ao = kk * tile + lid.y * 4u;
+            let wo = kk * tile + lid.x * 4u;
             let b = vec4<half>(w_tile[wo], w_tile[wo + 1u], w_tile[wo + 2u], w_tile[wo + 3u]);
             acc[0] += vec4<f32>(a_tile[ao] * b);
             acc[1] += vec4<f32>(a_tile[ao + 1u] * b);
@@ -413,8 +432,38 @@ const BIG_K: u32 = 8u;
 // A tile row in vec4, plus one of padding: the transposed stores of a warp then fall into
 // distinct banks (rows 4 k apart land 16 banks apart).
 const BIG_ROW4: u32 = 33u;
-var<workgroup> a_big: array<vec4<f32>, 264>;
-var<workgroup> w_big: array<vec4<f32>, 264>;
+const BIG_TILE4: u32 = 264u;
+// Two stages of each tile: PREFETCH alternates between them.
+var<workgroup> a_big: array<vec4<f32>, 528>;
+var<workgroup> w_big: array<vec4<f32>, 528>;
+// A trial (AGCAM_TRIAL_KERNELS=prefetch128, src/kernels/gemm.rs): software pipelining. The
+// global loads of the next K step are issued before the products of this one, so their latency
+// hides behind the arithmetic, and the two stages of workgroup memory need one barrier per
+// step instead of two. Not selected by default until measured.
+override PREFETCH: bool = false;
+
+// Four consecutive k of row `row` (a matrix row start) from A or W, zero past the matrix.
+fn big_a4(row: u32, live: bool, k: u32) -> vec4<f32> {
+    var v = vec4<f32>(0.0);
+    if (live) {
+        if (k < p.k) { v.x = a1[row + k]; }
+        if (k + 1u < p.k) { v.y = a1[row + k + 1u]; }
+        if (k + 2u < p.k) { v.z = a1[row + k + 2u]; }
+        if (k + 3u < p.k) { v.w = a1[row + k + 3u]; }
+    }
+    return v;
+}
+
+fn big_w4(row: u32, live: bool, k: u32) -> vec4<f32> {
+    var v = vec4<f32>(0.0);
+    if (live) {
+        if (k < p.k) { v.x = load_w(row + k); }
+        if (k + 1u < p.k) { v.y = load_w(row + k + 1u); }
+        if (k + 2u < p.k) { v.z = load_w(row + k + 2u); }
+        if (k + 3u < p.k) { v.w = load_w(row + k + 3u); }
+    }
+    return v;
+}
 
 @compute @workgroup_size(16, 16)
 fn gemm_tiled128(
@@ -430,33 +479,48 @@ fn gemm_tiled128(
     let lk = (t % 2u) * 4u;
     let am = m_base + lr;
     let wn = n_base + lr;
+    let a_live = am < p.m;
+    let w_live = wn < p.n;
     let a_row = base(p.a, z) + min(am, p.m - 1u) * p.a.row;
     let w_row = base(p.w, z) + min(wn, p.n - 1u) * p.w.row;
     // The sums live in `part`, indexed only by loop counters that unroll, so they stay in
     // registers; the store loop below indexes `acc` with computed indices. Summing straight into
     // `acc` put the sums in memory and made the kernel 8× slower on the H200.
     var part: array<vec4<f32>, 16>;
+    var next_a = vec4<f32>(0.0);
+    var next_w = vec4<f32>(0.0);
+    if (PREFETCH) {
+        next_a = big_a4(a_row, a_live, lk);
+        next_w = big_w4(w_row, w_live, lk);
+    }
+    var stage = 0u;
     for (var k0 = 0u; k0 < p.k; k0 += BIG_K) {
-        for (var e = 0u; e < 4u; e++) {
-            let k = k0 + lk + e;
-            var av = 0.0;
-            var wv = 0.0;
-            if (am < p.m && k < p.k) {
-                av = a1[a_row + k];
-            }
-            if (wn < p.n && k < p.k) {
-                wv = load_w(w_row + k);
-            }
-            let slot = (lk + e) * BIG_ROW4 + lr / 4u;
-            a_big[slot][lr % 4u] = av;
-            w_big[slot][lr % 4u] = wv;
+        var av = next_a;
+        var wv = next_w;
+        if (!PREFETCH) {
+            av = big_a4(a_row, a_live, k0 + lk);
+            wv = big_w4(w_row, w_live, k0 + lk);
         }
+        let s0 = stage * BIG_TILE4 + lk * BIG_ROW4 + lr / 4u;
+        a_big[s0][lr % 4u] = av.x;
+        a_big[s0 + BIG_ROW4][lr % 4u] = av.y;
+        a_big[s0 + 2u * BIG_ROW4][lr % 4u] = av.z;
+        a_big[s0 + 3u * BIG_ROW4][lr % 4u] = av.w;
+        w_big[s0][lr % 4u] = wv.x;
+        w_big[s0 + BIG_ROW4][lr % 4u] = wv.y;
+        w_big[s0 + 2u * BIG_ROW4][lr % 4u] = wv.z;
+        w_big[s0 + 3u * BIG_ROW4][lr % 4u] = wv.w;
         workgroupBarrier();
+        if (PREFETCH) {
+            next_a = big_a4(a_row, a_live, k0 + BIG_K + lk);
+            next_w = big_w4(w_row, w_live, k0 + BIG_K + lk);
+        }
+        let s = stage * BIG_TILE4;
         for (var kk = 0u; kk < BIG_K; kk++) {
-            let a_lo = a_big[kk * BIG_ROW4 + lid.y];
-            let a_hi = a_big[kk * BIG_ROW4 + 16u + lid.y];
-            let w_lo = w_big[kk * BIG_ROW4 + lid.x];
-            let w_hi = w_big[kk * BIG_ROW4 + 16u + lid.x];
+            let a_lo = a_big[s + kk * BIG_ROW4 + lid.y];
+            let a_hi = a_big[s + kk * BIG_ROW4 + 16u + lid.y];
+            let w_lo = w_big[s + kk * BIG_ROW4 + lid.x];
+            let w_hi = w_big[s + kk * BIG_ROW4 + 16u + lid.x];
             for (var i = 0u; i < 4u; i++) {
                 let lo = vec4<f32>(a_lo[i]);
                 let hi = vec4<f32>(a_hi[i]);
@@ -466,7 +530,13 @@ fn gemm_tiled128(
                 part[9u + 2u * i] = fma(hi, w_hi, part[9u + 2u * i]);
             }
         }
-        workgroupBarrier();
+        // With two stages, the next step writes the other one, which every invocation finished
+        // reading before this step's barrier; with one, wait until all have read this one.
+        if (PREFETCH) {
+            stage = 1u - stage;
+        } else {
+            workgroupBarrier();
+        }
     }
     var acc: array<vec4<f32>, 16>;
     for (var q = 0u; q < 16u; q++) {

@@ -21,7 +21,7 @@ use transformer_attribution::{
 
 use crate::error::{Error, Result};
 use crate::gpu::Gpu;
-use crate::kernels::{encode, Dispatch, KernelSet, Kernels, Precision};
+use crate::kernels::{encode, Dispatch, KernelSet, Kernels, Precision, Trials};
 use crate::model::{Model, ModelConfig, Pooling};
 use crate::vit::{
     activation_bytes_per_image, largest_binding_per_image, record_forward, Activations, GpuWeights,
@@ -269,7 +269,8 @@ impl Engine {
                 options.max_gpu_mem >> 20
             )));
         }
-        let kernels = Kernels::new(&gpu, options.kernels, options.precision);
+        let trials = Trials::from_env()?;
+        let kernels = Kernels::with_trials(&gpu, options.kernels, options.precision, trials);
         let weights = GpuWeights::upload(&gpu, cfg, &model.weights, options.precision);
         Ok(Engine {
             gpu,

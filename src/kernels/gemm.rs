@@ -1,11 +1,14 @@
 //! Launcher of shaders/gemm.wgsl: `C = epilogue(A · Wᵀ)` for nn.Linear layers and, batched over
 //! images × heads with strided views, for the two products of attention.
 
-use super::{module, module_with, words, Access, Dispatch, Kernel, KernelSet, Precision};
+use super::{module, module_with, words, Access, Dispatch, Kernel, KernelSet, Precision, Trials};
 use crate::gpu::Gpu;
 
 #[path = "gemm_coop.rs"]
 mod coop;
+#[cfg(test)]
+#[path = "gemm_trials_tests.rs"]
+mod trials_tests;
 #[cfg(test)]
 pub(crate) use coop::{force_twin, MIRRORS as COOP_MIRRORS};
 pub(crate) use coop::{CoopKernel, COOP16_SOURCE, COOP8_SOURCE, TWIN16_SOURCE, TWIN8_SOURCE};
@@ -137,8 +140,11 @@ pub(crate) struct Gemm {
     /// The same with 8 columns per invocation, for attention's products (f32 operands).
     block_narrow: Option<Kernel>,
     /// GPU set only: the 128 × 128 tile for products of at least [`TILED128_MIN`] rows and
-    /// columns.
+    /// columns (with [`Trials::prefetch128`], its software-pipelined form).
     tiled128: [Option<Kernel>; 2],
+    /// GPU set with [`Trials::tiled32`] only: the 32 × 32 tile, for products whose 64 × 64
+    /// grid has fewer than [`SMALL_GRID_GROUPS`] workgroups.
+    tiled32: [Option<Kernel>; 2],
     /// GPU set only: `gemm_tiled` with BACKWARD and f32 tiles, for the backward chain's
     /// transposed products ([`Gemm::backward_product`]); indexed like `vec4`.
     backward: [Option<Kernel>; 2],
@@ -175,6 +181,10 @@ const TILED128_MIN: usize = 128;
 /// and the 64 × 64 tile, four times as many workgroups, finishes first. ViT-B at batch 1 ran
 /// 1.7× slower on the H200 before this threshold.
 const TILED128_MIN_GROUPS: usize = 256;
+/// Side of `gemm_tiled32`'s tile, and the 64 × 64 grid below which [`Trials::tiled32`] runs a
+/// product on it: fewer workgroups than a large GPU holds at once.
+const TILED32_MN: u32 = 32;
+const SMALL_GRID_GROUPS: usize = 256;
 
 #[cfg(test)]
 pub(super) const MIRROR: super::Mirror = super::Mirror {
@@ -193,6 +203,7 @@ pub(super) const MIRROR: super::Mirror = super::Mirror {
         ("gemm_vec4", [WG, WG, 1]),
         ("gemm_scalar", [WG, WG, 1]),
         ("gemm_tiled", [TILED_MN / TILE, TILED_MN / TILE, 1]),
+        ("gemm_tiled32", [TILED32_MN / TILE, TILED32_MN / TILE, 1]),
         ("gemm_tiled128", [16, 16, 1]),
         ("residual_add", [64, 1, 1]),
     ],
@@ -231,16 +242,27 @@ pub(crate) struct Batched {
 }
 
 impl Gemm {
+    /// The GEMMs of `kind` for `precision` weights, the default kernels only.
+    #[cfg(test)]
     pub fn new(gpu: &Gpu, kind: KernelSet, precision: Precision) -> Gemm {
+        Gemm::with_trials(gpu, kind, precision, Trials::default())
+    }
+
+    /// The GEMMs of `kind` for `precision` weights, with the trial kernels of `trials` (GPU
+    /// set only; the CPU set has no tiled kernels to replace).
+    pub fn with_trials(gpu: &Gpu, kind: KernelSet, precision: Precision, trials: Trials) -> Gemm {
         let weights_f16 = precision == Precision::F16;
         let tiled = kind.resolve(gpu) == KernelSet::Gpu;
         let m = module_with(gpu, "gemm", tiled && weights_f16 && gpu.has_f16());
-        let variant = |entry: &str, bindings, w_f16: bool| -> Option<Kernel> {
+        let variant_with = |entry: &str, bindings, w_f16: bool, extra: &[(&str, f64)]| {
             (!w_f16 || weights_f16).then(|| {
-                let constants = [("W_F16", w_f16 as u32 as f64)];
+                let mut constants = vec![("W_F16", w_f16 as u32 as f64)];
+                constants.extend_from_slice(extra);
                 Kernel::new(gpu, &m, entry, bindings, &constants)
             })
         };
+        let variant =
+            |entry: &str, bindings, w_f16: bool| variant_with(entry, bindings, w_f16, &[]);
         let (vec4_entry, scalar_entry) = if tiled {
             (None, "gemm_tiled")
         } else {
@@ -280,7 +302,23 @@ impl Gemm {
                 let constants = [("BLOCK_COLS", BLOCK_COLS_NARROW as f64)];
                 Kernel::new(gpu, &m, "gemm_block", VEC4_BINDINGS, &constants)
             }),
-            tiled128: both(tiled.then_some("gemm_tiled128"), SCALAR_BINDINGS),
+            tiled128: if tiled && trials.prefetch128 {
+                [false, true].map(|w_f16| {
+                    variant_with(
+                        "gemm_tiled128",
+                        SCALAR_BINDINGS,
+                        w_f16,
+                        &[("PREFETCH", 1.0)],
+                    )
+                    .map(|k| k.labelled("gemm_tiled128+prefetch"))
+                })
+            } else {
+                both(tiled.then_some("gemm_tiled128"), SCALAR_BINDINGS)
+            },
+            tiled32: both(
+                (tiled && trials.tiled32).then_some("gemm_tiled32"),
+                SCALAR_BINDINGS,
+            ),
             backward: [backward_variant(false), backward_variant(true)],
             residual_add: Kernel::new(gpu, &m, "residual_add", RESIDUAL_ADD_BINDINGS, &[]),
             coop: weights_f16
@@ -448,6 +486,13 @@ impl Gemm {
         self.tiled && s.m >= TILED128_MIN && s.n >= TILED128_MIN && groups >= TILED128_MIN_GROUPS
     }
 
+    /// Whether a product of this shape runs on `gemm_tiled32` (only with [`Trials::tiled32`]).
+    fn runs_on_tiled32(&self, s: Batched) -> bool {
+        let side = TILED_MN as usize;
+        let groups = s.m.div_ceil(side) * s.n.div_ceil(side) * s.images * s.heads;
+        self.tiled32[0].is_some() && groups < SMALL_GRID_GROUPS
+    }
+
     /// Whether A and W can be read as vec4 by the CPU set's kernels.
     fn vec4_ok(&self, k: usize, a_view: View, w_view: View) -> bool {
         !self.tiled && k.is_multiple_of(4) && a_view.aligned() && w_view.aligned()
@@ -598,6 +643,10 @@ impl Gemm {
             let side = TILED128_MN;
             let groups = [(s.n as u32).div_ceil(side), (s.m as u32).div_ceil(side), 1];
             (self.tiled128[w_f16 as usize].as_ref(), groups, false)
+        } else if self.runs_on_tiled32(s) {
+            let side = TILED32_MN;
+            let groups = [(s.n as u32).div_ceil(side), (s.m as u32).div_ceil(side), 1];
+            (self.tiled32[w_f16 as usize].as_ref(), groups, false)
         } else if vec4 && s.m >= WIDE_MIN_ROWS {
             let groups = [(s.n as u32).div_ceil(8 * 64), (s.m as u32).div_ceil(8), 1];
             (self.wide[w_f16 as usize].as_ref(), groups, true)

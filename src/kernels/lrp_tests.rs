@@ -8,7 +8,7 @@ use super::*;
 use crate::gpu::testing::gpus;
 
 /// Deterministic values in [-1, 1) (SplitMix64).
-fn values(seed: u64, len: usize) -> Vec<f32> {
+pub(super) fn values(seed: u64, len: usize) -> Vec<f32> {
     let mut state = seed;
     (0..len)
         .map(|_| {

@@ -23,6 +23,7 @@ pub(crate) use layernorm::{LayerNorm, RowMap};
 pub(crate) use lrp::{Linear, LrpKernels, Shared};
 pub(crate) use tokens::Tokens;
 
+use crate::error::{Error, Result};
 use crate::gpu::Gpu;
 
 /// Helpers every shader may call; prepended to each file.
@@ -237,6 +238,13 @@ impl Kernel {
         }
     }
 
+    /// The same kernel, reported by profiles as `label` (a variant of an entry point that
+    /// profiles must tell apart from the default).
+    pub fn labelled(mut self, label: &str) -> Kernel {
+        self.label = label.to_string();
+        self
+    }
+
     /// Starts binding buffers to this kernel's slots, for one dispatch.
     pub fn bind(&self) -> Bindings<'_> {
         Bindings {
@@ -447,6 +455,51 @@ pub enum Precision {
     F16,
 }
 
+/// Kernels that the engine does not select by default, for A/B measurements on hardware where
+/// they have not been measured yet (scripts/gpu-check.sh): the environment variable
+/// [`Trials::ENV`] lists them, comma-separated. They replace kernels of the GPU kernel set only.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct Trials {
+    /// `tiled32`: products whose 64 × 64-tile grid is smaller than a large GPU (batch 1) run
+    /// on 32 × 32 tiles, four times as many workgroups.
+    pub tiled32: bool,
+    /// `prefetch128`: the 128 × 128-tile GEMM loads the next K step while it multiplies this
+    /// one (two stages of workgroup memory).
+    pub prefetch128: bool,
+}
+
+impl Trials {
+    /// The environment variable that lists the trial kernels.
+    pub const ENV: &'static str = "AGCAM_TRIAL_KERNELS";
+
+    /// Parses a comma-separated list of trial names (blanks and empty items ignored).
+    pub fn parse(list: &str) -> Result<Trials> {
+        let mut trials = Trials::default();
+        for name in list.split(',').map(str::trim).filter(|n| !n.is_empty()) {
+            match name {
+                "tiled32" => trials.tiled32 = true,
+                "prefetch128" => trials.prefetch128 = true,
+                other => {
+                    return Err(Error::Invalid(format!(
+                        "{}: unknown trial kernel {other:?} (known: tiled32, prefetch128)",
+                        Trials::ENV
+                    )))
+                }
+            }
+        }
+        Ok(trials)
+    }
+
+    /// The trials that [`Trials::ENV`] lists; none when it is unset.
+    pub fn from_env() -> Result<Trials> {
+        match std::env::var(Trials::ENV) {
+            Ok(list) => Trials::parse(&list),
+            Err(std::env::VarError::NotPresent) => Ok(Trials::default()),
+            Err(e) => Err(Error::Invalid(format!("{}: {e}", Trials::ENV))),
+        }
+    }
+}
+
 /// Every compiled kernel of the engine, created once per device.
 pub(crate) struct Kernels {
     pub gemm: Gemm,
@@ -466,10 +519,17 @@ pub(crate) struct Kernels {
 }
 
 impl Kernels {
+    /// The default kernels of `set` for `precision` weights.
+    #[cfg(test)]
     pub fn new(gpu: &Gpu, set: KernelSet, precision: Precision) -> Kernels {
+        Kernels::with_trials(gpu, set, precision, Trials::default())
+    }
+
+    /// [`Kernels::new`] with the trial kernels of `trials` in place of the defaults.
+    pub fn with_trials(gpu: &Gpu, set: KernelSet, precision: Precision, trials: Trials) -> Kernels {
         let cpu = set.resolve(gpu) == KernelSet::Cpu;
         Kernels {
-            gemm: Gemm::new(gpu, set, precision),
+            gemm: Gemm::with_trials(gpu, set, precision, trials),
             layernorm: LayerNorm::new(gpu, cpu),
             // Fused attention on the GPU set only: on lavapipe it measured 12-15x slower than
             // the CPU set's attention GEMMs (BENCHMARKS.md).

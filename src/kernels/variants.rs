@@ -173,14 +173,22 @@ pub fn shader_variants() -> Vec<ShaderVariant> {
             out.push(v("gemm", entry, &w, Some(Cpu)));
         }
         out.push(v("gemm", "gemm_block", &w, Some(Cpu)).not_on_gl());
-        for entry in ["gemm_tiled", "gemm_tiled128"] {
-            let f32_math = v("gemm", entry, &w, Some(Gpu));
+        // gemm_tiled32 and gemm_tiled128 with PREFETCH are trial kernels, selected only
+        // through AGCAM_TRIAL_KERNELS (`Trials`).
+        let prefetch = [w[0], ("PREFETCH", 1)];
+        for (entry, constants) in [
+            ("gemm_tiled", &w[..]),
+            ("gemm_tiled128", &w[..]),
+            ("gemm_tiled32", &w[..]),
+            ("gemm_tiled128", &prefetch[..]),
+        ] {
+            let f32_math = v("gemm", entry, constants, Some(Gpu));
             out.push(if w_f16 == 1 {
                 f32_math.without_f16()
             } else {
                 f32_math
             });
-            out.push(v("gemm", entry, &w, Some(Gpu)).f16_math());
+            out.push(v("gemm", entry, constants, Some(Gpu)).f16_math());
         }
         // The backward chain's transposed products: f32 tiles with either weight format.
         let backward = [w[0], ("BACKWARD", 1)];

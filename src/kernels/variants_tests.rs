@@ -26,9 +26,10 @@ fn same(v: &ShaderVariant, c: &compiled::Compiled) -> bool {
     v.shader == c.0 && v.kernel == c.1 && constants == c.2 && v.f16_math == c.3
 }
 
-/// Every kernel the launchers compile, with both kernel sets and both precisions, is in the
-/// catalogue with its back end among the targets; on Vulkan (lavapipe has SHADER_F16) every
-/// Vulkan variant of the catalogue is compiled, so the catalogue lists nothing dead either.
+/// Every kernel the launchers compile, with both kernel sets and both precisions (and every
+/// trial kernel), is in the catalogue with its back end among the targets; on Vulkan (lavapipe
+/// has SHADER_F16) every Vulkan variant of the catalogue is compiled, so the catalogue lists
+/// nothing dead either.
 #[test]
 fn catalogue_matches_what_launchers_compile() {
     let catalogue = shader_variants();
@@ -40,6 +41,11 @@ fn catalogue_matches_what_launchers_compile() {
                 let kernels = Kernels::new(gpu, set, precision);
                 kernels.backward(gpu);
                 kernels.lrp(gpu);
+                let trials = Trials {
+                    tiled32: true,
+                    prefetch128: true,
+                };
+                Gemm::with_trials(gpu, set, precision, trials);
             }
         }
     }
