@@ -42,9 +42,10 @@ struct GemmParams {
     // written to `keep`, packed: fc1's pre-activation at the class tokens, which the AGCAM
     // backward reads (N rows per image; 1 where the rows are class tokens only).
     keep_every: u32,
+    // gemm_tiled_split and gemm_split_reduce: terms of K per slice, and slices.
+    split_len: u32,
+    splits: u32,
     _pad0: u32,
-    _pad1: u32,
-    _pad2: u32,
 }
 
 // W holds f16 values, two per u32 (half the memory and bandwidth); arithmetic stays f32.
@@ -70,6 +71,8 @@ override BACKWARD: bool = false;
 @group(0) @binding(9) var<storage, read> w1h: array<u32>;
 // The kept rows (see keep_every); the host binds C here when there are none.
 @group(0) @binding(10) var<storage, read_write> keep: array<f32>;
+// Split-K's partial sums, [splits, M, N] (gemm_tiled_split and gemm_split_reduce only).
+@group(0) @binding(11) var<storage, read_write> partial: array<f32>;
 
 // Keeps the pre-activation `v` of C's (row, col) when the row is one of those kept.
 fn keep_row(row: u32, col: u32, v: f32) {
@@ -354,62 +357,92 @@ fn gemm_tiled(
     @builtin(workgroup_id) wid: vec3<u32>,
     @builtin(local_invocation_id) lid: vec3<u32>,
 ) {
-    tiled_product(wid, lid, 16u);
+    let acc = tiled_sums(wid, lid, wid.z, 0u, p.k);
+    store_block(wid.z, wid.y * TILE_MN + lid.y * 4u, wid.x * TILE_MN + lid.x * 4u, acc);
 }
 
-// A trial kernel (AGCAM_TRIAL_KERNELS=tiled32, src/kernels/gemm.rs): the same product in
-// 32×32 tiles of 8×8 invocations, for grids too small to fill a large GPU with 64×64 tiles
-// (batch 1: ViT-B's proj and fc2 make 48 of them). Not selected by default until measured.
-@compute @workgroup_size(8, 8)
-fn gemm_tiled32(
+// A trial kernel (AGCAM_TRIAL_KERNELS=splitk, src/kernels/gemm.rs): split-K for nn.Linear
+// products whose 64×64 grid is too small to fill a large GPU (batch 1: ViT-B's proj and fc2 make
+// 48 tiles, fc2 with K = 3072 in each). Workgroup z sums K from z · split_len, at most split_len
+// terms, into its own slice of `partial`; gemm_split_reduce adds the slices and applies the
+// epilogue. Not selected by default until measured.
+@compute @workgroup_size(16, 16)
+fn gemm_tiled_split(
     @builtin(workgroup_id) wid: vec3<u32>,
     @builtin(local_invocation_id) lid: vec3<u32>,
 ) {
-    tiled_product(wid, lid, 8u);
+    let k_begin = wid.z * p.split_len;
+    let acc = tiled_sums(wid, lid, 0u, k_begin, min(k_begin + p.split_len, p.k));
+    let m0 = wid.y * TILE_MN + lid.y * 4u;
+    let n0 = wid.x * TILE_MN + lid.x * 4u;
+    let slice = wid.z * p.m * p.n;
+    for (var i = 0u; i < 4u; i++) {
+        for (var j = 0u; j < 4u; j++) {
+            if (m0 + i < p.m && n0 + j < p.n) {
+                partial[slice + (m0 + i) * p.n + n0 + j] = acc[i][j];
+            }
+        }
+    }
 }
 
-// The tiled product for a workgroup of `side` × `side` invocations, each computing 4×4 of a
-// (4·side)² tile of C; `side` is a literal at each call, so drivers fold it.
-fn tiled_product(wid: vec3<u32>, lid: vec3<u32>, side: u32) {
-    let tile = 4u * side;
-    let lanes = side * side;
-    let z = wid.z;
-    let m_base = wid.y * tile;
-    let n_base = wid.x * tile;
+// C = epilogue(Σ slices of `partial`), one invocation per element of C.
+@compute @workgroup_size(64)
+fn gemm_split_reduce(@builtin(global_invocation_id) gid: vec3<u32>) {
+    let i = gid.x;
+    if (i >= p.m * p.n) {
+        return;
+    }
+    var sum = 0.0;
+    for (var s = 0u; s < p.splits; s++) {
+        sum += partial[s * p.m * p.n + i];
+    }
+    store(base(p.c, 0u), i / p.n, i % p.n, sum);
+}
+
+// The sums of gemm_tiled's 4×4 block for this invocation over terms k_begin..k_end of matrix z.
+fn tiled_sums(
+    wid: vec3<u32>,
+    lid: vec3<u32>,
+    z: u32,
+    k_begin: u32,
+    k_end: u32,
+) -> array<vec4<f32>, 4> {
+    let m_base = wid.y * TILE_MN;
+    let n_base = wid.x * TILE_MN;
     let a0 = base(p.a, z);
     let w0 = base(p.w, z);
-    let t = lid.y * side + lid.x;
+    let t = lid.y * 16u + lid.x;
     var acc: array<vec4<f32>, 4>;
-    for (var k0 = 0u; k0 < p.k; k0 += TILE_K) {
-        // The invocations fill TILE_K × tile values of each tile, consecutive invocations
+    for (var k0 = k_begin; k0 < k_end; k0 += TILE_K) {
+        // 256 invocations fill TILE_K × 64 values of each tile, consecutive invocations
         // reading consecutive elements: along K, or along N for BACKWARD's W.
-        for (var e = t; e < TILE_K * tile; e += lanes) {
+        for (var e = t; e < TILE_K * TILE_MN; e += 256u) {
             let r = e / TILE_K;
             let kk = e % TILE_K;
             let k = k0 + kk;
             let m = m_base + r;
             var av = 0.0;
-            if (m < p.m && k < p.k) {
+            if (m < p.m && k < k_end) {
                 av = a1[a0 + m * p.a.row + k];
                 if (BACKWARD) {
                     av *= scale[k];
                 }
             }
-            a_tile[kk * tile + r] = half(av);
-            let wr = select(r, e % tile, BACKWARD);
-            let wk = select(kk, e / tile, BACKWARD);
+            a_tile[kk * TILE_MN + r] = half(av);
+            let wr = select(r, e % TILE_MN, BACKWARD);
+            let wk = select(kk, e / TILE_MN, BACKWARD);
             let n = n_base + wr;
             let kw = k0 + wk;
             var wv = 0.0;
-            if (n < p.n && kw < p.k) {
+            if (n < p.n && kw < k_end) {
                 wv = load_w(w0 + select(n * p.w.row + kw, kw * p.w.row + n, BACKWARD));
             }
-            w_tile[wk * tile + wr] = half(wv);
+            w_tile[wk * TILE_MN + wr] = half(wv);
         }
         workgroupBarrier();
         for (var kk = 0u; kk < TILE_K; kk++) {
-            let ao = kk * tile + lid.y * 4u;
-            let wo = kk * tile + lid.x * 4u;
+            let ao = kk * TILE_MN + lid.y * 4u;
+            let wo = kk * TILE_MN + lid.x * 4u;
             let b = vec4<half>(w_tile[wo], w_tile[wo + 1u], w_tile[wo + 2u], w_tile[wo + 3u]);
             acc[0] += vec4<f32>(a_tile[ao] * b);
             acc[1] += vec4<f32>(a_tile[ao + 1u] * b);
@@ -418,7 +451,7 @@ fn tiled_product(wid: vec3<u32>, lid: vec3<u32>, side: u32) {
         }
         workgroupBarrier();
     }
-    store_block(z, m_base + lid.y * 4u, n_base + lid.x * 4u, acc);
+    return acc;
 }
 
 // The GPU product for large matrices (see the host for when): a 128×128 tile of C per workgroup

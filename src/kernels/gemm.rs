@@ -42,7 +42,9 @@ const VEC4_BINDINGS: &[(u32, Access)] = &[
     (8, Access::Read),
     (10, Access::ReadWrite),
 ];
-const SCALAR_BINDINGS: &[(u32, Access)] = &[
+const SCALAR_BINDINGS: &[(u32, Access)] = SPLIT_BINDINGS.split_at(8).0;
+// The scalar slots, then split-K's partial sums.
+const SPLIT_BINDINGS: &[(u32, Access)] = &[
     (6, Access::Read),
     (7, Access::Read),
     (2, Access::Read),
@@ -51,6 +53,7 @@ const SCALAR_BINDINGS: &[(u32, Access)] = &[
     (5, Access::Uniform),
     (9, Access::Read),
     (10, Access::ReadWrite),
+    (11, Access::ReadWrite),
 ];
 
 // A (the branch), scale, C, params.
@@ -117,7 +120,9 @@ struct GemmParams {
     epilogue: u32,
     gate_rows: u32,
     keep_every: u32,
-    _pad: [u32; 3],
+    split_len: u32,
+    splits: u32,
+    _pad: u32,
 }
 
 /// The GEMM pipelines of one kernel set, per weight format: for the CPU set, a vec4 variant
@@ -142,9 +147,10 @@ pub(crate) struct Gemm {
     /// GPU set only: the 128 × 128 tile for products of at least [`TILED128_MIN`] rows and
     /// columns (with [`Trials::prefetch128`], its software-pipelined form).
     tiled128: [Option<Kernel>; 2],
-    /// GPU set with [`Trials::tiled32`] only: the 32 × 32 tile, for products whose 64 × 64
-    /// grid has fewer than [`SMALL_GRID_GROUPS`] workgroups.
-    tiled32: [Option<Kernel>; 2],
+    /// GPU set with [`Trials::splitk`] only: `gemm_tiled_split` (indexed like `vec4`) and
+    /// `gemm_split_reduce`, for nn.Linear products whose 64 × 64 grid has fewer than
+    /// [`SMALL_GRID_GROUPS`] workgroups.
+    split: Option<([Option<Kernel>; 2], Kernel)>,
     /// GPU set only: `gemm_tiled` with BACKWARD and f32 tiles, for the backward chain's
     /// transposed products ([`Gemm::backward_product`]); indexed like `vec4`.
     backward: [Option<Kernel>; 2],
@@ -181,10 +187,11 @@ const TILED128_MIN: usize = 128;
 /// and the 64 × 64 tile, four times as many workgroups, finishes first. ViT-B at batch 1 ran
 /// 1.7× slower on the H200 before this threshold.
 const TILED128_MIN_GROUPS: usize = 256;
-/// Side of `gemm_tiled32`'s tile, and the 64 × 64 grid below which [`Trials::tiled32`] runs a
-/// product on it: fewer workgroups than a large GPU holds at once.
-const TILED32_MN: u32 = 32;
+/// The 64 × 64 grid below which [`Trials::splitk`] splits an nn.Linear's K: fewer workgroups
+/// than a large GPU holds at once. Each slice sums at least [`SPLIT_MIN_LEN`] terms, a
+/// multiple of the tile's 16.
 const SMALL_GRID_GROUPS: usize = 256;
+const SPLIT_MIN_LEN: usize = 128;
 
 #[cfg(test)]
 pub(super) const MIRROR: super::Mirror = super::Mirror {
@@ -203,7 +210,8 @@ pub(super) const MIRROR: super::Mirror = super::Mirror {
         ("gemm_vec4", [WG, WG, 1]),
         ("gemm_scalar", [WG, WG, 1]),
         ("gemm_tiled", [TILED_MN / TILE, TILED_MN / TILE, 1]),
-        ("gemm_tiled32", [TILED32_MN / TILE, TILED32_MN / TILE, 1]),
+        ("gemm_tiled_split", [TILED_MN / TILE, TILED_MN / TILE, 1]),
+        ("gemm_split_reduce", [64, 1, 1]),
         ("gemm_tiled128", [16, 16, 1]),
         ("residual_add", [64, 1, 1]),
     ],
@@ -226,7 +234,9 @@ pub(super) const MIRROR: super::Mirror = super::Mirror {
             col_offset,
             epilogue,
             gate_rows,
-            keep_every
+            keep_every,
+            split_len,
+            splits
         }),
     ],
 };
@@ -310,15 +320,19 @@ impl Gemm {
                         w_f16,
                         &[("PREFETCH", 1.0)],
                     )
-                    .map(|k| k.labelled("gemm_tiled128+prefetch"))
+                    .map(|k| k.labelled("gemm_prefetch128"))
                 })
             } else {
                 both(tiled.then_some("gemm_tiled128"), SCALAR_BINDINGS)
             },
-            tiled32: both(
-                (tiled && trials.tiled32).then_some("gemm_tiled32"),
-                SCALAR_BINDINGS,
-            ),
+            split: (tiled && trials.splitk).then(|| {
+                let products = [false, true].map(|w_f16| {
+                    variant("gemm_tiled_split", SPLIT_BINDINGS, w_f16)
+                        .map(|k| k.labelled("gemm_splitk"))
+                });
+                let reduce = Kernel::new(gpu, &m, "gemm_split_reduce", SPLIT_BINDINGS, &[]);
+                (products, reduce)
+            }),
             backward: [backward_variant(false), backward_variant(true)],
             residual_add: Kernel::new(gpu, &m, "residual_add", RESIDUAL_ADD_BINDINGS, &[]),
             coop: weights_f16
@@ -458,7 +472,9 @@ impl Gemm {
             epilogue: Epilogue::Residual as u32,
             gate_rows: 1,
             keep_every: 0,
-            _pad: [0; 3],
+            split_len: 0,
+            splits: 0,
+            _pad: 0,
         };
         let uniform = gpu.uniform("residual_add params", &params);
         let groups = [(n as u32).div_ceil(64), (m as u32).min(65535), 1];
@@ -486,11 +502,18 @@ impl Gemm {
         self.tiled && s.m >= TILED128_MIN && s.n >= TILED128_MIN && groups >= TILED128_MIN_GROUPS
     }
 
-    /// Whether a product of this shape runs on `gemm_tiled32` (only with [`Trials::tiled32`]).
-    fn runs_on_tiled32(&self, s: Batched) -> bool {
+    /// Into how many slices of K [`Trials::splitk`] splits a product of this shape, and the
+    /// terms per slice; `None` where it does not (no trial, batched, or grid or K too small).
+    fn split(&self, s: Batched) -> Option<(usize, usize)> {
         let side = TILED_MN as usize;
-        let groups = s.m.div_ceil(side) * s.n.div_ceil(side) * s.images * s.heads;
-        self.tiled32[0].is_some() && groups < SMALL_GRID_GROUPS
+        let groups = s.m.div_ceil(side) * s.n.div_ceil(side);
+        if self.split.is_none() || s.images * s.heads != 1 || groups >= SMALL_GRID_GROUPS {
+            return None;
+        }
+        let wanted = SMALL_GRID_GROUPS.div_ceil(groups).min(s.k / SPLIT_MIN_LEN);
+        let len = s.k.div_ceil(wanted.max(1)).next_multiple_of(16);
+        let splits = s.k.div_ceil(len);
+        (splits >= 2).then_some((splits, len))
     }
 
     /// Whether A and W can be read as vec4 by the CPU set's kernels.
@@ -557,7 +580,9 @@ impl Gemm {
             epilogue,
             gate_rows: gate_rows as u32,
             keep_every: 0,
-            _pad: [0; 3],
+            split_len: 0,
+            splits: 0,
+            _pad: 0,
         };
         let uniform = gpu.uniform("backward gemm params", &params);
         let (w_used, w_unused, w_bytes) = if w_f16 {
@@ -599,22 +624,6 @@ impl Gemm {
         (epilogue, keep): (Epilogue, Option<(&wgpu::Buffer, usize)>),
         (alpha, col_offset, w_f16, attention): (f32, usize, bool, bool),
     ) -> Dispatch {
-        let params = GemmParams {
-            m: s.m as u32,
-            n: s.n as u32,
-            k: s.k as u32,
-            heads: s.heads as u32,
-            a: a_view,
-            w: w_view,
-            c: c_view,
-            alpha,
-            col_offset: col_offset as u32,
-            epilogue: epilogue as u32,
-            gate_rows: 1,
-            keep_every: keep.map_or(0, |(_, every)| every as u32),
-            _pad: [0; 3],
-        };
-        let uniform = gpu.uniform("gemm params", &params);
         let vec4 = self.vec4_ok(s.k, a_view, w_view);
         // gemm_block has no residual epilogue: `residual` routes around it, and a direct
         // Residual launch (the kernel tests) takes the next kernel.
@@ -623,10 +632,20 @@ impl Gemm {
         // as scalars (6, 7, 9).
         // nn.Linear products with f16 weights go to the cooperative kernel where there is one.
         let coop = self.coop.as_ref().filter(|_| w_f16 && !attention);
+        let split = if coop.is_none() && !attention {
+            self.split(s)
+        } else {
+            None
+        };
         let (kernel, groups, vec4_slots) = if let Some((c, kernel)) = coop {
             let side = c.tile();
             let groups = [(s.n as u32).div_ceil(side), (s.m as u32).div_ceil(side), 1];
             (Some(kernel), groups, false)
+        } else if split.is_some() {
+            let side = TILED_MN;
+            let groups = [(s.n as u32).div_ceil(side), (s.m as u32).div_ceil(side), 1];
+            let products = self.split.as_ref().map(|(p, _)| &p[w_f16 as usize]);
+            (products.and_then(Option::as_ref), groups, false)
         } else if block {
             let (kernel, cols) = if attention {
                 (self.block_narrow.as_ref(), BLOCK_COLS_NARROW)
@@ -643,10 +662,6 @@ impl Gemm {
             let side = TILED128_MN;
             let groups = [(s.n as u32).div_ceil(side), (s.m as u32).div_ceil(side), 1];
             (self.tiled128[w_f16 as usize].as_ref(), groups, false)
-        } else if self.runs_on_tiled32(s) {
-            let side = TILED32_MN;
-            let groups = [(s.n as u32).div_ceil(side), (s.m as u32).div_ceil(side), 1];
-            (self.tiled32[w_f16 as usize].as_ref(), groups, false)
         } else if vec4 && s.m >= WIDE_MIN_ROWS {
             let groups = [(s.n as u32).div_ceil(8 * 64), (s.m as u32).div_ceil(8), 1];
             (self.wide[w_f16 as usize].as_ref(), groups, true)
@@ -657,7 +672,26 @@ impl Gemm {
             (kernels[w_f16 as usize].as_ref(), groups, vec4)
         };
         let kernel = kernel.expect("the GEMM variant for this kernel set and weight format");
-        let groups = [groups[0], groups[1], (s.images * s.heads) as u32];
+        let (splits, split_len) = split.unwrap_or((1, 0));
+        let groups = [groups[0], groups[1], (s.images * s.heads * splits) as u32];
+        let params = GemmParams {
+            m: s.m as u32,
+            n: s.n as u32,
+            k: s.k as u32,
+            heads: s.heads as u32,
+            a: a_view,
+            w: w_view,
+            c: c_view,
+            alpha,
+            col_offset: col_offset as u32,
+            epilogue: epilogue as u32,
+            gate_rows: 1,
+            keep_every: keep.map_or(0, |(_, every)| every as u32),
+            split_len: split_len as u32,
+            splits: splits as u32,
+            _pad: 0,
+        };
+        let uniform = gpu.uniform("gemm params", &params);
         let count = s.images * s.heads;
         let out_reads = if epilogue == Epilogue::Residual { 2 } else { 1 };
         let w_bytes = if w_f16 { 2 } else { 4 };
@@ -671,26 +705,43 @@ impl Gemm {
         } else {
             (w_slot, w_f16_slot)
         };
-        let mut bind = kernel
-            .bind()
-            .storage(a_slot, a, a_end)
-            .storage(w_used, w, w_end as u64)
-            .unused(gpu, w_unused)
-            .storage(4, c, c_end)
-            .uniform(5, &uniform);
-        bind = match keep {
-            Some((kept, every)) => bind.storage(10, kept, words(s.m.div_ceil(every) * s.n)),
-            None => bind.storage(10, c, c_end),
+        // Split-K's partial sums, [splits, M, N], which the reduction reads.
+        let partial = split.map(|_| gpu.storage("split-k partial sums", words(splits * s.m * s.n)));
+        let bind_and_dispatch = |kernel: &Kernel, groups: [u32; 3]| {
+            let mut bind = kernel
+                .bind()
+                .storage(a_slot, a, a_end)
+                .storage(w_used, w, w_end as u64)
+                .unused(gpu, w_unused)
+                .storage(4, c, c_end)
+                .uniform(5, &uniform);
+            bind = match keep {
+                Some((kept, every)) => bind.storage(10, kept, words(s.m.div_ceil(every) * s.n)),
+                None => bind.storage(10, c, c_end),
+            };
+            let features = words(col_offset + s.n);
+            bind = match epilogue {
+                Epilogue::Bias | Epilogue::Gelu => bind.storage(2, bias, features).unused(gpu, 3),
+                Epilogue::Residual => bind.storage(2, bias, features).storage(3, scale, features),
+                Epilogue::Scaled => bind.unused(gpu, 2).unused(gpu, 3),
+            };
+            if let Some(partial) = &partial {
+                bind = bind.storage(11, partial, words(splits * s.m * s.n));
+            }
+            bind.dispatch(gpu, groups)
         };
-        let features = words(col_offset + s.n);
-        bind = match epilogue {
-            Epilogue::Bias | Epilogue::Gelu => bind.storage(2, bias, features).unused(gpu, 3),
-            Epilogue::Residual => bind.storage(2, bias, features).storage(3, scale, features),
-            Epilogue::Scaled => bind.unused(gpu, 2).unused(gpu, 3),
-        };
-        bind.dispatch(gpu, groups).work(
+        let product = bind_and_dispatch(kernel, groups).work(
             2 * count * s.m * s.n * s.k,
             count * (4 * s.m * s.k + w_bytes * s.n * s.k + 4 * out_reads * s.m * s.n),
-        )
+        );
+        match (&self.split, split) {
+            (Some((_, reduce)), Some(_)) => {
+                let groups = [((s.m * s.n) as u32).div_ceil(64), 1, 1];
+                let sums = bind_and_dispatch(reduce, groups)
+                    .work(splits * s.m * s.n, 4 * (splits + 1) * s.m * s.n);
+                product.followed_by(sums)
+            }
+            _ => product,
+        }
     }
 }

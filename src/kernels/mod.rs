@@ -140,9 +140,21 @@ pub(crate) struct Dispatch {
     pipeline: wgpu::ComputePipeline,
     bind_group: wgpu::BindGroup,
     workgroups: [u32; 3],
+    /// A launch that completes this one and is recorded right after it, in the same pass (the
+    /// reduction of split-K), so that callers and profiles see one step.
+    then: Option<Box<Dispatch>>,
 }
 
 impl Dispatch {
+    /// This dispatch followed by `next` as one step, which profiles time and report under this
+    /// dispatch's kernel label (see [`Kernel::labelled`]) with the work of both.
+    pub fn followed_by(mut self, next: Dispatch) -> Dispatch {
+        self.flops += next.flops;
+        self.bytes += next.bytes;
+        self.then = Some(Box::new(next));
+        self
+    }
+
     /// Names the dispatch by its place in the model, for profiles.
     pub fn named(mut self, name: impl Into<String>) -> Dispatch {
         self.name = name.into();
@@ -345,6 +357,7 @@ impl<'a> Bindings<'a> {
             pipeline: kernel.pipeline.clone(),
             bind_group,
             workgroups,
+            then: None,
         }
     }
 }
@@ -408,6 +421,9 @@ impl Dispatch {
         pass.set_bind_group(0, &self.bind_group, &[]);
         let [x, y, z] = self.workgroups;
         pass.dispatch_workgroups(x, y, z);
+        if let Some(next) = &self.then {
+            next.encode(pass);
+        }
     }
 }
 
@@ -460,9 +476,9 @@ pub enum Precision {
 /// [`Trials::ENV`] lists them, comma-separated. They replace kernels of the GPU kernel set only.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub(crate) struct Trials {
-    /// `tiled32`: products whose 64 × 64-tile grid is smaller than a large GPU (batch 1) run
-    /// on 32 × 32 tiles, four times as many workgroups.
-    pub tiled32: bool,
+    /// `splitk`: nn.Linear products whose 64 × 64-tile grid is smaller than a large GPU
+    /// (batch 1) split K over several workgroups per tile, then add the slices.
+    pub splitk: bool,
     /// `prefetch128`: the 128 × 128-tile GEMM loads the next K step while it multiplies this
     /// one (two stages of workgroup memory).
     pub prefetch128: bool,
@@ -477,11 +493,11 @@ impl Trials {
         let mut trials = Trials::default();
         for name in list.split(',').map(str::trim).filter(|n| !n.is_empty()) {
             match name {
-                "tiled32" => trials.tiled32 = true,
+                "splitk" => trials.splitk = true,
                 "prefetch128" => trials.prefetch128 = true,
                 other => {
                     return Err(Error::Invalid(format!(
-                        "{}: unknown trial kernel {other:?} (known: tiled32, prefetch128)",
+                        "{}: unknown trial kernel {other:?} (known: splitk, prefetch128)",
                         Trials::ENV
                     )))
                 }

@@ -173,13 +173,13 @@ pub fn shader_variants() -> Vec<ShaderVariant> {
             out.push(v("gemm", entry, &w, Some(Cpu)));
         }
         out.push(v("gemm", "gemm_block", &w, Some(Cpu)).not_on_gl());
-        // gemm_tiled32 and gemm_tiled128 with PREFETCH are trial kernels, selected only
-        // through AGCAM_TRIAL_KERNELS (`Trials`).
+        // gemm_tiled_split and gemm_tiled128 with PREFETCH are trial kernels, selected only
+        // through AGCAM_TRIAL_KERNELS (`Trials`), as is gemm_split_reduce below.
         let prefetch = [w[0], ("PREFETCH", 1)];
         for (entry, constants) in [
             ("gemm_tiled", &w[..]),
             ("gemm_tiled128", &w[..]),
-            ("gemm_tiled32", &w[..]),
+            ("gemm_tiled_split", &w[..]),
             ("gemm_tiled128", &prefetch[..]),
         ] {
             let f32_math = v("gemm", entry, constants, Some(Gpu));
@@ -197,6 +197,8 @@ pub fn shader_variants() -> Vec<ShaderVariant> {
     out.push(v("gemm", "gemm_block", &[("BLOCK_COLS", 8)], Some(Cpu)).not_on_gl());
     out.push(v("gemm", "residual_add", &[], None));
     out.push(v("gemm", "residual_add", &[], Some(Gpu)).f16_math());
+    out.push(v("gemm", "gemm_split_reduce", &[], Some(Gpu)));
+    out.push(v("gemm", "gemm_split_reduce", &[], Some(Gpu)).f16_math());
     // The cooperative-matrix GEMM, for f16 weights, with either kernel set. 16 × 16 only on
     // Vulkan: Metal's simdgroup matrices are 8 × 8 (naga writes MSL for a 16 × 16 module, but
     // with a `simdgroup_float16x16` type that Metal does not have), and DX12 and OpenGL have

@@ -42,7 +42,7 @@ fn catalogue_matches_what_launchers_compile() {
                 kernels.backward(gpu);
                 kernels.lrp(gpu);
                 let trials = Trials {
-                    tiled32: true,
+                    splitk: true,
                     prefetch128: true,
                 };
                 Gemm::with_trials(gpu, set, precision, trials);
