@@ -7,7 +7,7 @@
 //! and Hugging Face `ViTForImageClassification` (`model_type` "vit").
 
 use super::config_file::{Flavour, JsonConfig};
-use super::loader::Dims;
+use super::dims::Dims;
 use super::naming::Naming;
 use crate::error::Result;
 

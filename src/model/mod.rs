@@ -7,16 +7,21 @@
 //! `checkpoint` maps the file and converts tensors, `naming` knows where each parameter lives in
 //! a checkpoint (timm or Hugging Face), `config_file` reads the JSON configs, `family` checks
 //! the configs against the tensors and refuses unsupported variants, `labels` holds the bundled
-//! ImageNet-1k class names, and `loader` puts them together.
+//! ImageNet-1k class names, `dims` reads the dimensions off the tensor shapes, `settings`
+//! resolves what shapes cannot say (heads, input size, mean/std, labels) from flags and configs,
+//! `reader` reads the tensors by role, and `loader` puts them together.
 
 mod checkpoint;
 mod config;
 mod config_file;
+mod dims;
 mod family;
 mod labels;
 mod loader;
 mod naming;
 mod random;
+mod reader;
+mod settings;
 mod source;
 #[cfg(test)]
 mod tests;
