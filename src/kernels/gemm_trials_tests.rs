@@ -4,9 +4,7 @@
 //! test device through the GPU kernel set.
 
 use super::*;
-use crate::gpu::testing::gpus;
-use crate::kernels::encode;
-use crate::kernels::lrp_tests::values;
+use crate::kernels::tests::helpers::{gpus, run, Rng};
 
 /// `a · wᵀ + bias` with GELU or not, on `gemm`; returns the output and the kernel that ran.
 fn linear(
@@ -22,12 +20,7 @@ fn linear(
     let c = gpu.storage("c", words(m * n));
     let d = gemm.linear(gpu, &a, &w, &bias, &bias, &c, (m, n, k), epilogue);
     let kernel = d.kernel.clone();
-    let mut enc = gpu.device.create_command_encoder(&Default::default());
-    {
-        let mut pass = enc.begin_compute_pass(&Default::default());
-        encode(&mut pass, &[d]);
-    }
-    gpu.queue.submit([enc.finish()]);
+    run(gpu, &[d]);
     (gpu.download(&c, m * n).expect("download"), kernel)
 }
 
@@ -58,10 +51,11 @@ fn trial_kernels_match_the_default_kernels() {
         let trial = Gemm::with_trials(gpu, KernelSet::Gpu, Precision::F32, trials);
         for (i, &(m, n, k, trial_kernel, default_kernel)) in cases.iter().enumerate() {
             let seed = 10 * i as u64;
+            let mut rng = Rng::new(seed);
             let (a, w, bias) = (
-                values(seed, m * k),
-                values(seed + 1, n * k),
-                values(seed + 2, n),
+                rng.vec(m * k, -1.0, 1.0),
+                rng.vec(n * k, -1.0, 1.0),
+                rng.vec(n, -1.0, 1.0),
             );
             let at = format!("m={m} n={n} k={k} on {:?}", gpu.info.backend);
             let epilogue = if i % 2 == 0 {

@@ -4,22 +4,12 @@
 //! conservation. Odd sizes cross the GEMM blocks; shapes as the transformer's rows.
 
 use super::lrp::Linear;
+use super::tests::helpers::{gpus, run, Rng};
 use super::*;
-use crate::gpu::testing::gpus;
 
-/// Deterministic values in [-1, 1) (SplitMix64).
-pub(super) fn values(seed: u64, len: usize) -> Vec<f32> {
-    let mut state = seed;
-    (0..len)
-        .map(|_| {
-            state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
-            let mut z = state;
-            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-            z ^= z >> 31;
-            2.0 * ((z >> 40) as f32 / (1u64 << 24) as f32) - 1.0
-        })
-        .collect()
+/// Deterministic values in [-1, 1).
+fn values(seed: u64, len: usize) -> Vec<f32> {
+    Rng::new(seed).vec(len, -1.0, 1.0)
 }
 
 /// The authors' safe_divide in f64.
@@ -29,12 +19,6 @@ fn safe_div(a: f64, b: f64) -> f64 {
     } else {
         a / (b + 1e-9)
     }
-}
-
-fn run(gpu: &Gpu, dispatches: &[Dispatch]) {
-    let mut enc = gpu.device.create_command_encoder(&Default::default());
-    encode(&mut enc.begin_compute_pass(&Default::default()), dispatches);
-    gpu.queue.submit([enc.finish()]);
 }
 
 /// max |got − want| / max |want|.

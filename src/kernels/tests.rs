@@ -18,7 +18,7 @@ mod attention;
 mod backward;
 mod gemm;
 mod gradcam;
-mod helpers;
+pub(super) mod helpers;
 mod layernorm;
 mod tokens;
 

@@ -5,24 +5,24 @@
 
 use std::sync::OnceLock;
 
-pub(super) use crate::gpu::testing::gpus;
+pub(in crate::kernels) use crate::gpu::testing::gpus;
 use crate::kernels::gemm::View;
 use crate::kernels::*;
 
 /// Relative tolerance of f32 kernels against the f64 reference.
-pub(super) const TOL: f64 = 1e-4;
+pub(in crate::kernels) const TOL: f64 = 1e-4;
 /// Kernels that only copy values (or add two of them once) must match exactly.
-pub(super) const EXACT: f64 = 0.0;
+pub(in crate::kernels) const EXACT: f64 = 0.0;
 
 /// Deterministic pseudo-random numbers (SplitMix64): the same data on every run and backend.
-pub(super) struct Rng(u64);
+pub(in crate::kernels) struct Rng(u64);
 
 impl Rng {
-    pub(super) fn new(seed: u64) -> Rng {
+    pub(in crate::kernels) fn new(seed: u64) -> Rng {
         Rng(seed)
     }
 
-    pub(super) fn next_u64(&mut self) -> u64 {
+    pub(in crate::kernels) fn next_u64(&mut self) -> u64 {
         self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
         let mut z = self.0;
         z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
@@ -31,24 +31,24 @@ impl Rng {
     }
 
     /// Uniform in [lo, hi).
-    pub(super) fn uniform(&mut self, lo: f32, hi: f32) -> f32 {
+    pub(in crate::kernels) fn uniform(&mut self, lo: f32, hi: f32) -> f32 {
         let u = (self.next_u64() >> 40) as f32 / (1u64 << 24) as f32;
         lo + (hi - lo) * u
     }
 
-    pub(super) fn vec(&mut self, len: usize, lo: f32, hi: f32) -> Vec<f32> {
+    pub(in crate::kernels) fn vec(&mut self, len: usize, lo: f32, hi: f32) -> Vec<f32> {
         (0..len).map(|_| self.uniform(lo, hi)).collect()
     }
 
     /// Uniform in 0..n.
-    pub(super) fn below(&mut self, n: usize) -> usize {
+    pub(in crate::kernels) fn below(&mut self, n: usize) -> usize {
         (self.next_u64() % n as u64) as usize
     }
 }
 
 /// Every test device with each kernel set (the CPU set that llvmpipe and lavapipe use, and the
 /// GPU set, which runs here too), compiled once per test binary.
-pub(super) fn devices() -> impl Iterator<Item = (&'static Gpu, &'static Kernels)> {
+pub(in crate::kernels) fn devices() -> impl Iterator<Item = (&'static Gpu, &'static Kernels)> {
     static KERNELS: OnceLock<Vec<(usize, Kernels)>> = OnceLock::new();
     let gpus = gpus();
     let kernels = KERNELS.get_or_init(|| {
@@ -64,16 +64,16 @@ pub(super) fn devices() -> impl Iterator<Item = (&'static Gpu, &'static Kernels)
 }
 
 /// Every test device with both kernel sets' GEMMs (the checks name the kernel that ran).
-pub(super) fn gemm_devices() -> impl Iterator<Item = (&'static Gpu, &'static Gemm)> {
+pub(in crate::kernels) fn gemm_devices() -> impl Iterator<Item = (&'static Gpu, &'static Gemm)> {
     devices().map(|(gpu, k)| (gpu, &k.gemm))
 }
 
-pub(super) fn backend(gpu: &Gpu) -> String {
+pub(in crate::kernels) fn backend(gpu: &Gpu) -> String {
     format!("{:?} ({})", gpu.info.backend, gpu.info.name)
 }
 
 /// Records `dispatches` into one compute pass and submits it.
-pub(super) fn run(gpu: &Gpu, dispatches: &[Dispatch]) {
+pub(in crate::kernels) fn run(gpu: &Gpu, dispatches: &[Dispatch]) {
     let mut enc = gpu.device.create_command_encoder(&Default::default());
     {
         let mut pass = enc.begin_compute_pass(&Default::default());
@@ -82,18 +82,29 @@ pub(super) fn run(gpu: &Gpu, dispatches: &[Dispatch]) {
     gpu.queue.submit([enc.finish()]);
 }
 
-pub(super) fn download<T: bytemuck::Pod>(gpu: &Gpu, buffer: &wgpu::Buffer, len: usize) -> Vec<T> {
+pub(in crate::kernels) fn download<T: bytemuck::Pod>(
+    gpu: &Gpu,
+    buffer: &wgpu::Buffer,
+    len: usize,
+) -> Vec<T> {
     gpu.download(buffer, len)
         .unwrap_or_else(|e| panic!("{}: download failed: {e}", backend(gpu)))
 }
 
-pub(super) fn f64s(x: &[f32]) -> Vec<f64> {
+pub(in crate::kernels) fn f64s(x: &[f32]) -> Vec<f64> {
     x.iter().map(|&v| v as f64).collect()
 }
 
 /// Compares a GPU result with its f64 reference; panics unless every value is finite and
 /// max |got − want| ≤ `tol` · max(1, max |want|).
-pub(super) fn check(kernel: &str, shape: &str, gpu: &Gpu, got: &[f32], want: &[f64], tol: f64) {
+pub(in crate::kernels) fn check(
+    kernel: &str,
+    shape: &str,
+    gpu: &Gpu,
+    got: &[f32],
+    want: &[f64],
+    tol: f64,
+) {
     let at = format!("{kernel} [{shape}] on {}", backend(gpu));
     assert_eq!(got.len(), want.len(), "{at}: output length");
     assert!(
@@ -135,7 +146,13 @@ pub(super) fn check(kernel: &str, shape: &str, gpu: &Gpu, got: &[f32], want: &[f
 }
 
 /// Exact comparison of integer outputs.
-pub(super) fn check_u32(kernel: &str, shape: &str, gpu: &Gpu, got: &[u32], want: &[u32]) {
+pub(in crate::kernels) fn check_u32(
+    kernel: &str,
+    shape: &str,
+    gpu: &Gpu,
+    got: &[u32],
+    want: &[u32],
+) {
     let at = format!("{kernel} [{shape}] on {}", backend(gpu));
     assert_eq!(got.len(), want.len(), "{at}: output length");
     let wrong: Vec<usize> = (0..got.len()).filter(|&i| got[i] != want[i]).collect();
@@ -156,23 +173,27 @@ pub(super) fn check_u32(kernel: &str, shape: &str, gpu: &Gpu, got: &[u32], want:
     }
 }
 
-pub(super) fn erf_gelu(x: f64) -> f64 {
+pub(in crate::kernels) fn erf_gelu(x: f64) -> f64 {
     0.5 * x * (1.0 + libm::erf(x / std::f64::consts::SQRT_2))
 }
 
-pub(super) fn erf_gelu_grad(x: f64) -> f64 {
+pub(in crate::kernels) fn erf_gelu_grad(x: f64) -> f64 {
     0.5 * (1.0 + libm::erf(x / std::f64::consts::SQRT_2))
         + x * (-0.5 * x * x).exp() / (2.0 * std::f64::consts::PI).sqrt()
 }
 
-pub(super) fn sigmoid(x: f64) -> f64 {
+pub(in crate::kernels) fn sigmoid(x: f64) -> f64 {
     1.0 / (1.0 + (-x).exp())
 }
 
 // GEMM references, shared with the cooperative GEMM's tests.
 
 /// `a[m, k] · w[n, k]ᵀ` in f64.
-pub(super) fn matmul_nt(a: &[f32], w: &[f32], (m, n, k): (usize, usize, usize)) -> Vec<f64> {
+pub(in crate::kernels) fn matmul_nt(
+    a: &[f32],
+    w: &[f32],
+    (m, n, k): (usize, usize, usize),
+) -> Vec<f64> {
     let mut c = vec![0.0; m * n];
     for i in 0..m {
         let ar = &a[i * k..(i + 1) * k];
@@ -186,7 +207,7 @@ pub(super) fn matmul_nt(a: &[f32], w: &[f32], (m, n, k): (usize, usize, usize)) 
 
 /// What `epilogue` makes of the products `acc` (row-major, `bias.len()` columns), over C's
 /// initial values `c0`, in f64.
-pub(super) fn epilogue_reference(
+pub(in crate::kernels) fn epilogue_reference(
     epilogue: Epilogue,
     acc: &[f64],
     bias: &[f32],
@@ -208,13 +229,13 @@ pub(super) fn epilogue_reference(
 }
 
 /// Rows of C apart that `check_linear` keeps (Bias and GELU epilogues).
-pub(super) const KEEP_EVERY: usize = 3;
+pub(in crate::kernels) const KEEP_EVERY: usize = 3;
 
 /// The dispatches of one nn.Linear product over plain row-major buffers `[a, w, bias, scale,
 /// c]`: through `Gemm::residual` for [`Epilogue::Residual`] (which splits the branch and the
 /// add on gemm_block), `Gemm::linear_keeping` otherwise, keeping every [`KEEP_EVERY`]-th row
 /// in `kept` when given.
-pub(super) fn linear_dispatches(
+pub(in crate::kernels) fn linear_dispatches(
     gpu: &Gpu,
     gemm: &Gemm,
     [a, w, bias, scale, c]: [&wgpu::Buffer; 5],
