@@ -21,7 +21,7 @@ pub struct ShaderVariant {
     /// otherwise it is `f32`.
     pub f16_math: bool,
     /// Selected only on adapters without SHADER_F16 (f16 weights with f32 arithmetic, where
-    /// adapters that have it get the [`ShaderVariant::f16_math`] twin).
+    /// adapters that have it get the twin with `f16_math` set).
     pub without_f16: bool,
     /// The kernel set that uses it, or `None` for kernels both sets share.
     pub kernel_set: Option<KernelSet>,
