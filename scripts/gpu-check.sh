@@ -2,15 +2,12 @@
 # Every GPU check and benchmark in one run, for a session that is lent a GPU machine (the device
 # tool). It builds nothing there: build and stage the binaries here first, then run this there.
 #
-# Here (once per session):
-#   cargo build --release && mkdir -p dist && strip -o dist/agcam target/release/agcam
-#   cargo test --release --no-run    # then strip the lib, engine_vs_reference, model_families
-#   # and fixtures_parity test binaries to dist/t-<name> and pack them: tar cJf dist/tests.tar.xz
-#   mkdir -p .gl /tmp/amd64/partial; o='-oAPT::Architecture=amd64 -oAPT::Architectures=amd64 -oDir::State::Lists=/tmp/amd64'
-#   apt-get $o update; (cd .gl && apt-get $o download libvulkan1 libegl1 libglvnd0 libopengl0 libgl1 libglx0 libgles2)
-#   Optionally other builds (say, of the previous kernels) named in AB_BINS: the ViT-B points
-#   are then measured for each of them too, in the same run (A/B on the same warm machine), and
-#   F16_AB_BIN adds that build's f16 batch-64 profile.
+# Here (once per session): bash scripts/gpu-stage.sh [REF ...] builds dist/agcam, the test
+#   binaries (dist/tests.tar.xz) and the loader packages (.gl/), and each REF (an earlier commit,
+#   say, of the previous kernels) to dist/agcam-REF. Name those in AB_BINS: the ViT-B points are
+#   then measured for each of them too, in the same run (A/B on the same warm machine), and
+#   F16_AB_BIN adds that build's f16 batch-64 profile. Trial kernels (AGCAM_TRIAL_KERNELS) need
+#   no second build: TRIALS lists those to A/B (default: all).
 # There (device tool, carry [".gl", "dist"], timeout ~480 s):
 #   bash scripts/gpu-check.sh
 # Everything lands in $OUT/results.tgz (the device tool returns at most 8 files); the summary is
