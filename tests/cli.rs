@@ -415,7 +415,8 @@ fn eval_runs_a_list_of_methods() {
 fn bench_and_profile_take_a_method() {
     let dir = tempfile::tempdir().unwrap();
     let weights = fixture("odd_ls/model.safetensors");
-    let json = dir.path().join("bench.json");
+    // The folder of --json is created before the measurements, as --out's is.
+    let json = dir.path().join("new/bench.json");
     let o = agcam(&[
         "bench",
         "--weights",
@@ -480,4 +481,72 @@ fn profiled_kernels(weights: &Path, method: &str) -> Vec<String> {
         .iter()
         .map(|k| k["name"].as_str().unwrap().to_string())
         .collect()
+}
+
+#[test]
+fn outputs_and_option_clashes_are_refused_before_any_work() {
+    let dir = tempfile::tempdir().unwrap();
+    let weights = fixture("odd_ls/model.safetensors");
+    let image = fixture("odd_ls/image.png");
+    let file = dir.path().join("taken");
+    std::fs::write(&file, b"").unwrap();
+    // An output folder that is a file: said in words (not a bare "File exists"), before the
+    // model is loaded.
+    for args in [
+        vec![
+            "explain",
+            s(&image),
+            "--weights",
+            s(&weights),
+            "--out",
+            s(&file),
+        ],
+        vec!["shaders", "--out", s(&file)],
+    ] {
+        let o = agcam(&args);
+        assert!(!o.status.success(), "{args:?}");
+        let err = stderr(&o);
+        assert!(
+            err.contains("taken: exists and is not a folder") && !err.contains("model "),
+            "{args:?}: {err}"
+        );
+    }
+    // Refused by the parser, not after the model and the GPU are set up.
+    let o = agcam(&[
+        "eval",
+        "localization",
+        "--data",
+        s(dir.path()),
+        "--limit",
+        "0",
+    ]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(stderr(&o).contains("--limit"), "{}", stderr(&o));
+    // A checkpoint and random architectures: one or the other, never one silently ignored.
+    let o = agcam(&[
+        "bench",
+        "--weights",
+        s(&weights),
+        "--random",
+        "vit_tiny_patch16_224",
+    ]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(stderr(&o).contains("cannot be used with"), "{}", stderr(&o));
+    // More classes than the model has: refused before the first measurement.
+    let o = agcam(&[
+        "bench",
+        "--weights",
+        s(&weights),
+        "--top-k",
+        "1,11",
+        "--batches",
+        "1",
+    ]);
+    assert!(!o.status.success());
+    assert!(
+        stderr(&o).contains("--top-k 11") && !stderr(&o).contains("adapter"),
+        "{}",
+        stderr(&o)
+    );
+    assert!(String::from_utf8_lossy(&o.stdout).is_empty());
 }

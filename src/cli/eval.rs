@@ -39,8 +39,8 @@ pub struct DataArgs {
     /// one after the other on the same images, e.g. to compare them in one --report.
     #[arg(long, value_enum, value_delimiter = ',', default_values_t = [Method::Agcam])]
     method: Vec<Method>,
-    /// Evaluate only the first N images (in id order), after --skip.
-    #[arg(long, value_parser = super::index)]
+    /// Evaluate only the first N images (in id order), after --skip; at least 1.
+    #[arg(long, value_parser = super::positive)]
     limit: Option<usize>,
     /// Leave out the first N images (in id order) before --limit applies: `--skip 500 --limit
     /// 250` evaluates images 500 to 749, one shard of a run split over several processes or
@@ -115,7 +115,7 @@ fn open(args: &DataArgs) -> agcam::Result<(agcam::Engine, Dataset)> {
     }
     // Before any work: a run that cannot write its outputs should not start.
     if let Some(path) = &args.json {
-        agcam::files::check_writable_file(path)?;
+        agcam::files::ensure_writable_file(path)?;
     }
     if let Some(dir) = &args.report {
         prepare_report_dir(dir)?;
