@@ -550,3 +550,19 @@ fn outputs_and_option_clashes_are_refused_before_any_work() {
     );
     assert!(String::from_utf8_lossy(&o.stdout).is_empty());
 }
+
+#[test]
+fn synth_shows_progress_without_a_terminal() {
+    // stderr is a pipe here, so the bar is hidden: a line every 10 % says how far it got.
+    let dir = tempfile::tempdir().unwrap();
+    let o = agcam(&["synth", "--out", s(&dir.path().join("d")), "--count", "20"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let err = stderr(&o);
+    let done: Vec<&str> = err
+        .lines()
+        .filter(|l| l.ends_with("/20 images"))
+        .map(|l| l.split('/').next().unwrap())
+        .collect();
+    assert_eq!(done.len(), 10, "{err}");
+    assert_eq!(done.last(), Some(&"20"));
+}

@@ -9,9 +9,8 @@ use agcam::eval::{
 };
 use agcam::{Error, Method};
 use clap::{Args, Subcommand, ValueEnum};
-use indicatif::ProgressBar;
 
-use super::{progress, GpuArgs, ModelArgs};
+use super::{progress, tick, GpuArgs, ModelArgs};
 
 #[derive(Subcommand)]
 pub enum EvalCommand {
@@ -234,15 +233,6 @@ fn with_progress<T>(
     let result = work(&mut |done, total| tick(&bar, done, total, &mut last));
     bar.finish_and_clear();
     result
-}
-
-/// Moves the bar; when it is hidden (stderr is not a terminal), prints a line every 10 %.
-fn tick(bar: &ProgressBar, done: usize, total: usize, last: &mut usize) {
-    bar.set_position(done as u64);
-    if bar.is_hidden() && total > 0 && (done * 10 / total > *last * 10 / total || done == total) {
-        eprintln!("{done}/{total} images");
-    }
-    *last = done;
 }
 
 fn print_notes(notes: &[String]) {

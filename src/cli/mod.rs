@@ -237,6 +237,16 @@ pub fn progress(len: usize) -> ProgressBar {
     bar
 }
 
+/// Moves the bar to `done` of `total`; when it is hidden (stderr is not a terminal: a log file,
+/// a pipe), prints a line every 10 % instead, so that long work still shows progress there.
+pub fn tick(bar: &ProgressBar, done: usize, total: usize, last: &mut usize) {
+    bar.set_position(done as u64);
+    if bar.is_hidden() && total > 0 && (done * 10 / total > *last * 10 / total || done == total) {
+        eprintln!("{done}/{total} images");
+    }
+    *last = done;
+}
+
 /// Prints a line above the progress bar, or plainly when the bar is hidden (not a terminal).
 pub fn say(bar: &ProgressBar, line: String) {
     if bar.is_hidden() {

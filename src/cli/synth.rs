@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use agcam::synth::{generate, Layout, SynthOptions, DEFAULT_SCALE};
 use clap::Args;
 
-use super::progress;
+use super::{progress, tick};
 
 #[derive(Args)]
 pub struct SynthArgs {
@@ -73,7 +73,8 @@ pub fn synth(a: &SynthArgs) -> agcam::Result<bool> {
     };
     opts.validate()?;
     let bar = progress(opts.count);
-    let summary = generate(&opts, |done| bar.set_position(done as u64))?;
+    let mut last = 0;
+    let summary = generate(&opts, |done| tick(&bar, done, opts.count, &mut last))?;
     bar.finish_and_clear();
     println!("{summary}");
     Ok(true)
