@@ -264,6 +264,30 @@ fn stage_class(
     Ok(written)
 }
 
+/// Whether `path` is an overlay that `agcam explain` wrote: a `.png` whose record `<stem>.json`
+/// beside it names it as its `overlay`. Folder walks pass such files over, so that running the
+/// same command again redoes the same pictures instead of explaining the last run's overlays.
+pub fn is_written_overlay(path: &Path) -> bool {
+    let (Some(name), Some(ext)) = (path.file_name(), path.extension()) else {
+        return false;
+    };
+    if !ext.eq_ignore_ascii_case("png") {
+        return false;
+    }
+    let record = path.with_extension("json");
+    // Records are a few KiB; a large JSON file beside a picture is something else.
+    let small = std::fs::metadata(&record).is_ok_and(|m| m.is_file() && m.len() < 1 << 20);
+    if !small {
+        return false;
+    }
+    let Ok(text) = std::fs::read(&record) else {
+        return false;
+    };
+    serde_json::from_slice::<serde_json::Value>(&text).is_ok_and(|r| {
+        r["overlay"].as_str() == Some(&*name.to_string_lossy()) && r["explained_class"].is_u64()
+    })
+}
+
 /// The picture a JSON record describes.
 #[derive(Debug, Clone, Copy)]
 pub struct RecordImage<'a> {

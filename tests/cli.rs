@@ -566,3 +566,40 @@ fn synth_shows_progress_without_a_terminal() {
     assert_eq!(done.len(), 10, "{err}");
     assert_eq!(done.last(), Some(&"20"));
 }
+
+#[test]
+fn running_again_redoes_the_same_pictures_not_the_last_overlays() {
+    // --out inside the input folder: the second run's folder walk finds the first run's
+    // overlays; it passes them over (with a note), so it explains the same picture again into
+    // the same names instead of explaining overlays into new ones.
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("photos");
+    std::fs::create_dir(&input).unwrap();
+    std::fs::copy(fixture("odd_ls/image.png"), input.join("x.png")).unwrap();
+    let out = input.join("agcam");
+    let weights = fixture("odd_ls/model.safetensors");
+    let run = |args: &[&str]| {
+        let mut all = vec!["explain", "--weights", s(&weights)];
+        all.extend_from_slice(args);
+        let o = agcam(&all);
+        assert!(o.status.success(), "{}", stderr(&o));
+        stderr(&o)
+    };
+    let names = || {
+        let mut v: Vec<String> = std::fs::read_dir(&out)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        v.sort();
+        v
+    };
+    run(&[s(&input), "--out", s(&out)]);
+    assert_eq!(names(), ["x.json", "x.npy", "x.png"]);
+    let err = run(&[s(&input), "--out", s(&out)]);
+    assert!(err.contains("passed over 1 overlays"), "{err}");
+    assert_eq!(names(), ["x.json", "x.npy", "x.png"], "{err}");
+    // Named on the command line, an overlay is explained like any picture.
+    let again = dir.path().join("again");
+    run(&[s(&out.join("x.png")), "--out", s(&again)]);
+    assert!(again.join("x.json").exists());
+}

@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use agcam::image::Orientation;
 use agcam::model::Model;
-use agcam::output::{write_image, RunInfo, Stems};
+use agcam::output::{is_written_overlay, write_image, RunInfo, Stems};
 use agcam::pipeline::{
     explain_files_with, find_images, for_each_prepared_chunk_with, non_finite, FileRunOptions,
     Outcome, ReadOptions, ORIGINALS_PER_CHUNK_BYTES,
@@ -84,12 +84,42 @@ fn stop_on_signals() -> Arc<AtomicBool> {
     stop
 }
 
-pub fn explain(args: &ExplainArgs) -> agcam::Result<bool> {
-    let found = find_images(&inputs_or_samples(&args.images))?;
+/// The pictures named or found in the folders of `images` (the bundled samples when none),
+/// with a note for each thing passed over. Overlays an earlier `agcam explain` wrote are passed
+/// over inside folders (one note for all of them), so that an output folder inside an input
+/// folder, or equal to it, does not turn a run's overlays into the next run's inputs; a file
+/// named on the command line is always taken.
+fn input_pictures(images: &[PathBuf]) -> agcam::Result<Vec<PathBuf>> {
+    let inputs = inputs_or_samples(images);
+    let found = find_images(&inputs)?;
     for line in &found.skipped {
         eprintln!("note: {line}");
     }
-    let paths = found.images;
+    let named: Vec<&PathBuf> = inputs.iter().filter(|p| !p.is_dir()).collect();
+    let (overlays, pictures): (Vec<PathBuf>, Vec<PathBuf>) = found
+        .images
+        .into_iter()
+        .partition(|p| !named.contains(&p) && is_written_overlay(p));
+    if let Some(first) = overlays.first() {
+        eprintln!(
+            "note: passed over {} overlays an earlier `agcam explain` wrote (e.g. {}, beside its \
+             .json record); name one on the command line to explain it",
+            overlays.len(),
+            first.display()
+        );
+    }
+    if pictures.is_empty() {
+        return Err(agcam::Error::Invalid(
+            "no pictures to explain: the folders hold only overlays an earlier `agcam explain` \
+             wrote"
+                .into(),
+        ));
+    }
+    Ok(pictures)
+}
+
+pub fn explain(args: &ExplainArgs) -> agcam::Result<bool> {
+    let paths = input_pictures(&args.images)?;
     // Before any work: a run that cannot write its results should not start.
     agcam::files::ensure_writable_dir(&args.out)?;
     let (model, mut engine) = load_and_upload(&args.model, &args.gpu)?;
@@ -205,11 +235,7 @@ pub fn explain(args: &ExplainArgs) -> agcam::Result<bool> {
 }
 
 pub fn predict(args: &PredictArgs) -> agcam::Result<bool> {
-    let found = find_images(&inputs_or_samples(&args.images))?;
-    for line in &found.skipped {
-        eprintln!("note: {line}");
-    }
-    let paths = found.images;
+    let paths = input_pictures(&args.images)?;
     let (model, mut engine) = load_and_upload(&args.model, &args.gpu)?;
     let mut failed = 0usize;
     let capacity = engine.capacity();
