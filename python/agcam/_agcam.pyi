@@ -108,4 +108,5 @@ class Explanation:
 
 def overlay(image: npt.NDArray[np.uint8], grid: npt.NDArray[np.float32], alpha: float = 0.5) -> npt.NDArray[np.uint8]:
     """The map ``grid`` [gh, gw] upsampled (bilinear) to ``image`` [H, W, 3], min-max normalised,
-    in jet colours, blended at ``alpha`` over it: the CLI's overlay PNG, as uint8 [H, W, 3]."""
+    in jet colours, blended at ``alpha`` over it: the CLI's overlay PNG, as uint8 [H, W, 3].
+    ValueError for a grid holding NaN or infinite values, or ``alpha`` outside [0, 1]."""

@@ -840,6 +840,12 @@ fn overlay<'py>(
         return Err(PyValueError::new_err("grid must not be empty"));
     }
     let values: Vec<f32> = grid.as_array().iter().copied().collect();
+    if values.iter().any(|v| !v.is_finite()) {
+        // Min-max normalisation of such a grid has no meaning: the colours would be arbitrary.
+        return Err(PyValueError::new_err(
+            "grid holds NaN or infinite values: no overlay can be drawn from it",
+        ));
+    }
     let (w, h) = image.dimensions();
     let out = without_gil(py, move || {
         Ok(agcam::image::overlay(&image, &values, gh, gw, alpha).into_raw())

@@ -255,6 +255,10 @@ def test_bad_overlay_arguments(samples):
         agcam.overlay(image, grid.astype(np.float64))
     with pytest.raises(ValueError, match="uint8"):
         agcam.overlay(image[..., 0], grid)
+    nan = grid.copy()
+    nan[3, 4] = np.nan
+    with pytest.raises(ValueError, match="NaN or infinite"):
+        agcam.overlay(image, nan)
 
 
 def test_record_arguments(explainer, samples):
