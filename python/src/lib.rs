@@ -181,9 +181,22 @@ fn rgb_image(view: numpy::ndarray::ArrayView3<'_, u8>) -> Option<RgbImage> {
 }
 
 /// Reads `images` as the API documents it.
+/// Refuses a folder given as a picture, saying what to pass instead (the command line walks
+/// folders; this API takes pictures).
+fn picture_path(path: PathBuf) -> PyResult<PathBuf> {
+    if path.is_dir() {
+        return Err(PyValueError::new_err(format!(
+            "{} is a folder: give the paths of its pictures, e.g. \
+             sorted(pathlib.Path(folder).glob(\"*.png\"))",
+            path.display()
+        )));
+    }
+    Ok(path)
+}
+
 fn read_images(obj: &Bound<'_, PyAny>, cfg: &ModelConfig) -> PyResult<Images> {
     if let Some(path) = as_path(obj)? {
-        return Ok(Images::Paths(vec![path]));
+        return Ok(Images::Paths(vec![picture_path(path)?]));
     }
     if let Ok(array) = obj.cast::<PyUntypedArray>() {
         return read_array(array, cfg);
@@ -208,14 +221,17 @@ fn read_images(obj: &Bound<'_, PyAny>, cfg: &ModelConfig) -> PyResult<Images> {
         let paths = items
             .iter()
             .map(|item| {
-                as_path(item)?.ok_or_else(|| {
-                    PyValueError::new_err(format!(
-                        "{IMAGES_HELP}; the list holds a {}",
-                        item.get_type()
-                            .name()
-                            .map_or_else(|_| "?".into(), |n| n.to_string())
-                    ))
-                })
+                as_path(item)?
+                    .map(picture_path)
+                    .transpose()?
+                    .ok_or_else(|| {
+                        PyValueError::new_err(format!(
+                            "{IMAGES_HELP}; the list holds a {}",
+                            item.get_type()
+                                .name()
+                                .map_or_else(|_| "?".into(), |n| n.to_string())
+                        ))
+                    })
             })
             .collect::<PyResult<_>>()?;
         return Ok(Images::Paths(paths));
@@ -470,12 +486,14 @@ impl Explainer {
         let class = |v: &Bound<'_, PyAny>| -> PyResult<usize> {
             // A bool is an int to Python; as a class it is almost surely a mistake.
             let not_bool = (!v.is_instance_of::<PyBool>()).then_some(v);
-            not_bool.and_then(|v| v.extract::<usize>().ok()).ok_or_else(|| {
-                PyValueError::new_err(format!(
-                    "target classes must be non-negative integers, not {}",
-                    v.repr().map_or_else(|_| "?".into(), |r| r.to_string())
-                ))
-            })
+            not_bool
+                .and_then(|v| v.extract::<usize>().ok())
+                .ok_or_else(|| {
+                    PyValueError::new_err(format!(
+                        "target classes must be non-negative integers, not {}",
+                        v.repr().map_or_else(|_| "?".into(), |r| r.to_string())
+                    ))
+                })
         };
         if target.extract::<i64>().is_ok() {
             return Ok(Target::Class(class(target)?));

@@ -192,6 +192,12 @@ def test_missing_file(explainer, samples, tmp_path):
         explainer.predict(missing)
 
 
+def test_folder_is_not_a_picture(explainer, samples, tmp_path):
+    for images in (tmp_path, [samples[0], tmp_path]):
+        with pytest.raises(ValueError, match="is a folder: give the paths of its pictures"):
+            explainer.explain(images)
+
+
 def test_corrupt_file(explainer, tmp_path):
     bad = tmp_path / "bad.png"
     bad.write_bytes(b"\x89PNG\r\n\x1a\nnot really")
