@@ -27,10 +27,12 @@ pub struct ExplainArgs {
     pub model: ModelArgs,
     #[command(flatten)]
     pub gpu: GpuArgs,
-    /// Explain this class index for every image (default: the predicted class).
+    /// Explain this class index (0 to the number of classes - 1) for every image (default: the
+    /// predicted class).
     #[arg(long, conflicts_with = "top_k", value_parser = index)]
     pub class: Option<usize>,
-    /// Explain the K best classes of each image; files get a `_c<class>` suffix when K > 1.
+    /// Explain the K best classes of each image (1 to the number of classes); files get a
+    /// `_c<class>` suffix when K > 1.
     #[arg(long, value_parser = index)]
     pub top_k: Option<usize>,
     /// How maps are computed: AGCAM, a class-specific method it is compared with (Grad-CAM on
