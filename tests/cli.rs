@@ -603,3 +603,21 @@ fn running_again_redoes_the_same_pictures_not_the_last_overlays() {
     run(&[s(&out.join("x.png")), "--out", s(&again)]);
     assert!(again.join("x.json").exists());
 }
+
+#[test]
+fn eval_exits_with_status_1_when_a_picture_is_unreadable() {
+    // As README's "Pictures" says for every command: reported, skipped, status 1; the others
+    // are still scored.
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("voc");
+    let o = agcam(&["synth", "--out", s(&data), "--count", "3", "--seed", "4"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    std::fs::write(data.join("JPEGImages/synth_000001.png"), b"not a picture").unwrap();
+    let o = agcam(&["eval", "localization", "--data", s(&data)]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert!(stderr(&o).contains("synth_000001.png"), "{}", stderr(&o));
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(out.contains("1 unreadable"), "{out}");
+    // Status 1 for the unreadable picture, not for want of a scored one.
+    assert!(!out.contains("total, 0 scored"), "{out}");
+}

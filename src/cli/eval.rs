@@ -223,6 +223,13 @@ fn print_counts(c: &Counts, dataset: &Dataset, what_misclassified: bool) {
     }
 }
 
+/// Whether a run's counts make a successful exit: something was scored, and no picture was
+/// unreadable or gave non-finite numbers (those are reported, skipped and exit with status 1,
+/// as `agcam explain` does; images left out for missing annotations are not failures).
+fn succeeded(c: &Counts) -> bool {
+    c.scored > 0 && c.unreadable == 0 && c.non_finite == 0
+}
+
 /// Runs `work` with a progress callback that drives a bar over the dataset's images.
 fn with_progress<T>(
     dataset: &Dataset,
@@ -293,9 +300,7 @@ fn localization(args: &LocalizationArgs) -> agcam::Result<bool> {
         write_reports_json(path, &reports)?;
     }
     write_page(a, Runs::Localization(&reports), &dataset)?;
-    Ok(reports
-        .iter()
-        .all(|r| r.counts.scored > 0 && r.counts.non_finite == 0))
+    Ok(reports.iter().all(|r| succeeded(&r.counts)))
 }
 
 fn perturbation(args: &PerturbationArgs) -> agcam::Result<bool> {
@@ -365,9 +370,7 @@ fn perturbation(args: &PerturbationArgs) -> agcam::Result<bool> {
         write_reports_json(path, &reports)?;
     }
     write_page(a, Runs::Perturbation(&reports), &dataset)?;
-    Ok(reports
-        .iter()
-        .all(|r| r.counts.scored > 0 && r.counts.non_finite == 0))
+    Ok(reports.iter().all(|r| succeeded(&r.counts)))
 }
 
 /// Runs one `agcam eval` command.
