@@ -621,3 +621,45 @@ fn eval_exits_with_status_1_when_a_picture_is_unreadable() {
     // Status 1 for the unreadable picture, not for want of a scored one.
     assert!(!out.contains("total, 0 scored"), "{out}");
 }
+
+#[test]
+fn explain_never_replaces_a_file_it_did_not_write() {
+    // `--out` holds the user's own `image.png` (not an input): the outputs move to `image-2`,
+    // and a second run replaces its own `image-2` set rather than inventing `image-3`.
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    std::fs::create_dir(&out).unwrap();
+    let photo = out.join("image.png");
+    std::fs::write(&photo, b"the user's photo").unwrap();
+    let (image, weights) = (
+        fixture("odd_ls/image.png"),
+        fixture("odd_ls/model.safetensors"),
+    );
+    let args = [
+        "explain",
+        s(&image),
+        "--weights",
+        s(&weights),
+        "--out",
+        s(&out),
+    ];
+    for _ in 0..2 {
+        let o = agcam(&args);
+        assert!(o.status.success(), "{}", stderr(&o));
+        assert!(
+            stderr(&o).contains("outputs named image-2"),
+            "{}",
+            stderr(&o)
+        );
+        assert_eq!(std::fs::read(&photo).unwrap(), b"the user's photo");
+    }
+    let mut names: Vec<String> = std::fs::read_dir(&out)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    assert_eq!(
+        names,
+        ["image-2.json", "image-2.npy", "image-2.png", "image.png"]
+    );
+}

@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use agcam::image::Orientation;
 use agcam::model::Model;
-use agcam::output::{is_written_overlay, write_image, RunInfo, Stems};
+use agcam::output::{class_suffixes, is_written_overlay, write_image, RunInfo, Stems};
 use agcam::pipeline::{
     explain_files_with, find_images, for_each_prepared_chunk_with, non_finite, FileRunOptions,
     Outcome, ReadOptions, ORIGINALS_PER_CHUNK_BYTES,
@@ -169,14 +169,15 @@ pub fn explain(args: &ExplainArgs) -> agcam::Result<bool> {
                     explanation,
                     gpu_ms,
                 } => {
-                    let stem = stems.stem_for(&prepared.path);
+                    let suffixes = class_suffixes(&explanation, suffixed);
+                    let stem = stems.stem_for(&prepared.path, &suffixes);
                     let natural = prepared.path.file_stem().map(|s| s.to_string_lossy());
                     if natural.as_deref() != Some(stem.as_str()) {
                         say(
                             &bar,
                             format!(
                                 "note: {}: outputs named {stem} (the name is taken by another \
-                                 input, or by an input picture in {})",
+                                 input, or by a file in {} that agcam did not write)",
                                 prepared.path.display(),
                                 args.out.display()
                             ),
