@@ -27,6 +27,53 @@ import numpy as np
 EXTENSIONS = ["png", "jpg", "jpeg", "bmp"]
 
 
+def save_atomically(path, write):
+    """Writes `path` through `write(file)` under a hidden temporary name, then renames it into
+    place: a killed actor leaves no truncated file under a real name."""
+    folder, name = os.path.split(path)
+    temp = os.path.join(folder, f".{name}.agcam-tmp-{os.getpid()}")
+    try:
+        with open(temp, "wb") as f:
+            write(f)
+        os.replace(temp, path)
+    finally:
+        if os.path.exists(temp):
+            os.remove(temp)
+
+
+def check_local_inputs(data, out):
+    """For a local --data folder, the reasons the run would fail or lose results, found before
+    Ray starts: a missing folder, no images, or images sharing a file stem (their <stem>.npy and
+    <stem>.json would overwrite each other). Also creates --out and checks it is writable.
+    Returns a list of errors (empty when the run can start)."""
+    errors = []
+    if "://" not in data:
+        if not os.path.isdir(data):
+            errors.append(f"--data {data}: no such folder")
+        else:
+            by_stem = {}
+            for root, _, files in os.walk(data):
+                for name in files:
+                    if name.rsplit(".", 1)[-1].lower() in EXTENSIONS:
+                        by_stem.setdefault(PurePath(name).stem, []).append(os.path.join(root, name))
+            if not by_stem:
+                errors.append(f"--data {data}: no images ({', '.join(EXTENSIONS)}) in this folder")
+            for stem, paths in sorted(by_stem.items()):
+                if len(paths) > 1:
+                    errors.append(
+                        f"{', '.join(sorted(paths))} share the stem {stem!r}: their {stem}.npy and "
+                        f"{stem}.json would overwrite each other; rename them or run the folders apart"
+                    )
+    try:
+        os.makedirs(out, exist_ok=True)
+        probe = os.path.join(out, f".agcam-write-test-{os.getpid()}")
+        open(probe, "wb").close()
+        os.remove(probe)
+    except OSError as e:
+        errors.append(f"--out {out}: cannot write there ({e.strerror or e})")
+    return errors
+
+
 class ExplainBatch:
     """A Ray Data actor: loads the model once, then explains every batch it is given."""
 
@@ -54,11 +101,11 @@ class ExplainBatch:
         for i, path in enumerate(paths):
             stem = PurePath(path).stem
             stems.append(stem)
-            np.save(os.path.join(self.out, f"{stem}.npy"), result.maps[i, 0])
+            save_atomically(os.path.join(self.out, f"{stem}.npy"), lambda f: np.save(f, result.maps[i, 0]))
             record = result.record(i, image=path, map_file=f"{stem}.npy")
-            with open(os.path.join(self.out, f"{stem}.json"), "w") as f:
-                json.dump(record, f, indent=2)
-                f.write("\n")
+            text = json.dumps(record, indent=2) + "\n"
+            # The record last: present only when the map is.
+            save_atomically(os.path.join(self.out, f"{stem}.json"), lambda f: f.write(text.encode()))
         n = len(paths)
         return {
             "stem": np.array(stems),
@@ -82,6 +129,13 @@ def main(argv=None):
     args = parser.parse_args(argv)
     if args.actors < 1 or args.batch < 1:
         parser.error("--actors and --batch must be at least 1")
+    # Before Ray starts (seconds) and the actors load their models: what would fail, or lose
+    # files, on a local folder.
+    problems = check_local_inputs(args.data, args.out)
+    if problems:
+        for p in problems:
+            print(f"error: {p}", file=sys.stderr)
+        return 2
 
     import ray
 

@@ -102,36 +102,39 @@ pub fn read_regular_to_string(path: &Path) -> Result<String> {
 /// # Errors
 /// [`Error::Io`] naming `dir` when it cannot be created or written to.
 pub fn ensure_writable_dir(dir: &Path) -> Result<()> {
+    // create_dir_all's own error for an existing file is a bare "File exists".
+    if let Ok(meta) = std::fs::metadata(dir) {
+        if !meta.is_dir() {
+            return Err(Error::io(
+                dir,
+                std::io::Error::new(
+                    std::io::ErrorKind::AlreadyExists,
+                    "exists and is not a folder: give a folder for the outputs",
+                ),
+            ));
+        }
+    }
     std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
     probe(dir)
 }
 
-/// Checks that the file `path` can be written: its folder exists and accepts a new file, and
-/// `path` is not a folder. Nothing is left behind.
+/// Checks that the file `path` can be written: creates its folder (and that folder's parents)
+/// if needed, as [`ensure_writable_dir`] does, checks that the folder accepts a new file and
+/// that `path` is not a folder. Only the created folders are left behind.
 ///
 /// # Errors
 /// [`Error::Io`] naming the path when it cannot be written.
-pub fn check_writable_file(path: &Path) -> Result<()> {
+pub fn ensure_writable_file(path: &Path) -> Result<()> {
     if path.is_dir() {
         return Err(Error::io(
             path,
             std::io::Error::other("is a folder; give a file name"),
         ));
     }
-    let parent = match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p,
-        _ => Path::new("."),
-    };
-    if !parent.is_dir() {
-        return Err(Error::io(
-            path,
-            std::io::Error::new(
-                std::io::ErrorKind::NotFound,
-                format!("the folder {} does not exist", parent.display()),
-            ),
-        ));
+    match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => ensure_writable_dir(p),
+        _ => probe(Path::new(".")),
     }
-    probe(parent)
 }
 
 /// Creates and removes a probe file in `dir`.
@@ -292,12 +295,18 @@ mod tests {
     #[test]
     fn writability_is_checked_up_front() {
         let dir = tempfile::tempdir().unwrap();
-        assert!(check_writable_file(&dir.path().join("r.json")).is_ok());
-        assert!(check_writable_file(&dir.path().join("missing/r.json")).is_err());
-        assert!(check_writable_file(dir.path()).is_err());
+        assert!(ensure_writable_file(&dir.path().join("r.json")).is_ok());
+        // The folder of a file is created, as an output folder is.
+        assert!(ensure_writable_file(&dir.path().join("made/r.json")).is_ok());
+        assert!(dir.path().join("made").is_dir());
+        assert!(ensure_writable_file(dir.path()).is_err());
         let file = dir.path().join("f");
         std::fs::write(&file, b"").unwrap();
         assert!(ensure_writable_dir(&file.join("sub")).is_err());
+        assert!(ensure_writable_file(&file.join("r.json")).is_err());
+        // An existing file given as a folder is named as such, not as a bare "File exists".
+        let err = ensure_writable_dir(&file).unwrap_err().to_string();
+        assert!(err.contains("exists and is not a folder"), "{err}");
         assert!(ensure_writable_dir(&dir.path().join("new/out")).is_ok());
         assert_eq!(
             std::fs::read_dir(dir.path().join("new/out"))

@@ -25,10 +25,14 @@ pub const OUTPUT_EXTENSIONS: [&str; 3] = ["png", "npy", "json"];
 ///
 /// Built with [`Stems::plan`], it knows every input in advance: an invented name never takes
 /// the natural stem of another input (`a/x.png`, `b/x.png` and `c/x-2.png` give `x`, `x-3` and
-/// `x-2`), and no name is used whose outputs would overwrite an input picture (when the output
-/// folder holds inputs).
+/// `x-2`), no name is used whose outputs would overwrite an input picture (when the output
+/// folder holds inputs), and none whose outputs would replace a file in the output folder that
+/// `agcam explain` did not write (a photo `cat.png` there, notes `cat.json`): only a previous
+/// run's sets, recognised by their JSON records, are replaced.
 #[derive(Debug, Default)]
 pub struct Stems {
+    /// The output folder, when it exists.
+    out: Option<PathBuf>,
     /// How many inputs asked for each natural stem so far.
     seen: HashMap<String, usize>,
     /// Natural stems of all planned inputs: never invented for another input.
@@ -61,6 +65,7 @@ impl Stems {
         let Ok(out) = std::fs::canonicalize(out) else {
             return plan;
         };
+        plan.out = Some(out.clone());
         for input in inputs.iter().filter_map(|p| std::fs::canonicalize(p).ok()) {
             let is_output_kind = input
                 .extension()
@@ -88,8 +93,20 @@ impl Stems {
         self.protected.contains(stem) || self.protected_with_class.contains(stem)
     }
 
-    /// The stem for `path`.
-    pub fn stem_for(&mut self, path: &Path) -> String {
+    /// Whether some `<name>.<png|npy|json>` exists in the output folder without being part of
+    /// a set `agcam explain` wrote (whose `<name>.json` record names its overlay and map).
+    fn holds_a_foreign_file(&self, name: &str) -> bool {
+        let Some(out) = &self.out else {
+            return false;
+        };
+        let exists =
+            |ext: &str| std::fs::symlink_metadata(out.join(format!("{name}.{ext}"))).is_ok();
+        OUTPUT_EXTENSIONS.iter().any(|e| exists(e)) && !is_record_of(&out.join(name), name)
+    }
+
+    /// The stem for `path`, whose files will be `<stem><suffix>.<png|npy|json>` for each of
+    /// `suffixes` (`[""]` for one unsuffixed set, `["_c3", "_c7"]` for classes 3 and 7).
+    pub fn stem_for(&mut self, path: &Path, suffixes: &[String]) -> String {
         let base = natural_stem(path);
         let count = self.seen.entry(base.clone()).or_insert(0);
         *count += 1;
@@ -104,6 +121,9 @@ impl Stems {
             if !invented_clash
                 && !self.taken.contains(&candidate)
                 && !self.hits_an_input(&candidate)
+                && !suffixes
+                    .iter()
+                    .any(|s| self.holds_a_foreign_file(&format!("{candidate}{s}")))
             {
                 self.taken.insert(candidate.clone());
                 return candidate;
@@ -168,6 +188,22 @@ pub fn write_class(
     Ok(written)
 }
 
+/// What [`write_image`] appends to an image's stem for each explained class: `_c<class>` with
+/// `suffixed`, else nothing.
+pub fn class_suffixes(explanation: &Explanation, suffixed: bool) -> Vec<String> {
+    explanation
+        .maps
+        .iter()
+        .map(|m| {
+            if suffixed {
+                format!("_c{}", m.class)
+            } else {
+                String::new()
+            }
+        })
+        .collect()
+}
+
 /// Writes the files of every explained class of one image into `dir` as one set: all of them
 /// or none (see [`write_class`]). With `suffixed`, each class's files carry `_c<class>`.
 pub fn write_image(
@@ -182,16 +218,15 @@ pub fn write_image(
     let original = prepared.original_image()?;
     let mut set = AtomicSet::new();
     let mut written = Vec::with_capacity(explanation.maps.len());
-    for m in &explanation.maps {
-        let name = if suffixed {
-            format!("{stem}_c{}", m.class)
-        } else {
-            stem.to_string()
-        };
+    for (m, suffix) in explanation
+        .maps
+        .iter()
+        .zip(class_suffixes(explanation, suffixed))
+    {
         written.push(stage_class(
             &mut set,
             dir,
-            &name,
+            &format!("{stem}{suffix}"),
             prepared,
             &original,
             explanation,
@@ -262,6 +297,34 @@ fn stage_class(
     let text = serde_json::to_string_pretty(&record).expect("JSON of plain values");
     set.write(&written.json, (text + "\n").as_bytes())?;
     Ok(written)
+}
+
+/// Whether `path` is an overlay that `agcam explain` wrote: a `.png` whose record `<stem>.json`
+/// beside it names it as its `overlay`. Folder walks pass such files over, so that running the
+/// same command again redoes the same pictures instead of explaining the last run's overlays.
+pub fn is_written_overlay(path: &Path) -> bool {
+    let (Some(stem), Some(ext)) = (path.file_stem(), path.extension()) else {
+        return false;
+    };
+    ext == "png" && is_record_of(&path.with_extension(""), &stem.to_string_lossy())
+}
+
+/// Whether `<base>.json` is a record `agcam explain` wrote for the set named `name`: it names
+/// `<name>.png` as its overlay and `<name>.npy` as its map.
+fn is_record_of(base: &Path, name: &str) -> bool {
+    let mut record = base.as_os_str().to_owned();
+    record.push(".json");
+    let record = PathBuf::from(record);
+    // Records are a few KiB; a large JSON file is something else.
+    let small = std::fs::metadata(&record).is_ok_and(|m| m.is_file() && m.len() < 1 << 20);
+    let Some(text) = small.then(|| std::fs::read(&record).ok()).flatten() else {
+        return false;
+    };
+    serde_json::from_slice::<serde_json::Value>(&text).is_ok_and(|r| {
+        r["overlay"].as_str() == Some(&format!("{name}.png"))
+            && r["map"]["file"].as_str() == Some(&format!("{name}.npy"))
+            && r["explained_class"].is_u64()
+    })
 }
 
 /// The picture a JSON record describes.
@@ -361,7 +424,10 @@ mod tests {
     fn stems(inputs: &[&str], out: &Path) -> Vec<String> {
         let paths: Vec<PathBuf> = inputs.iter().map(PathBuf::from).collect();
         let mut plan = Stems::plan(&paths, out);
-        paths.iter().map(|p| plan.stem_for(p)).collect()
+        paths
+            .iter()
+            .map(|p| plan.stem_for(p, &[String::new()]))
+            .collect()
     }
 
     #[test]
@@ -390,7 +456,8 @@ mod tests {
         let a = PathBuf::from(OsStr::from_bytes(b"d/\xff.png"));
         let b = PathBuf::from(OsStr::from_bytes(b"d/\xfe.png"));
         let mut plan = Stems::plan(&[a.clone(), b.clone()], Path::new("/nonexistent"));
-        let (sa, sb) = (plan.stem_for(&a), plan.stem_for(&b));
+        let one = [String::new()];
+        let (sa, sb) = (plan.stem_for(&a, &one), plan.stem_for(&b, &one));
         assert_ne!(sa, sb);
         assert_eq!(sa, "\u{fffd}");
     }
@@ -406,7 +473,10 @@ mod tests {
         }
         let inputs = [x.clone(), x2.clone(), y.clone()];
         let mut plan = Stems::plan(&inputs, dir.path());
-        let got: Vec<String> = inputs.iter().map(|p| plan.stem_for(p)).collect();
+        let got: Vec<String> = inputs
+            .iter()
+            .map(|p| plan.stem_for(p, &[String::new()]))
+            .collect();
         for (stem, input) in got.iter().zip(&inputs) {
             for suffix in ["", "_c3"] {
                 let out = dir.path().join(format!("{stem}{suffix}.png"));
@@ -414,6 +484,35 @@ mod tests {
             }
         }
         assert_eq!(got.len(), got.iter().collect::<HashSet<_>>().len());
+    }
+
+    #[test]
+    fn outputs_never_replace_files_agcam_did_not_write() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path();
+        // A photo, notes, and a class-suffixed photo in the output folder; none is an input.
+        std::fs::write(out.join("cat.png"), b"a photo").unwrap();
+        std::fs::write(out.join("dog.json"), b"{\"my\": \"notes\"}").unwrap();
+        std::fs::write(out.join("owl_c3.npy"), b"data").unwrap();
+        // A previous run's set for `bee`: replaced, as README says.
+        std::fs::write(
+            out.join("bee.json"),
+            br#"{"overlay": "bee.png", "map": {"file": "bee.npy"}, "explained_class": 1}"#,
+        )
+        .unwrap();
+        std::fs::write(out.join("bee.png"), b"overlay").unwrap();
+        let mut plan = Stems::plan(&[], out);
+        let one = [String::new()];
+        assert_eq!(plan.stem_for(Path::new("in/cat.png"), &one), "cat-2");
+        assert_eq!(plan.stem_for(Path::new("in/dog.png"), &one), "dog-2");
+        assert_eq!(plan.stem_for(Path::new("in/bee.png"), &one), "bee");
+        let classes = ["_c1".to_string(), "_c3".to_string()];
+        assert_eq!(plan.stem_for(Path::new("in/owl.png"), &classes), "owl-2");
+        // Unsuffixed, the same picture's files do not meet `owl_c3.npy`.
+        let mut fresh = Stems::plan(&[], out);
+        assert_eq!(fresh.stem_for(Path::new("in/owl.png"), &one), "owl");
+        assert!(is_written_overlay(&out.join("bee.png")));
+        assert!(!is_written_overlay(&out.join("cat.png")));
     }
 
     #[test]

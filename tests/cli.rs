@@ -415,7 +415,8 @@ fn eval_runs_a_list_of_methods() {
 fn bench_and_profile_take_a_method() {
     let dir = tempfile::tempdir().unwrap();
     let weights = fixture("odd_ls/model.safetensors");
-    let json = dir.path().join("bench.json");
+    // The folder of --json is created before the measurements, as --out's is.
+    let json = dir.path().join("new/bench.json");
     let o = agcam(&[
         "bench",
         "--weights",
@@ -480,4 +481,185 @@ fn profiled_kernels(weights: &Path, method: &str) -> Vec<String> {
         .iter()
         .map(|k| k["name"].as_str().unwrap().to_string())
         .collect()
+}
+
+#[test]
+fn outputs_and_option_clashes_are_refused_before_any_work() {
+    let dir = tempfile::tempdir().unwrap();
+    let weights = fixture("odd_ls/model.safetensors");
+    let image = fixture("odd_ls/image.png");
+    let file = dir.path().join("taken");
+    std::fs::write(&file, b"").unwrap();
+    // An output folder that is a file: said in words (not a bare "File exists"), before the
+    // model is loaded.
+    for args in [
+        vec![
+            "explain",
+            s(&image),
+            "--weights",
+            s(&weights),
+            "--out",
+            s(&file),
+        ],
+        vec!["shaders", "--out", s(&file)],
+    ] {
+        let o = agcam(&args);
+        assert!(!o.status.success(), "{args:?}");
+        let err = stderr(&o);
+        assert!(
+            err.contains("taken: exists and is not a folder") && !err.contains("model "),
+            "{args:?}: {err}"
+        );
+    }
+    // Refused by the parser, not after the model and the GPU are set up.
+    let o = agcam(&[
+        "eval",
+        "localization",
+        "--data",
+        s(dir.path()),
+        "--limit",
+        "0",
+    ]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(stderr(&o).contains("--limit"), "{}", stderr(&o));
+    // A checkpoint and random architectures: one or the other, never one silently ignored.
+    let o = agcam(&[
+        "bench",
+        "--weights",
+        s(&weights),
+        "--random",
+        "vit_tiny_patch16_224",
+    ]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(stderr(&o).contains("cannot be used with"), "{}", stderr(&o));
+    // More classes than the model has: refused before the first measurement.
+    let o = agcam(&[
+        "bench",
+        "--weights",
+        s(&weights),
+        "--top-k",
+        "1,11",
+        "--batches",
+        "1",
+    ]);
+    assert!(!o.status.success());
+    assert!(
+        stderr(&o).contains("--top-k 11") && !stderr(&o).contains("adapter"),
+        "{}",
+        stderr(&o)
+    );
+    assert!(String::from_utf8_lossy(&o.stdout).is_empty());
+}
+
+#[test]
+fn synth_shows_progress_without_a_terminal() {
+    // stderr is a pipe here, so the bar is hidden: a line every 10 % says how far it got.
+    let dir = tempfile::tempdir().unwrap();
+    let o = agcam(&["synth", "--out", s(&dir.path().join("d")), "--count", "20"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let err = stderr(&o);
+    let done: Vec<&str> = err
+        .lines()
+        .filter(|l| l.ends_with("/20 images"))
+        .map(|l| l.split('/').next().unwrap())
+        .collect();
+    assert_eq!(done.len(), 10, "{err}");
+    assert_eq!(done.last(), Some(&"20"));
+}
+
+#[test]
+fn running_again_redoes_the_same_pictures_not_the_last_overlays() {
+    // --out inside the input folder: the second run's folder walk finds the first run's
+    // overlays; it passes them over (with a note), so it explains the same picture again into
+    // the same names instead of explaining overlays into new ones.
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("photos");
+    std::fs::create_dir(&input).unwrap();
+    std::fs::copy(fixture("odd_ls/image.png"), input.join("x.png")).unwrap();
+    let out = input.join("agcam");
+    let weights = fixture("odd_ls/model.safetensors");
+    let run = |args: &[&str]| {
+        let mut all = vec!["explain", "--weights", s(&weights)];
+        all.extend_from_slice(args);
+        let o = agcam(&all);
+        assert!(o.status.success(), "{}", stderr(&o));
+        stderr(&o)
+    };
+    let names = || {
+        let mut v: Vec<String> = std::fs::read_dir(&out)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        v.sort();
+        v
+    };
+    run(&[s(&input), "--out", s(&out)]);
+    assert_eq!(names(), ["x.json", "x.npy", "x.png"]);
+    let err = run(&[s(&input), "--out", s(&out)]);
+    assert!(err.contains("passed over 1 overlays"), "{err}");
+    assert_eq!(names(), ["x.json", "x.npy", "x.png"], "{err}");
+    // Named on the command line, an overlay is explained like any picture.
+    let again = dir.path().join("again");
+    run(&[s(&out.join("x.png")), "--out", s(&again)]);
+    assert!(again.join("x.json").exists());
+}
+
+#[test]
+fn eval_exits_with_status_1_when_a_picture_is_unreadable() {
+    // As README's "Pictures" says for every command: reported, skipped, status 1; the others
+    // are still scored.
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("voc");
+    let o = agcam(&["synth", "--out", s(&data), "--count", "3", "--seed", "4"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    std::fs::write(data.join("JPEGImages/synth_000001.png"), b"not a picture").unwrap();
+    let o = agcam(&["eval", "localization", "--data", s(&data)]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert!(stderr(&o).contains("synth_000001.png"), "{}", stderr(&o));
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(out.contains("1 unreadable"), "{out}");
+    // Status 1 for the unreadable picture, not for want of a scored one.
+    assert!(!out.contains("total, 0 scored"), "{out}");
+}
+
+#[test]
+fn explain_never_replaces_a_file_it_did_not_write() {
+    // `--out` holds the user's own `image.png` (not an input): the outputs move to `image-2`,
+    // and a second run replaces its own `image-2` set rather than inventing `image-3`.
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    std::fs::create_dir(&out).unwrap();
+    let photo = out.join("image.png");
+    std::fs::write(&photo, b"the user's photo").unwrap();
+    let (image, weights) = (
+        fixture("odd_ls/image.png"),
+        fixture("odd_ls/model.safetensors"),
+    );
+    let args = [
+        "explain",
+        s(&image),
+        "--weights",
+        s(&weights),
+        "--out",
+        s(&out),
+    ];
+    for _ in 0..2 {
+        let o = agcam(&args);
+        assert!(o.status.success(), "{}", stderr(&o));
+        assert!(
+            stderr(&o).contains("outputs named image-2"),
+            "{}",
+            stderr(&o)
+        );
+        assert_eq!(std::fs::read(&photo).unwrap(), b"the user's photo");
+    }
+    let mut names: Vec<String> = std::fs::read_dir(&out)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    assert_eq!(
+        names,
+        ["image-2.json", "image-2.npy", "image-2.png", "image.png"]
+    );
 }

@@ -20,10 +20,44 @@ preprocesses files, or a float32 array [B, 3, H, W] already resized and normalis
 
 Errors of the engine are raised as ``FileNotFoundError`` (a missing file), ``ValueError`` (a
 bad argument, image or checkpoint) or :class:`AgcamError` (the GPU, other I/O), with the
-engine's message. The GIL is released while images are decoded and while the GPU works.
+engine's message; a list of files fails as a whole at its first unreadable file. A result
+holding a NaN or an infinity (from NaN input, or weights that overflow) raises ValueError naming
+the image, as the command line reports such a picture as failed. The GIL is released while
+images are decoded and while the GPU works.
+
+Importing ``agcam`` sets ``XDG_RUNTIME_DIR`` to a private folder when it is unset, as the
+command line does, so that Mesa's OpenGL driver does not print a spurious error.
 """
 
 import os as _os
+
+
+def _ensure_runtime_dir():
+    """Points XDG_RUNTIME_DIR at a private folder when it is unset or not a folder, as the agcam
+    command line does: Mesa's EGL, probed for the OpenGL adapter, otherwise prints "error:
+    XDG_RUNTIME_DIR is invalid or not set in the environment." whenever an Explainer is made,
+    which reads as if agcam had failed."""
+    current = _os.environ.get("XDG_RUNTIME_DIR")
+    if (current and _os.path.isabs(current) and _os.path.isdir(current)) or _os.name != "posix":
+        return
+    import stat
+    import tempfile
+
+    uid = _os.getuid()
+    # One folder per user, as XDG asks: owned by the user, mode 0700 (the command line's too).
+    path = _os.path.join(tempfile.gettempdir(), f"agcam-runtime-{uid}")
+    try:
+        _os.mkdir(path, 0o700)
+    except FileExistsError:
+        pass
+    except OSError:
+        return
+    st = _os.lstat(path)
+    if stat.S_ISDIR(st.st_mode) and st.st_uid == uid and st.st_mode & 0o077 == 0:
+        _os.environ["XDG_RUNTIME_DIR"] = path
+
+
+_ensure_runtime_dir()
 
 #: The bundled demo checkpoint (a small ViT trained on agcam's synthetic shapes), used by
 #: ``Explainer()`` when no weights are given. Its config ``demo.json`` lies beside it.

@@ -25,8 +25,9 @@ class Explainer:
     or "f16" (weights stored as f16); ``batch`` most images per GPU chunk (default 32);
     ``max_gpu_mem`` the activation memory budget in MiB (default 2048, at most 2**24: 16 TiB).
 
-    Raises FileNotFoundError for missing files, ValueError for bad arguments or checkpoints,
-    AgcamError when no adapter can run the model. Calls from several threads run one at a time.
+    Raises FileNotFoundError for missing files, ValueError for bad arguments (a negative
+    ``adapter``, ``batch`` or ``max_gpu_mem`` included) or checkpoints, AgcamError when no
+    adapter can run the model. Calls from several threads run one at a time.
     """
 
     def __init__(
@@ -63,9 +64,16 @@ class Explainer:
         "attention-rollout" and "raw-attention". Files and uint8 arrays are preprocessed exactly as the command line
         preprocesses files, so the maps are the CLI's. The GIL is released while images are
         decoded and the GPU works.
+
+        Raises FileNotFoundError or ValueError for the first file of a list that cannot be read
+        (no partial result), ValueError for a bad argument (a negative ``top_k``, a bool or
+        out-of-range class) and ValueError naming the image whose logits or map hold a NaN or an
+        infinity (the command line reports such a picture as failed); a float32 batch holding
+        NaN or infinite values is refused up front.
         """
     def predict(self, images: Images) -> npt.NDArray[np.float32]:
-        """Logits [B, num_classes] of ``images`` (the forward pass only)."""
+        """Logits [B, num_classes] of ``images`` (the forward pass only). Raises as ``explain``
+        does, non-finite logits included."""
 
 class Explanation:
     """What ``Explainer.explain`` returns for a batch of B images and K classes per image."""
@@ -92,11 +100,13 @@ class Explanation:
         overlay_file: Optional[str] = None,
     ) -> Dict[str, Any]:
         """The JSON record ``agcam explain`` writes as ``<stem>.json`` for image ``index`` and its
-        ``rank``-th explained class, as a dict. ``image`` names the picture when it came as
-        pixels (default: its path, or None); ``map_file``/``overlay_file`` the files written
-        beside it (default None)."""
+        ``rank``-th explained class, as a dict; negative ``index`` and ``rank`` count from the
+        end, as in a list (ValueError when out of range). ``image`` names the picture when it
+        came as pixels (default: its path, or None); ``map_file``/``overlay_file`` the files
+        written beside it (default None)."""
     def __len__(self) -> int: ...
 
 def overlay(image: npt.NDArray[np.uint8], grid: npt.NDArray[np.float32], alpha: float = 0.5) -> npt.NDArray[np.uint8]:
     """The map ``grid`` [gh, gw] upsampled (bilinear) to ``image`` [H, W, 3], min-max normalised,
-    in jet colours, blended at ``alpha`` over it: the CLI's overlay PNG, as uint8 [H, W, 3]."""
+    in jet colours, blended at ``alpha`` over it: the CLI's overlay PNG, as uint8 [H, W, 3].
+    ValueError for a grid holding NaN or infinite values, or ``alpha`` outside [0, 1]."""

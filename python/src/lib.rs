@@ -20,7 +20,7 @@ use numpy::{PyArray1, PyArray2, PyArray3, PyArrayMethods, PyUntypedArray, PyUnty
 use pyo3::create_exception;
 use pyo3::exceptions::{PyException, PyFileNotFoundError, PyValueError};
 use pyo3::prelude::*;
-use pyo3::types::{PyDict, PyList, PyString, PyTuple};
+use pyo3::types::{PyBool, PyDict, PyList, PyString, PyTuple};
 
 create_exception!(
     _agcam,
@@ -79,6 +79,44 @@ fn parse_choice<T: ValueEnum>(value: &str, flag: &str) -> PyResult<T> {
             names.join(", ")
         ))
     })
+}
+
+/// A count or index argument: a negative value is a ValueError naming the argument (pyo3's own
+/// conversion to an unsigned type raises a bare OverflowError).
+fn non_negative(value: i64, name: &str) -> PyResult<usize> {
+    usize::try_from(value).map_err(|_| {
+        PyValueError::new_err(format!(
+            "{name} must be a non-negative integer, not {value}"
+        ))
+    })
+}
+
+/// `index` into `len` items, counting from the end when negative, as Python sequences do.
+fn sequence_index(index: i64, len: usize, what: &str) -> PyResult<usize> {
+    let from_end = if index < 0 {
+        i64::try_from(len).ok().and_then(|n| n.checked_add(index))
+    } else {
+        Some(index)
+    };
+    from_end
+        .and_then(|i| usize::try_from(i).ok())
+        .filter(|&i| i < len)
+        .ok_or_else(|| PyValueError::new_err(format!("{what} {index} is out of range 0..{len}")))
+}
+
+/// A ValueError naming the first image whose logits or maps hold a NaN or an infinity (what the
+/// command line reports as a failed picture), so that no such result reaches the caller.
+fn refuse_non_finite(explanations: &[agcam::Explanation], sources: &[Source]) -> PyResult<()> {
+    for (i, e) in explanations.iter().enumerate() {
+        if let Some(why) = agcam::pipeline::non_finite(e) {
+            let name = match sources.get(i).and_then(|s| s.path.as_ref()) {
+                Some(path) => format!("image {i} ({})", path.display()),
+                None => format!("image {i}"),
+            };
+            return Err(PyValueError::new_err(format!("{name}: {why}")));
+        }
+    }
+    Ok(())
 }
 
 /// Where one input image came from: what its JSON record says about it.
@@ -143,9 +181,22 @@ fn rgb_image(view: numpy::ndarray::ArrayView3<'_, u8>) -> Option<RgbImage> {
 }
 
 /// Reads `images` as the API documents it.
+/// Refuses a folder given as a picture, saying what to pass instead (the command line walks
+/// folders; this API takes pictures).
+fn picture_path(path: PathBuf) -> PyResult<PathBuf> {
+    if path.is_dir() {
+        return Err(PyValueError::new_err(format!(
+            "{} is a folder: give the paths of its pictures, e.g. \
+             sorted(pathlib.Path(folder).glob(\"*.png\"))",
+            path.display()
+        )));
+    }
+    Ok(path)
+}
+
 fn read_images(obj: &Bound<'_, PyAny>, cfg: &ModelConfig) -> PyResult<Images> {
     if let Some(path) = as_path(obj)? {
-        return Ok(Images::Paths(vec![path]));
+        return Ok(Images::Paths(vec![picture_path(path)?]));
     }
     if let Ok(array) = obj.cast::<PyUntypedArray>() {
         return read_array(array, cfg);
@@ -170,14 +221,17 @@ fn read_images(obj: &Bound<'_, PyAny>, cfg: &ModelConfig) -> PyResult<Images> {
         let paths = items
             .iter()
             .map(|item| {
-                as_path(item)?.ok_or_else(|| {
-                    PyValueError::new_err(format!(
-                        "{IMAGES_HELP}; the list holds a {}",
-                        item.get_type()
-                            .name()
-                            .map_or_else(|_| "?".into(), |n| n.to_string())
-                    ))
-                })
+                as_path(item)?
+                    .map(picture_path)
+                    .transpose()?
+                    .ok_or_else(|| {
+                        PyValueError::new_err(format!(
+                            "{IMAGES_HELP}; the list holds a {}",
+                            item.get_type()
+                                .name()
+                                .map_or_else(|_| "?".into(), |n| n.to_string())
+                        ))
+                    })
             })
             .collect::<PyResult<_>>()?;
         return Ok(Images::Paths(paths));
@@ -204,6 +258,14 @@ fn read_array(array: &Bound<'_, PyUntypedArray>, cfg: &ModelConfig) -> PyResult<
         }
         let view = floats.readonly();
         let inputs: Vec<f32> = view.as_array().iter().copied().collect();
+        if let Some(at) = inputs.iter().position(|v| !v.is_finite()) {
+            let per_image = 3 * h * w;
+            return Err(PyValueError::new_err(format!(
+                "the float32 batch holds NaN or infinite values (the first in image {}): the \
+                 model's output would be meaningless",
+                at / per_image
+            )));
+        }
         return Ok(Images::Normalised {
             inputs,
             count: shape[0],
@@ -422,12 +484,16 @@ impl Explainer {
             ));
         }
         let class = |v: &Bound<'_, PyAny>| -> PyResult<usize> {
-            v.extract::<usize>().map_err(|_| {
-                PyValueError::new_err(format!(
-                    "target classes must be non-negative integers, not {}",
-                    v.repr().map_or_else(|_| "?".into(), |r| r.to_string())
-                ))
-            })
+            // A bool is an int to Python; as a class it is almost surely a mistake.
+            let not_bool = (!v.is_instance_of::<PyBool>()).then_some(v);
+            not_bool
+                .and_then(|v| v.extract::<usize>().ok())
+                .ok_or_else(|| {
+                    PyValueError::new_err(format!(
+                        "target classes must be non-negative integers, not {}",
+                        v.repr().map_or_else(|_| "?".into(), |r| r.to_string())
+                    ))
+                })
         };
         if target.extract::<i64>().is_ok() {
             return Ok(Target::Class(class(target)?));
@@ -459,11 +525,16 @@ impl Explainer {
         weights: Option<&Bound<'_, PyAny>>,
         config: Option<&Bound<'_, PyAny>>,
         backend: Option<&str>,
-        adapter: Option<usize>,
+        adapter: Option<i64>,
         precision: &str,
-        batch: Option<usize>,
-        max_gpu_mem: Option<u64>,
+        batch: Option<i64>,
+        max_gpu_mem: Option<i64>,
     ) -> PyResult<Self> {
+        let adapter = adapter.map(|a| non_negative(a, "adapter")).transpose()?;
+        let batch = batch.map(|b| non_negative(b, "batch")).transpose()?;
+        let max_gpu_mem = max_gpu_mem
+            .map(|m| non_negative(m, "max_gpu_mem").map(|m| m as u64))
+            .transpose()?;
         let path_arg = |obj: Option<&Bound<'_, PyAny>>, name: &str| -> PyResult<Option<PathBuf>> {
             match obj.filter(|o| !o.is_none()) {
                 None => Ok(None),
@@ -550,16 +621,18 @@ impl Explainer {
     /// "transformer-attribution" (Chefer et al. CVPR 2021, LRP with attention gradients;
     /// class-token models only), or the class-agnostic baselines "attention-rollout" and
     /// "raw-attention". The GIL is released
-    /// while images decode and the GPU works.
+    /// while images decode and the GPU works. Raises ValueError naming the image whose logits
+    /// or map hold a NaN or an infinity.
     #[pyo3(signature = (images, target=None, top_k=1, method="agcam"))]
     fn explain(
         &self,
         py: Python<'_>,
         images: &Bound<'_, PyAny>,
         target: Option<&Bound<'_, PyAny>>,
-        top_k: usize,
+        top_k: i64,
         method: &str,
     ) -> PyResult<Explanation> {
+        let top_k = non_negative(top_k, "top_k")?;
         let method = parse_choice::<Method>(method, "method")?;
         let images = read_images(images, &self.config)?;
         let target = self.target(target, top_k, images.count())?;
@@ -584,6 +657,7 @@ impl Explainer {
             })?;
             Ok((explanations, sources, gpu_ms))
         })?;
+        refuse_non_finite(&explanations, &sources)?;
         let b = explanations.len();
         let k = explanations.first().map_or(0, |e| e.maps.len());
         let (gh, gw) = cfg.grid();
@@ -623,7 +697,8 @@ impl Explainer {
 
     /// predict(images) -> float32 [B, num_classes]
     ///
-    /// The logits of images (any form explain takes), from the forward pass only.
+    /// The logits of images (any form explain takes), from the forward pass only; ValueError
+    /// naming the image whose logits hold a NaN or an infinity.
     fn predict<'py>(
         &self,
         py: Python<'py>,
@@ -631,18 +706,25 @@ impl Explainer {
     ) -> PyResult<Bound<'py, PyArray2<f32>>> {
         let images = read_images(images, &self.config)?;
         let cfg = &self.config;
-        let logits = without_gil(py, || {
+        let (rows, sources) = without_gil(py, || {
             let mut engine = self.lock()?;
             let capacity = engine.capacity();
-            let mut logits = Vec::new();
+            let mut rows = Vec::new();
+            let mut sources = Vec::new();
             images.for_each_chunk(cfg, capacity, |_, batch| {
-                for row in engine.predict(&batch.inputs)? {
-                    logits.extend(row);
+                for logits in engine.predict(&batch.inputs)? {
+                    rows.push(agcam::Explanation {
+                        logits,
+                        maps: Vec::new(),
+                    });
                 }
+                sources.extend(batch.sources);
                 Ok(())
             })?;
-            Ok(logits)
+            Ok((rows, sources))
         })?;
+        refuse_non_finite(&rows, &sources)?;
+        let logits: Vec<f32> = rows.into_iter().flat_map(|r| r.logits).collect();
         let b = logits.len() / cfg.num_classes;
         PyArray1::from_vec(py, logits).reshape([b, cfg.num_classes])
     }
@@ -684,27 +766,22 @@ impl Explanation {
     /// record(index, rank=0, image=None, map_file=None, overlay_file=None) -> dict
     ///
     /// The JSON record `agcam explain` writes as <stem>.json, for image index and its rank-th
-    /// explained class. image names the picture when it came as pixels (default: its path, or
+    /// explained class (negative values count from the end, as in a list). image names the picture when it came as pixels (default: its path, or
     /// None); map_file and overlay_file name the files written beside it (default: None).
     #[pyo3(signature = (index, rank=0, image=None, map_file=None, overlay_file=None))]
     fn record<'py>(
         &self,
         py: Python<'py>,
-        index: usize,
-        rank: usize,
+        index: i64,
+        rank: i64,
         image: Option<&Bound<'py, PyAny>>,
         map_file: Option<String>,
         overlay_file: Option<String>,
     ) -> PyResult<Bound<'py, PyAny>> {
-        let b = self.explanations.len();
-        let explanation = self.explanations.get(index).ok_or_else(|| {
-            PyValueError::new_err(format!("image index {index} is out of range 0..{b}"))
-        })?;
-        let k = explanation.maps.len();
-        let class_map = explanation
-            .maps
-            .get(rank)
-            .ok_or_else(|| PyValueError::new_err(format!("rank {rank} is out of range 0..{k}")))?;
+        let index = sequence_index(index, self.explanations.len(), "image index")?;
+        let explanation = &self.explanations[index];
+        let rank = sequence_index(rank, explanation.maps.len(), "rank")?;
+        let class_map = &explanation.maps[rank];
         let source = &self.sources[index];
         let image = match image.filter(|i| !i.is_none()) {
             Some(i) => Some(as_path(i)?.ok_or_else(|| {
@@ -781,6 +858,12 @@ fn overlay<'py>(
         return Err(PyValueError::new_err("grid must not be empty"));
     }
     let values: Vec<f32> = grid.as_array().iter().copied().collect();
+    if values.iter().any(|v| !v.is_finite()) {
+        // Min-max normalisation of such a grid has no meaning: the colours would be arbitrary.
+        return Err(PyValueError::new_err(
+            "grid holds NaN or infinite values: no overlay can be drawn from it",
+        ));
+    }
     let (w, h) = image.dimensions();
     let out = without_gil(py, move || {
         Ok(agcam::image::overlay(&image, &values, gh, gw, alpha).into_raw())

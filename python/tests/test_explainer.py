@@ -12,7 +12,7 @@ import pytest
 from PIL import Image
 
 import agcam
-from conftest import assert_maps_close
+from conftest import assert_maps_close, backend
 
 
 def pil_rgb(path):
@@ -192,6 +192,12 @@ def test_missing_file(explainer, samples, tmp_path):
         explainer.predict(missing)
 
 
+def test_folder_is_not_a_picture(explainer, samples, tmp_path):
+    for images in (tmp_path, [samples[0], tmp_path]):
+        with pytest.raises(ValueError, match="is a folder: give the paths of its pictures"):
+            explainer.explain(images)
+
+
 def test_corrupt_file(explainer, tmp_path):
     bad = tmp_path / "bad.png"
     bad.write_bytes(b"\x89PNG\r\n\x1a\nnot really")
@@ -208,6 +214,10 @@ def test_corrupt_file(explainer, tmp_path):
         ({"target": "cat"}, "non-negative integers"),
         ({"top_k": 0}, "top-k must be between 1"),
         ({"top_k": 11}, "top-k must be between 1"),
+        # Named, not pyo3's bare "can't convert negative int to unsigned" OverflowError.
+        ({"top_k": -1}, "top_k must be a non-negative integer, not -1"),
+        # A bool is an int to Python, but not a class.
+        ({"target": True}, "non-negative integers, not True"),
         ({"target": 1, "top_k": 2}, "not both"),
         ({"method": "gradcam"},
          "method must be one of agcam, attention-rollout, raw-attention, grad-cam, generic-attention, "
@@ -227,6 +237,9 @@ def test_bad_constructor_arguments(tmp_path):
         agcam.Explainer(backend="cuda")
     with pytest.raises(ValueError, match="batch must be at least 1"):
         agcam.Explainer(batch=0)
+    for name in ("batch", "adapter", "max_gpu_mem"):
+        with pytest.raises(ValueError, match=f"{name} must be a non-negative integer, not -1"):
+            agcam.Explainer(**{name: -1})
     with pytest.raises(ValueError, match="too large"):
         agcam.Explainer(max_gpu_mem=2**60)
     with pytest.raises(ValueError, match="does not fit the GPU budget"):
@@ -248,6 +261,10 @@ def test_bad_overlay_arguments(samples):
         agcam.overlay(image, grid.astype(np.float64))
     with pytest.raises(ValueError, match="uint8"):
         agcam.overlay(image[..., 0], grid)
+    nan = grid.copy()
+    nan[3, 4] = np.nan
+    with pytest.raises(ValueError, match="NaN or infinite"):
+        agcam.overlay(image, nan)
 
 
 def test_record_arguments(explainer, samples):
@@ -259,6 +276,47 @@ def test_record_arguments(explainer, samples):
         r.record(2)
     with pytest.raises(ValueError, match="out of range"):
         r.record(0, rank=1)
+    # Negative positions count from the end, as in a list.
+    assert r.record(-1) == r.record(1)
+    assert r.record(0, rank=-1) == r.record(0)
+    with pytest.raises(ValueError, match="image index -3 is out of range"):
+        r.record(-3)
+
+
+def test_non_finite_numbers_are_errors(explainer, samples, tmp_path):
+    """NaN input is refused; a result holding NaN or infinity raises, naming the image, as the
+    CLI reports such a picture as failed (here from a near-zero std, as in tests/bad_input.rs)."""
+    nan = np.zeros((2, 3, 224, 224), np.float32)
+    nan[1, 0, 5, 5] = np.nan
+    for call in (explainer.explain, explainer.predict):
+        with pytest.raises(ValueError, match="NaN or infinite values \\(the first in image 1\\)"):
+            call(nan)
+
+    config = json.loads((Path(agcam.DEMO_WEIGHTS).parent / "demo.json").read_text())
+    config["pretrained_cfg"]["std"] = [1e-45] * 3
+    weights = tmp_path / "tiny_std.safetensors"
+    weights.write_bytes(Path(agcam.DEMO_WEIGHTS).read_bytes())
+    (tmp_path / "tiny_std.json").write_text(json.dumps(config))
+    tiny_std = agcam.Explainer(weights, backend=backend())
+    with pytest.raises(ValueError, match="image 0 \\(.*synth.*\\): the model gave non-finite"):
+        tiny_std.explain(samples[:2])
+    with pytest.raises(ValueError, match="image 0: the model gave non-finite"):
+        tiny_std.predict(pil_rgb(samples[0]))
+
+
+def test_import_quiets_mesa_without_xdg_runtime_dir():
+    """Without XDG_RUNTIME_DIR, Mesa's EGL would print "error: XDG_RUNTIME_DIR is invalid" when
+    the adapters are probed; importing agcam points it at a private folder, as the CLI does."""
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k != "XDG_RUNTIME_DIR"}
+    done = subprocess.run(
+        [sys.executable, "-c", "import agcam; agcam.Explainer()"],
+        capture_output=True, text=True, timeout=300, env=env,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "XDG_RUNTIME_DIR" not in done.stderr, done.stderr
 
 
 def test_demo_model_ships_with_the_package():

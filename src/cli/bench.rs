@@ -3,11 +3,11 @@
 use std::path::PathBuf;
 
 use agcam::gpu::{Backend, Gpu, GpuOptions};
-use agcam::model::{load_model, ConfigOverrides, Model};
+use agcam::model::Model;
 use agcam::{EngineOptions, Error, KernelSet, Method, Precision, Target};
 use clap::Args;
 
-use super::{random_model, GpuArgs, ModelArgs};
+use super::{random_model, GpuArgs, ModelArgs, OverrideArgs};
 
 #[derive(Args)]
 pub struct ProfileArgs {
@@ -31,6 +31,13 @@ pub struct ProfileArgs {
     pub json: bool,
 }
 
+/// The architectures `agcam bench` measures when neither --weights nor --random is given.
+const BENCH_DEFAULT_RANDOM: [&str; 3] = [
+    "vit_tiny_patch16_224",
+    "vit_small_patch16_224",
+    "vit_base_patch16_224",
+];
+
 #[derive(Args)]
 pub struct BenchArgs {
     /// Checkpoint to measure (default: random weights of the --random architectures).
@@ -39,12 +46,11 @@ pub struct BenchArgs {
     /// Config of --weights.
     #[arg(long)]
     pub config: Option<PathBuf>,
-    /// Standard architectures with random weights, comma-separated.
-    #[arg(
-        long,
-        value_delimiter = ',',
-        default_value = "vit_tiny_patch16_224,vit_small_patch16_224,vit_base_patch16_224"
-    )]
+    #[command(flatten)]
+    pub overrides: OverrideArgs,
+    /// Standard architectures with random weights, comma-separated (default:
+    /// vit_tiny_patch16_224,vit_small_patch16_224,vit_base_patch16_224).
+    #[arg(long, value_delimiter = ',', conflicts_with = "weights")]
     pub random: Vec<String>,
     /// Batch sizes, comma-separated.
     #[arg(long, value_delimiter = ',', default_value = "1,8,32,64")]
@@ -137,20 +143,30 @@ pub fn bench(args: &BenchArgs) -> agcam::Result<bool> {
     }
     // Before the (long) measurements.
     if let Some(path) = &args.json {
-        agcam::files::check_writable_file(path)?;
+        agcam::files::ensure_writable_file(path)?;
     }
     let models: Vec<Model> = match &args.weights {
-        Some(w) => vec![load_model(
-            w,
-            args.config.as_deref(),
-            &ConfigOverrides::default(),
-        )?],
-        None => args
-            .random
-            .iter()
-            .map(|n| random_model(n))
-            .collect::<agcam::Result<_>>()?,
+        Some(w) => vec![args.overrides.load(w, args.config.as_deref())?],
+        None => {
+            let names: Vec<&str> = if args.random.is_empty() {
+                BENCH_DEFAULT_RANDOM.to_vec()
+            } else {
+                args.random.iter().map(String::as_str).collect()
+            };
+            names
+                .into_iter()
+                .map(random_model)
+                .collect::<agcam::Result<_>>()?
+        }
     };
+    // Before the measurements, not after a model's forward points.
+    let most_k = args.top_k.iter().copied().max().unwrap_or(1);
+    if let Some(m) = models.iter().find(|m| m.config.num_classes < most_k) {
+        return Err(Error::Invalid(format!(
+            "--top-k {most_k}: {} has only {} classes",
+            m.config.name, m.config.num_classes
+        )));
+    }
     let gpu = Gpu::new(&GpuOptions {
         backend: args.backend,
         adapter: args.adapter,

@@ -9,9 +9,8 @@ use agcam::eval::{
 };
 use agcam::{Error, Method};
 use clap::{Args, Subcommand, ValueEnum};
-use indicatif::ProgressBar;
 
-use super::{progress, GpuArgs, ModelArgs};
+use super::{progress, tick, GpuArgs, ModelArgs};
 
 #[derive(Subcommand)]
 pub enum EvalCommand {
@@ -39,8 +38,8 @@ pub struct DataArgs {
     /// one after the other on the same images, e.g. to compare them in one --report.
     #[arg(long, value_enum, value_delimiter = ',', default_values_t = [Method::Agcam])]
     method: Vec<Method>,
-    /// Evaluate only the first N images (in id order), after --skip.
-    #[arg(long, value_parser = super::index)]
+    /// Evaluate only the first N images (in id order), after --skip; at least 1.
+    #[arg(long, value_parser = super::positive)]
     limit: Option<usize>,
     /// Leave out the first N images (in id order) before --limit applies: `--skip 500 --limit
     /// 250` evaluates images 500 to 749, one shard of a run split over several processes or
@@ -115,7 +114,7 @@ fn open(args: &DataArgs) -> agcam::Result<(agcam::Engine, Dataset)> {
     }
     // Before any work: a run that cannot write its outputs should not start.
     if let Some(path) = &args.json {
-        agcam::files::check_writable_file(path)?;
+        agcam::files::ensure_writable_file(path)?;
     }
     if let Some(dir) = &args.report {
         prepare_report_dir(dir)?;
@@ -224,6 +223,13 @@ fn print_counts(c: &Counts, dataset: &Dataset, what_misclassified: bool) {
     }
 }
 
+/// Whether a run's counts make a successful exit: something was scored, and no picture was
+/// unreadable or gave non-finite numbers (those are reported, skipped and exit with status 1,
+/// as `agcam explain` does; images left out for missing annotations are not failures).
+fn succeeded(c: &Counts) -> bool {
+    c.scored > 0 && c.unreadable == 0 && c.non_finite == 0
+}
+
 /// Runs `work` with a progress callback that drives a bar over the dataset's images.
 fn with_progress<T>(
     dataset: &Dataset,
@@ -234,15 +240,6 @@ fn with_progress<T>(
     let result = work(&mut |done, total| tick(&bar, done, total, &mut last));
     bar.finish_and_clear();
     result
-}
-
-/// Moves the bar; when it is hidden (stderr is not a terminal), prints a line every 10 %.
-fn tick(bar: &ProgressBar, done: usize, total: usize, last: &mut usize) {
-    bar.set_position(done as u64);
-    if bar.is_hidden() && total > 0 && (done * 10 / total > *last * 10 / total || done == total) {
-        eprintln!("{done}/{total} images");
-    }
-    *last = done;
 }
 
 fn print_notes(notes: &[String]) {
@@ -303,9 +300,7 @@ fn localization(args: &LocalizationArgs) -> agcam::Result<bool> {
         write_reports_json(path, &reports)?;
     }
     write_page(a, Runs::Localization(&reports), &dataset)?;
-    Ok(reports
-        .iter()
-        .all(|r| r.counts.scored > 0 && r.counts.non_finite == 0))
+    Ok(reports.iter().all(|r| succeeded(&r.counts)))
 }
 
 fn perturbation(args: &PerturbationArgs) -> agcam::Result<bool> {
@@ -375,9 +370,7 @@ fn perturbation(args: &PerturbationArgs) -> agcam::Result<bool> {
         write_reports_json(path, &reports)?;
     }
     write_page(a, Runs::Perturbation(&reports), &dataset)?;
-    Ok(reports
-        .iter()
-        .all(|r| r.counts.scored > 0 && r.counts.non_finite == 0))
+    Ok(reports.iter().all(|r| succeeded(&r.counts)))
 }
 
 /// Runs one `agcam eval` command.

@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use agcam::image::Orientation;
 use agcam::model::Model;
-use agcam::output::{write_image, RunInfo, Stems};
+use agcam::output::{class_suffixes, is_written_overlay, write_image, RunInfo, Stems};
 use agcam::pipeline::{
     explain_files_with, find_images, for_each_prepared_chunk_with, non_finite, FileRunOptions,
     Outcome, ReadOptions, ORIGINALS_PER_CHUNK_BYTES,
@@ -27,10 +27,12 @@ pub struct ExplainArgs {
     pub model: ModelArgs,
     #[command(flatten)]
     pub gpu: GpuArgs,
-    /// Explain this class index for every image (default: the predicted class).
+    /// Explain this class index (0 to the number of classes - 1) for every image (default: the
+    /// predicted class).
     #[arg(long, conflicts_with = "top_k", value_parser = index)]
     pub class: Option<usize>,
-    /// Explain the K best classes of each image; files get a `_c<class>` suffix when K > 1.
+    /// Explain the K best classes of each image (1 to the number of classes); files get a
+    /// `_c<class>` suffix when K > 1.
     #[arg(long, value_parser = index)]
     pub top_k: Option<usize>,
     /// How maps are computed: AGCAM, a class-specific method it is compared with (Grad-CAM on
@@ -84,12 +86,42 @@ fn stop_on_signals() -> Arc<AtomicBool> {
     stop
 }
 
-pub fn explain(args: &ExplainArgs) -> agcam::Result<bool> {
-    let found = find_images(&inputs_or_samples(&args.images))?;
+/// The pictures named or found in the folders of `images` (the bundled samples when none),
+/// with a note for each thing passed over. Overlays an earlier `agcam explain` wrote are passed
+/// over inside folders (one note for all of them), so that an output folder inside an input
+/// folder, or equal to it, does not turn a run's overlays into the next run's inputs; a file
+/// named on the command line is always taken.
+fn input_pictures(images: &[PathBuf]) -> agcam::Result<Vec<PathBuf>> {
+    let inputs = inputs_or_samples(images);
+    let found = find_images(&inputs)?;
     for line in &found.skipped {
         eprintln!("note: {line}");
     }
-    let paths = found.images;
+    let named: Vec<&PathBuf> = inputs.iter().filter(|p| !p.is_dir()).collect();
+    let (overlays, pictures): (Vec<PathBuf>, Vec<PathBuf>) = found
+        .images
+        .into_iter()
+        .partition(|p| !named.contains(&p) && is_written_overlay(p));
+    if let Some(first) = overlays.first() {
+        eprintln!(
+            "note: passed over {} overlays an earlier `agcam explain` wrote (e.g. {}, beside its \
+             .json record); name one on the command line to explain it",
+            overlays.len(),
+            first.display()
+        );
+    }
+    if pictures.is_empty() {
+        return Err(agcam::Error::Invalid(
+            "no pictures to explain: the folders hold only overlays an earlier `agcam explain` \
+             wrote"
+                .into(),
+        ));
+    }
+    Ok(pictures)
+}
+
+pub fn explain(args: &ExplainArgs) -> agcam::Result<bool> {
+    let paths = input_pictures(&args.images)?;
     // Before any work: a run that cannot write its results should not start.
     agcam::files::ensure_writable_dir(&args.out)?;
     let (model, mut engine) = load_and_upload(&args.model, &args.gpu)?;
@@ -137,14 +169,15 @@ pub fn explain(args: &ExplainArgs) -> agcam::Result<bool> {
                     explanation,
                     gpu_ms,
                 } => {
-                    let stem = stems.stem_for(&prepared.path);
+                    let suffixes = class_suffixes(&explanation, suffixed);
+                    let stem = stems.stem_for(&prepared.path, &suffixes);
                     let natural = prepared.path.file_stem().map(|s| s.to_string_lossy());
                     if natural.as_deref() != Some(stem.as_str()) {
                         say(
                             &bar,
                             format!(
                                 "note: {}: outputs named {stem} (the name is taken by another \
-                                 input, or by an input picture in {})",
+                                 input, or by a file in {} that agcam did not write)",
                                 prepared.path.display(),
                                 args.out.display()
                             ),
@@ -205,11 +238,7 @@ pub fn explain(args: &ExplainArgs) -> agcam::Result<bool> {
 }
 
 pub fn predict(args: &PredictArgs) -> agcam::Result<bool> {
-    let found = find_images(&inputs_or_samples(&args.images))?;
-    for line in &found.skipped {
-        eprintln!("note: {line}");
-    }
-    let paths = found.images;
+    let paths = input_pictures(&args.images)?;
     let (model, mut engine) = load_and_upload(&args.model, &args.gpu)?;
     let mut failed = 0usize;
     let capacity = engine.capacity();

@@ -29,6 +29,13 @@ pub struct ModelArgs {
     /// preprocessor_config.json there is read too).
     #[arg(long)]
     pub config: Option<PathBuf>,
+    #[command(flatten)]
+    pub overrides: OverrideArgs,
+}
+
+/// What a checkpoint and its configs may not say, for every command that loads one.
+#[derive(Args)]
+pub struct OverrideArgs {
     /// Number of attention heads, when neither the config nor the embedding width tells.
     #[arg(long, value_parser = positive)]
     pub heads: Option<usize>,
@@ -172,13 +179,20 @@ impl ModelArgs {
             .weights
             .clone()
             .unwrap_or_else(|| bundled(DEMO_WEIGHTS));
+        self.overrides.load(&weights, self.config.as_deref())
+    }
+}
+
+impl OverrideArgs {
+    /// Loads `weights` (with `config`) under these overrides, printing the loader's warnings.
+    pub fn load(&self, weights: &Path, config: Option<&Path>) -> agcam::Result<Model> {
         let overrides = ConfigOverrides {
             num_heads: self.heads,
             image_size: self.image_size,
             mean: self.mean,
             std: self.std,
         };
-        let model = load_model(&weights, self.config.as_deref(), &overrides)?;
+        let model = load_model(weights, config, &overrides)?;
         for warning in &model.provenance.warnings {
             eprintln!("warning: {warning}");
         }
@@ -221,6 +235,16 @@ pub fn progress(len: usize) -> ProgressBar {
             .expect("valid template"),
     );
     bar
+}
+
+/// Moves the bar to `done` of `total`; when it is hidden (stderr is not a terminal: a log file,
+/// a pipe), prints a line every 10 % instead, so that long work still shows progress there.
+pub fn tick(bar: &ProgressBar, done: usize, total: usize, last: &mut usize) {
+    bar.set_position(done as u64);
+    if bar.is_hidden() && total > 0 && (done * 10 / total > *last * 10 / total || done == total) {
+        eprintln!("{done}/{total} images");
+    }
+    *last = done;
 }
 
 /// Prints a line above the progress bar, or plainly when the bar is hidden (not a terminal).

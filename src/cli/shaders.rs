@@ -1,9 +1,10 @@
 //! `agcam shaders`: every shader variant the engine can build, as complete WGSL files, with a
 //! manifest of where each is selected (for porting, profiling, or checking a driver).
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
-use agcam::{shader_variants, Error};
+use agcam::files::{ensure_writable_dir, write_atomic};
+use agcam::shader_variants;
 use clap::Args;
 
 #[derive(Args)]
@@ -13,17 +14,13 @@ pub struct ShadersArgs {
     pub out: PathBuf,
 }
 
-fn write(path: &Path, contents: &str) -> agcam::Result<()> {
-    std::fs::write(path, contents).map_err(|e| Error::io(path, e))
-}
-
 pub fn shaders(args: &ShadersArgs) -> agcam::Result<bool> {
-    std::fs::create_dir_all(&args.out).map_err(|e| Error::io(&args.out, e))?;
+    ensure_writable_dir(&args.out)?;
     let variants = shader_variants();
     let mut entries = Vec::with_capacity(variants.len());
     for v in &variants {
         let file = v.file_name();
-        write(&args.out.join(&file), &v.source())?;
+        write_atomic(&args.out.join(&file), v.source().as_bytes())?;
         let constants: serde_json::Map<String, serde_json::Value> = v
             .constants
             .iter()
@@ -58,7 +55,7 @@ pub fn shaders(args: &ShadersArgs) -> agcam::Result<bool> {
     }
     let manifest = serde_json::json!({ "shaders": entries });
     let text = serde_json::to_string_pretty(&manifest).expect("JSON of plain values");
-    write(&args.out.join("manifest.json"), &(text + "\n"))?;
+    write_atomic(&args.out.join("manifest.json"), (text + "\n").as_bytes())?;
     println!(
         "wrote {} shader variants and manifest.json to {}",
         variants.len(),

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use agcam::synth::{generate, Layout, SynthOptions, DEFAULT_SCALE};
 use clap::Args;
 
-use super::progress;
+use super::{progress, tick};
 
 #[derive(Args)]
 pub struct SynthArgs {
@@ -25,22 +25,22 @@ pub struct SynthArgs {
     /// Folder layout: `voc` or `imagenet`.
     #[arg(long, default_value = "voc")]
     pub layout: Layout,
-    /// Smallest picture side in pixels.
+    /// Smallest picture side in pixels, 32 to 4096.
     #[arg(long, default_value_t = 160, value_parser = side)]
     pub min_size: u32,
-    /// Largest picture side in pixels.
+    /// Largest picture side in pixels, --min-size to 4096.
     #[arg(long, default_value_t = 400, value_parser = side)]
     pub max_size: u32,
     /// Share of pictures with a distractor object, in [0, 1].
     #[arg(long, default_value_t = 0.3)]
     pub distractor_share: f64,
-    /// Smallest target size, as a fraction of the shorter picture side.
+    /// Smallest target size, as a fraction of the shorter picture side (0.05 to 0.9).
     #[arg(long, default_value_t = DEFAULT_SCALE.0)]
     pub scale_min: f64,
-    /// Largest target size, as a fraction of the shorter picture side.
+    /// Largest target size, as a fraction of the shorter picture side (--scale-min to 0.9).
     #[arg(long, default_value_t = DEFAULT_SCALE.1)]
     pub scale_max: f64,
-    /// Clutter density (1 = default, 0 = none).
+    /// Clutter density, 0 (none) to 10.
     #[arg(long, default_value_t = 1.0)]
     pub clutter: f64,
     /// Worker threads (0 = one per core); does not change the output.
@@ -73,7 +73,8 @@ pub fn synth(a: &SynthArgs) -> agcam::Result<bool> {
     };
     opts.validate()?;
     let bar = progress(opts.count);
-    let summary = generate(&opts, |done| bar.set_position(done as u64))?;
+    let mut last = 0;
+    let summary = generate(&opts, |done| tick(&bar, done, opts.count, &mut last))?;
     bar.finish_and_clear();
     println!("{summary}");
     Ok(true)

@@ -86,11 +86,21 @@ pub(crate) fn decode_bytes(
     hint: Option<ImageFormat>,
     orientation: Orientation,
 ) -> std::result::Result<Decoded, String> {
+    if bytes.is_empty() {
+        return Err("the file is empty (0 bytes)".to_string());
+    }
     let mut reader = ImageReader::new(Cursor::new(bytes));
     if let Some(format) = hint {
         reader.set_format(format);
     }
     let reader = reader.with_guessed_format().map_err(|e| e.to_string())?;
+    if reader.format().is_none() {
+        return Err(
+            "not a picture agcam reads: neither its content nor its extension is PNG, JPEG, \
+             WebP or BMP"
+                .to_string(),
+        );
+    }
     if reader.format() == Some(ImageFormat::Jpeg) && jpeg_is_truncated(bytes) {
         return Err(
             "truncated JPEG: the data ends before the end-of-image marker (an incomplete \
@@ -262,6 +272,14 @@ mod tests {
         let plain = decode_bytes(&jpeg(16, 8, None), None, Orientation::Apply).unwrap();
         assert_eq!(plain.exif_orientation, None);
         assert_eq!(plain.image.dimensions(), (16, 8));
+    }
+
+    #[test]
+    fn empty_and_unknown_files_say_why() {
+        let err = decode_bytes(b"", Some(ImageFormat::Jpeg), Orientation::Apply).unwrap_err();
+        assert_eq!(err, "the file is empty (0 bytes)");
+        let err = decode_bytes(b"plain text", None, Orientation::Apply).unwrap_err();
+        assert!(err.contains("PNG, JPEG, WebP or BMP"), "{err}");
     }
 
     #[test]
