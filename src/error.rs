@@ -18,10 +18,14 @@ pub enum Error {
         msg: String,
     },
     /// A tensor whose shape does not fit the model.
-    #[error("tensor `{name}`: expected shape {expected:?}, found {actual:?}")]
+    #[error("{}: tensor `{name}`: expected shape {expected:?}, found {actual:?}{why}", path.display())]
     Shape {
+        /// The checkpoint that holds the tensor.
+        path: PathBuf,
         /// Checkpoint name of the tensor.
         name: String,
+        /// Why that shape was expected, where the names do not say (`""` or ` (because …)`).
+        why: String,
         /// The shape the model needs.
         expected: Vec<usize>,
         /// The shape in the file.

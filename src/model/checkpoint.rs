@@ -312,7 +312,9 @@ impl<'a> Checkpoint<'a> {
         };
         if view.shape() != expected {
             return Err(Error::Shape {
+                path: self.path.to_path_buf(),
                 name: name.to_string(),
+                why: String::new(),
                 expected: expected.to_vec(),
                 actual: view.shape().to_vec(),
             });

@@ -76,7 +76,9 @@ impl Reader<'_, '_> {
     /// The error for `p` found with shape `actual` where `expected` was due.
     pub(super) fn shape_error(&self, p: Param, expected: Vec<usize>, actual: Vec<usize>) -> Error {
         Error::Shape {
+            path: self.ckpt.path().to_path_buf(),
             name: self.name(p),
+            why: String::new(),
             expected,
             actual,
         }

@@ -151,11 +151,12 @@ pub(super) fn resolve_image_size(
                 false
             } else {
                 let (gh, gw) = (size.0 / p, size.1 / p);
-                // The name carries the assumed image size, which the shapes alone do not show.
+                // The assumed image size, which the shapes alone do not show.
                 return Err(Error::Shape {
-                    name: format!(
-                        "{pos} (assuming image size {}x{} from {source}: {gh}x{gw} patches of {p} \
-                         px)",
+                    path: reader.ckpt.path().to_path_buf(),
+                    name: pos,
+                    why: format!(
+                        " (the image size {}x{} from {source} makes {gh}x{gw} patches of {p} px)",
                         size.0, size.1
                     ),
                     expected: vec![1, gh.saturating_mul(gw).saturating_add(1), dims.embed_dim],

@@ -60,17 +60,28 @@ fn wrong_shape_names_tensor_expected_and_actual() {
     let e = load_err(&dir.ckpt("m.safetensors", &t), None, &heads(2));
     match &e {
         Error::Shape {
+            path,
             name,
             expected,
             actual,
+            ..
         } => {
+            assert!(path.ends_with("m.safetensors"), "{}", path.display());
             assert_eq!(name, "blocks.1.mlp.fc2.weight");
             assert_eq!(expected, &[8, 16]);
             assert_eq!(actual, &[8, 17]);
         }
         other => panic!("expected a shape error, got {other}"),
     }
-    assert_msg(&e, &["blocks.1.mlp.fc2.weight", "[8, 16]", "[8, 17]"]);
+    assert_msg(
+        &e,
+        &[
+            "m.safetensors: tensor",
+            "blocks.1.mlp.fc2.weight",
+            "[8, 16]",
+            "[8, 17]",
+        ],
+    );
 
     // A shape that breaks the inference itself.
     let mut t = Synth::default().tensors();
@@ -224,11 +235,15 @@ fn config_image_size_must_match_pos_embed() {
     let e = load_err(&path, Some(&c), &heads(2));
     match &e {
         Error::Shape {
+            path: file,
             name,
+            why,
             expected,
             actual,
         } => {
-            assert!(name.starts_with("pos_embed"), "{name}");
+            assert_eq!(file, &path);
+            assert_eq!(name, "pos_embed");
+            assert!(why.contains("image size 8x12"), "{why}");
             assert_eq!(
                 (expected.as_slice(), actual.as_slice()),
                 (&[1, 7, 8][..], &[1, 10, 8][..])
@@ -236,7 +251,14 @@ fn config_image_size_must_match_pos_embed() {
         }
         other => panic!("expected a shape error, got {other}"),
     }
-    assert_msg(&e, &["pos_embed", "image size 8x12", "img_size"]);
+    assert_msg(
+        &e,
+        &[
+            "m.safetensors: tensor `pos_embed`",
+            "image size 8x12",
+            "img_size",
+        ],
+    );
 
     let c = dir.write("c.json", r#"{"img_size": 13}"#);
     assert_msg(
