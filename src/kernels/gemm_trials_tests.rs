@@ -107,3 +107,19 @@ fn trial_kernels_match_the_default_kernels() {
         }
     }
 }
+
+/// `AGCAM_TRIAL_KERNELS` takes known names, separated by commas and blanks, and refuses the
+/// rest by name instead of running the defaults silently.
+#[test]
+fn trial_names_parse_or_are_refused() {
+    assert_eq!(Trials::parse("").unwrap(), Trials::default());
+    let both = Trials::parse(" splitk, prefetch128 ,").unwrap();
+    assert!(both.splitk && both.prefetch128);
+    let one = Trials::parse("prefetch128").unwrap();
+    assert!(!one.splitk && one.prefetch128);
+    let e = Trials::parse("splitk,tiled32").unwrap_err().to_string();
+    assert!(
+        e.contains("AGCAM_TRIAL_KERNELS") && e.contains("\"tiled32\"") && e.contains("splitk"),
+        "{e}"
+    );
+}
