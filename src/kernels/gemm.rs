@@ -151,6 +151,9 @@ pub(crate) struct Gemm {
     /// `gemm_split_reduce`, for nn.Linear products whose 64 × 64 grid has fewer than
     /// [`SMALL_GRID_GROUPS`] workgroups.
     split: Option<([Option<Kernel>; 2], Kernel)>,
+    /// Split-K's partial sums, shared by every split product: each is reduced before the next
+    /// writes (one queue, barriers between dispatches). Grown to the largest product recorded.
+    partial: std::sync::Mutex<Option<wgpu::Buffer>>,
     /// GPU set only: `gemm_tiled` with BACKWARD and f32 tiles, for the backward chain's
     /// transposed products ([`Gemm::backward_product`]); indexed like `vec4`.
     backward: [Option<Kernel>; 2],
@@ -333,6 +336,7 @@ impl Gemm {
                 let reduce = Kernel::new(gpu, &m, "gemm_split_reduce", SPLIT_BINDINGS, &[]);
                 (products, reduce)
             }),
+            partial: std::sync::Mutex::new(None),
             backward: [backward_variant(false), backward_variant(true)],
             residual_add: Kernel::new(gpu, &m, "residual_add", RESIDUAL_ADD_BINDINGS, &[]),
             coop: weights_f16
@@ -514,6 +518,17 @@ impl Gemm {
         let len = s.k.div_ceil(wanted.max(1)).next_multiple_of(16);
         let splits = s.k.div_ceil(len);
         (splits >= 2).then_some((splits, len))
+    }
+
+    /// The shared buffer of split-K's partial sums, at least `bytes` long.
+    fn partial_sums(&self, gpu: &Gpu, bytes: u64) -> wgpu::Buffer {
+        let mut shared = self.partial.lock().unwrap_or_else(|e| e.into_inner());
+        match &*shared {
+            Some(buffer) if buffer.size() >= bytes => buffer.clone(),
+            _ => shared
+                .insert(gpu.storage("split-k partial sums", bytes))
+                .clone(),
+        }
     }
 
     /// Whether A and W can be read as vec4 by the CPU set's kernels.
@@ -706,7 +721,7 @@ impl Gemm {
             (w_slot, w_f16_slot)
         };
         // Split-K's partial sums, [splits, M, N], which the reduction reads.
-        let partial = split.map(|_| gpu.storage("split-k partial sums", words(splits * s.m * s.n)));
+        let partial = split.map(|_| self.partial_sums(gpu, words(splits * s.m * s.n)));
         let bind_and_dispatch = |kernel: &Kernel, groups: [u32; 3]| {
             let mut bind = kernel
                 .bind()
