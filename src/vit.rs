@@ -370,9 +370,9 @@ impl Activations {
         true
     }
 
-    /// Bytes of every buffer held, as allocated.
+    /// Every buffer held.
     #[cfg(test)]
-    pub fn allocated_bytes(&self) -> u64 {
+    pub fn buffers(&self) -> Vec<&wgpu::Buffer> {
         let fixed = [
             &self.images,
             &self.patches,
@@ -392,7 +392,7 @@ impl Activations {
             .layers
             .iter()
             .flat_map(|l| [&l.v, &l.cls_scores, &l.y_cls, &l.pre_cls]);
-        fixed.into_iter().chain(kept).map(wgpu::Buffer::size).sum()
+        fixed.into_iter().chain(kept).collect()
     }
 }
 

@@ -160,7 +160,7 @@ fn fused_forward_allocates_no_attention_matrix() {
                 }
                 let ws = e.workspace.as_ref().expect("ran");
                 assert_eq!(ws.acts.scratch(), want, "{what} {kernels:?}");
-                let bytes = ws.acts.allocated_bytes();
+                let bytes: u64 = ws.acts.buffers().into_iter().map(wgpu::Buffer::size).sum();
                 let planned = (e.capacity() * activation_bytes_per_image(cfg, want)) as u64;
                 assert!(
                     planned >= bytes,
@@ -183,5 +183,53 @@ fn fused_forward_allocates_no_attention_matrix() {
             assert_eq!(on(KernelSet::Cpu), 10, "{what}");
             assert!(on(KernelSet::Gpu) > 10, "{what}: {}", on(KernelSet::Gpu));
         }
+    }
+}
+
+/// Where the [N, N] scores are the largest buffer, rollout's chunks shrink so that they stay
+/// under the adapter's binding limit (here lowered to two images' scores, where AGCAM fits
+/// more), and the maps match an engine with room.
+#[test]
+fn rollout_chunks_respect_the_binding_limit() {
+    // 65 tokens of width 16 in four heads: the scores (4 × 65 × 68 per image) outweigh every
+    // token matrix.
+    let model = Model::random(
+        ModelConfig::vit("many-tokens", (16, 2, 4), 2, (16, 16), 5),
+        9,
+    );
+    let cfg = &model.config;
+    let (full, _) = full_and_class_rows(cfg);
+    let top2 = Target::TopK(2);
+    for gpu in gpus() {
+        let mut roomy = engine(gpu, &model, KernelSet::Gpu, 2 << 30);
+        let input = images(&roomy, 7);
+        let want_rollout = roomy
+            .explain_with(&input, &top2, Method::AttentionRollout)
+            .unwrap();
+        let want_agcam = roomy.explain_with(&input, &top2, Method::Agcam).unwrap();
+
+        let mut limited = gpu.clone();
+        let limit = 2 * 4 * full.scores as u64;
+        limited.limits.max_storage_buffer_binding_size = limit;
+        let mut e = engine(&limited, &model, KernelSet::Gpu, 2 << 30);
+        let what = gpu.describe();
+        assert!(e.capacity() > 2, "{what}: AGCAM chunks {}", e.capacity());
+        for (method, want) in [
+            (Method::Agcam, &want_agcam),
+            (Method::AttentionRollout, &want_rollout),
+            (Method::Agcam, &want_agcam),
+        ] {
+            let got = e.explain_with(&input, &top2, method).unwrap();
+            assert_same(&format!("{what} {method:?}"), &got, want);
+            let ws = e.workspace.as_ref().expect("ran");
+            let rollout = ws.rollout.iter().flat_map(|r| &r.mixed);
+            let largest = ws.acts.buffers().into_iter().chain(rollout);
+            let largest = largest.map(wgpu::Buffer::size).max().unwrap();
+            assert!(
+                largest <= limit,
+                "{what} {method:?}: a {largest}-byte buffer over the {limit}-byte limit"
+            );
+        }
+        assert_eq!(e.capacity(), 2, "{what}: rollout chunks");
     }
 }

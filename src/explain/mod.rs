@@ -331,25 +331,30 @@ impl Budget {
     /// Why not even one image fits, for `what` (a method of `classes` classes per image, or
     /// predictions at 0).
     fn refusal(&self, cfg: &ModelConfig, plan: Plan, what: &str, classes: usize) -> Error {
-        let mib = |bytes: usize| format!("{:.1} MiB", bytes as f64 / (1u64 << 20) as f64);
-        let fewer = if classes > 1 {
-            " or explain fewer classes"
-        } else {
-            ""
+        let size = |bytes: usize| match bytes {
+            0..0x100000 => format!("{:.1} KiB", bytes as f64 / 1024.0),
+            _ => format!("{:.1} MiB", bytes as f64 / (1u64 << 20) as f64),
         };
+        // The full backward's buffers grow with the classes explained per image.
+        let per_class = classes > 1 && plan.full.is_some();
         let bytes = plan.bytes_per_image(cfg);
         let why = if bytes > self.memory {
             format!(
-                "{} of GPU memory, over --max-gpu-mem {}: raise --max-gpu-mem{fewer}",
-                mib(bytes),
-                mib(self.memory)
+                "{} of GPU memory, over --max-gpu-mem {}: raise --max-gpu-mem{}",
+                size(bytes),
+                size(self.memory),
+                if per_class {
+                    " or explain fewer classes"
+                } else {
+                    ""
+                }
             )
         } else {
             format!(
                 "a buffer of {}, over the adapter's binding limit of {}{}",
-                mib(plan.largest_binding_per_image(cfg)),
-                mib(self.binding),
-                if classes > 1 {
+                size(plan.largest_binding_per_image(cfg)),
+                size(self.binding),
+                if per_class {
                     ": explain fewer classes"
                 } else {
                     ""
@@ -461,9 +466,13 @@ impl Engine {
         &self.gpu
     }
 
-    /// Most images per GPU chunk. A method that runs the full backward (generic attention,
-    /// transformer attribution; Grad-CAM on average-pooled models) lowers it, for the engine's
-    /// lifetime, to what fits the memory budget with its kept activations and gradients.
+    /// Most images per GPU chunk, first sized for predictions and AGCAM. A method that keeps
+    /// more lowers it, for the engine's lifetime, to what fits the memory budget and the
+    /// adapter's binding limit with its buffers and those other methods left: the full
+    /// backward's kept activations and gradients (generic attention, transformer attribution;
+    /// Grad-CAM on average-pooled models), attention rollout's kept attention, and, on the GPU
+    /// kernel set, whose fused attention writes no attention matrix otherwise, the [N, N]
+    /// scores of every block that rollout reads.
     pub fn capacity(&self) -> usize {
         self.capacity
     }
