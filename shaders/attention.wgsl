@@ -17,12 +17,12 @@ struct AttnParams {
     dim: u32,
     // Elements of split_v's output: images · tokens · dim.
     count: u32,
-    // softmax_rows: score row r of the dispatch is row r · row_step of the buffer (N when only
-    // the class token's query is computed, 1 otherwise).
-    row_step: u32,
+    // Query rows per (image, head): N, or 1 where only the class token's query is computed
+    // (scores then hold [B, H, 1, padded]).
+    queries: u32,
 }
 
-// softmax_rows: scores [B, H, N, padded] in place; split_v: qkv [B·N, 3D] (read).
+// softmax_rows: scores [B, H, queries, padded] in place; split_v: qkv [B·N, 3D] (read).
 @group(0) @binding(0) var<storage, read_write> scores: array<f32>;
 // [B, H, N]: the class token's pre-softmax scores, for sigmoid(S) in the AGCAM map.
 @group(0) @binding(1) var<storage, read_write> cls_scores: array<f32>;
@@ -44,15 +44,16 @@ fn softmax_rows(
         return;
     }
     let n = p.tokens;
-    let real_row = row * p.row_step;
-    let o = real_row * p.padded;
-    let is_cls = real_row % n == 0u;
+    let o = row * p.padded;
+    // The class token's query is the first of each (image, head).
+    let is_cls = row % p.queries == 0u;
+    let cls_row = row / p.queries;
     var m = -3.4e38;
     for (var j = lid; j < n; j += WG) {
         let s = scores[o + j];
         m = max(m, s);
         if (is_cls) {
-            cls_scores[(real_row / n) * n + j] = s;
+            cls_scores[cls_row * n + j] = s;
         }
     }
     m = workgroup_reduce(m, lid, true);
@@ -101,15 +102,16 @@ fn softmax_rows_serial(
         return;
     }
     let n = p.tokens;
-    let real_row = row * p.row_step;
-    let o = real_row * p.padded;
-    let is_cls = real_row % n == 0u;
+    let o = row * p.padded;
+    // The class token's query is the first of each (image, head).
+    let is_cls = row % p.queries == 0u;
+    let cls_row = row / p.queries;
     var m = -3.4e38;
     for (var j = 0u; j < n; j++) {
         let s = scores[o + j];
         m = max(m, s);
         if (is_cls) {
-            cls_scores[(real_row / n) * n + j] = s;
+            cls_scores[cls_row * n + j] = s;
         }
     }
     var sum = 0.0;

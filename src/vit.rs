@@ -2,7 +2,7 @@
 //! per layer what the AGCAM backward needs: V for every token, the class token's pre-softmax
 //! score row, and the class token's residual stream before the MLP.
 
-use crate::gpu::Gpu;
+use crate::gpu::{Gpu, MIN_STORAGE_BYTES};
 use crate::kernels::{
     AttnBuffers, AttnShape, Dispatch, Epilogue, Kernels, Precision, RowMap, View,
 };
@@ -174,8 +174,11 @@ pub(crate) struct Activations {
     /// The qkv projection [B·N, 3D]; after a class-token-pooled forward, the last block's K
     /// and V of every token and Q of the class token.
     pub qkv: wgpu::Buffer,
-    pub scores: wgpu::Buffer,
+    /// The unfused attention's scores and Vᵀ, sized by `scratch` (see [`AttnScratch`]).
+    scores: wgpu::Buffer,
     v_t: wgpu::Buffer,
+    scratch: AttnScratch,
+    capacity: usize,
     attn_out: wgpu::Buffer,
     hidden: wgpu::Buffer,
     /// Mean of the patch tokens [B, D] (average-pooled models only).
@@ -198,40 +201,117 @@ fn attention_shape(cfg: &ModelConfig, batch: usize) -> AttnShape {
     }
 }
 
-/// Bytes per image of the largest single activation buffer: chunks must keep every binding
-/// under the adapter's `max_storage_buffer_binding_size`.
-pub(crate) fn largest_binding_per_image(cfg: &ModelConfig) -> usize {
-    let n = cfg.tokens();
-    let widest = (3 * cfg.embed_dim).max(cfg.mlp_hidden);
-    let scores = attention_shape(cfg, 1).scores_per_image();
-    4 * (n * widest.max(3 * cfg.patch_size * cfg.patch_size)).max(scores)
+/// What a forward keeps beyond what every forward keeps for the AGCAM backward; it decides
+/// how each block's attention runs, and so which scratch the forward needs.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct ForwardKeeps {
+    /// Every layer's head-averaged attention (attention rollout).
+    pub mixed: bool,
+    /// The full backward's activations of the last `full_layers` layers.
+    pub full_layers: usize,
 }
 
-/// Bytes of activations per image.
-pub(crate) fn activation_bytes_per_image(cfg: &ModelConfig) -> usize {
+impl ForwardKeeps {
+    /// Block `i`'s attention for `batch` images, and whether its attention matrix goes
+    /// straight into the full backward's copy instead of the `scores` scratch.
+    fn block(self, cfg: &ModelConfig, i: usize, batch: usize) -> (AttnShape, bool) {
+        // Under class-token pooling only the class token of the last block reaches the logits
+        // (and the AGCAM backward): its block needs K and V of every token, the rest for the
+        // class token alone. Rollout and the full backward keep the full last block, since
+        // they read every attention row.
+        let short_last = cfg.pooling == Pooling::Token && !self.mixed && self.full_layers == 0;
+        let into_full = i + self.full_layers >= cfg.depth;
+        let shape = AttnShape {
+            class_token_only: short_last && i + 1 == cfg.depth,
+            // Rollout and the full backward read the attention matrices; AGCAM, Grad-CAM's
+            // closed form, raw attention and predictions only the class token's scores.
+            keep_probs: self.mixed || into_full,
+            ..attention_shape(cfg, batch)
+        };
+        (shape, into_full)
+    }
+}
+
+/// Elements per image of the attention scratch a forward works in: `scores` [H, queries,
+/// padded] and `v_t` [H, d, padded] of the blocks that run the unfused attention. Blocks on
+/// the fused kernel use neither, and those whose attention matrix goes into the full
+/// backward's copy use no `scores`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct AttnScratch {
+    pub scores: usize,
+    pub v_t: usize,
+}
+
+impl AttnScratch {
+    /// What the forward with `keeps` needs on kernels `k` for chunks of up to `batch` images
+    /// (whether the fused kernel runs can depend on the batch, never in favour of larger ones).
+    pub fn of(
+        gpu: &Gpu,
+        k: &Kernels,
+        cfg: &ModelConfig,
+        keeps: ForwardKeeps,
+        batch: usize,
+    ) -> Self {
+        (0..cfg.depth)
+            .map(|i| keeps.block(cfg, i, batch))
+            .filter(|&(shape, _)| !k.attention.fuses(gpu, shape))
+            .fold(AttnScratch::default(), |need, (shape, into_full)| {
+                need.max(AttnScratch {
+                    scores: if into_full {
+                        0
+                    } else {
+                        shape.scores_per_image()
+                    },
+                    v_t: shape.v_t_per_image(),
+                })
+            })
+    }
+
+    /// Each buffer the larger of the two.
+    pub fn max(self, other: AttnScratch) -> AttnScratch {
+        AttnScratch {
+            scores: self.scores.max(other.scores),
+            v_t: self.v_t.max(other.v_t),
+        }
+    }
+}
+
+/// Bytes per image of the largest single activation buffer, with `scratch`: chunks must keep
+/// every binding under the adapter's `max_storage_buffer_binding_size`.
+pub(crate) fn largest_binding_per_image(cfg: &ModelConfig, scratch: AttnScratch) -> usize {
+    let n = cfg.tokens();
+    let widest = (3 * cfg.embed_dim).max(cfg.mlp_hidden);
+    4 * (n * widest.max(3 * cfg.patch_size * cfg.patch_size))
+        .max(scratch.scores)
+        .max(scratch.v_t)
+}
+
+/// Bytes of activations per image, with `scratch`.
+pub(crate) fn activation_bytes_per_image(cfg: &ModelConfig, scratch: AttnScratch) -> usize {
     let n = cfg.tokens();
     let (d, f, c) = (cfg.embed_dim, cfg.mlp_hidden, cfg.num_classes);
     let (h, w) = cfg.image_size;
-    let attn = attention_shape(cfg, 1);
     let per_layer = n * d + cfg.num_heads * n + d + f;
+    // An unused scratch buffer still holds MIN_STORAGE_BYTES.
+    let least = MIN_STORAGE_BYTES as usize / 4;
     4 * (2 * 3 * h * w
         + n * (4 * d + 3 * d + f)
-        + attn.scores_per_image()
-        + attn.v_t_per_image()
+        + scratch.scores.max(least)
+        + scratch.v_t.max(least)
         + d
         + c
         + cfg.depth * per_layer)
 }
 
 impl Activations {
-    pub fn new(gpu: &Gpu, cfg: &ModelConfig, capacity: usize) -> Activations {
+    /// Buffers for up to `capacity` images, with `scratch` for the attention.
+    pub fn new(gpu: &Gpu, cfg: &ModelConfig, capacity: usize, scratch: AttnScratch) -> Activations {
         let b = capacity as u64;
         let n = cfg.tokens() as u64;
         let (d, f) = (cfg.embed_dim as u64, cfg.mlp_hidden as u64);
         let (h, w) = (cfg.image_size.0 as u64, cfg.image_size.1 as u64);
         let g = n - 1;
         let f32s = |count: u64| 4 * count;
-        let attn = attention_shape(cfg, 1);
         Activations {
             images: gpu.storage("images", f32s(b * 3 * h * w)),
             patches: gpu.storage("patches", f32s(b * 3 * h * w)),
@@ -239,8 +319,10 @@ impl Activations {
             x: gpu.storage("residual stream", f32s(b * n * d)),
             normed: gpu.storage("normed", f32s(b * n * d)),
             qkv: gpu.storage("qkv", f32s(b * n * 3 * d)),
-            scores: gpu.storage("attention scores", f32s(b * attn.scores_per_image() as u64)),
-            v_t: gpu.storage("v transposed", f32s(b * attn.v_t_per_image() as u64)),
+            scores: Self::scores_buffer(gpu, capacity, scratch),
+            v_t: Self::v_t_buffer(gpu, capacity, scratch),
+            scratch,
+            capacity,
             attn_out: gpu.storage("attention output", f32s(b * n * d)),
             hidden: gpu.storage("mlp hidden", f32s(b * n * f)),
             pooled: gpu.storage("pooled tokens", f32s(b * d)),
@@ -255,6 +337,62 @@ impl Activations {
                 })
                 .collect(),
         }
+    }
+
+    fn scores_buffer(gpu: &Gpu, capacity: usize, scratch: AttnScratch) -> wgpu::Buffer {
+        gpu.storage("attention scores", 4 * (capacity * scratch.scores) as u64)
+    }
+
+    fn v_t_buffer(gpu: &Gpu, capacity: usize, scratch: AttnScratch) -> wgpu::Buffer {
+        gpu.storage("v transposed", 4 * (capacity * scratch.v_t) as u64)
+    }
+
+    /// The attention scratch the buffers hold, per image.
+    pub fn scratch(&self) -> AttnScratch {
+        self.scratch
+    }
+
+    /// Enlarges the attention scratch to hold `need` (a forward that keeps more than those
+    /// recorded so far). Returns whether a buffer was replaced: dispatches recorded over the
+    /// old one must be recorded again.
+    pub fn grow_scratch(&mut self, gpu: &Gpu, need: AttnScratch) -> bool {
+        let want = self.scratch.max(need);
+        if want == self.scratch {
+            return false;
+        }
+        if want.scores > self.scratch.scores {
+            self.scores = Self::scores_buffer(gpu, self.capacity, want);
+        }
+        if want.v_t > self.scratch.v_t {
+            self.v_t = Self::v_t_buffer(gpu, self.capacity, want);
+        }
+        self.scratch = want;
+        true
+    }
+
+    /// Every buffer held.
+    #[cfg(test)]
+    pub fn buffers(&self) -> Vec<&wgpu::Buffer> {
+        let fixed = [
+            &self.images,
+            &self.patches,
+            &self.patch_out,
+            &self.x,
+            &self.normed,
+            &self.qkv,
+            &self.scores,
+            &self.v_t,
+            &self.attn_out,
+            &self.hidden,
+            &self.pooled,
+            &self.final_cls,
+            &self.logits,
+        ];
+        let kept = self
+            .layers
+            .iter()
+            .flat_map(|l| [&l.v, &l.cls_scores, &l.y_cls, &l.pre_cls]);
+        fixed.into_iter().chain(kept).collect()
     }
 }
 
@@ -290,7 +428,16 @@ pub(crate) fn record_forward(
     let (d, f, p) = (cfg.embed_dim, cfg.mlp_hidden, cfg.patch_size);
     let rows = batch * n;
     let eps = cfg.layer_norm_eps;
-    let attn = attention_shape(cfg, batch);
+    let keeps = ForwardKeeps {
+        mixed: keep_mixed.is_some(),
+        full_layers: keep_full.map_or(0, <[FullKeep]>::len),
+    };
+    let need = AttnScratch::of(gpu, k, cfg, keeps, batch);
+    assert!(
+        acts.scratch.max(need) == acts.scratch,
+        "the attention scratch {:?} is smaller than the forward needs: {need:?}",
+        acts.scratch
+    );
     let mut out = Vec::with_capacity(4 + 11 * cfg.depth);
 
     // Patch embedding as im2col + GEMM, then [CLS; patches] + pos_embed.
@@ -328,12 +475,9 @@ pub(crate) fn record_forward(
             .named("tokens"),
     );
 
-    // Under class-token pooling only the class token of the last block reaches the logits (and
-    // the AGCAM backward): its block needs K and V of every token, the rest for the class token
-    // alone. Rollout keeps the full last block, since it reads every attention row.
-    let short_last = cfg.pooling == Pooling::Token && keep_mixed.is_none() && keep_full.is_none();
     for (i, (blk, keep)) in w.blocks.iter().zip(&acts.layers).enumerate() {
-        let cls_only = short_last && i + 1 == cfg.depth;
+        let (attn, _) = keeps.block(cfg, i, batch);
+        let cls_only = attn.class_token_only;
         // The full backward's copies: the activations are written straight into them.
         let full = keep_full.and_then(|f| f.get((i + f.len()).checked_sub(cfg.depth)?));
         let qkv = full.map_or(&acts.qkv, |f| &f.qkv);
@@ -426,13 +570,7 @@ pub(crate) fn record_forward(
                 cls_scores: &keep.cls_scores,
                 v_keep: &keep.v,
             },
-            AttnShape {
-                class_token_only: cls_only,
-                // Rollout and the full backward read the attention matrices; AGCAM, Grad-CAM's
-                // closed form, raw attention and predictions only the class token's scores.
-                keep_probs: keep_mixed.is_some() || keep_full.is_some(),
-                ..attn
-            },
+            attn,
             &name("attn"),
         ));
         if let Some(mixed) = keep_mixed {

@@ -21,6 +21,11 @@ pub(crate) fn rollout_bytes_per_image(cfg: &ModelConfig) -> usize {
     4 * (cfg.depth * n * n + 2 * n)
 }
 
+/// Bytes per image of rollout's largest buffer: one layer's kept attention [N, N].
+pub(crate) fn rollout_largest_binding_per_image(cfg: &ModelConfig) -> usize {
+    4 * cfg.tokens() * cfg.tokens()
+}
+
 impl RolloutBuffers {
     pub fn new(gpu: &Gpu, cfg: &ModelConfig, capacity: usize) -> RolloutBuffers {
         let n = cfg.tokens() as u64;

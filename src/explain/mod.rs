@@ -10,7 +10,10 @@ mod transformer_attribution;
 use std::collections::HashMap;
 
 use agcam::{backward_bytes_per_row, record_backward, record_topk, Backward, Chain, ClassChoice};
-use baselines::{record_raw_attention, record_rollout, rollout_bytes_per_image, RolloutBuffers};
+use baselines::{
+    record_raw_attention, record_rollout, rollout_bytes_per_image,
+    rollout_largest_binding_per_image, RolloutBuffers,
+};
 use full_backward::{
     full_bytes_per_image, full_largest_binding_per_image, record_generic_attention, FullBackward,
 };
@@ -24,7 +27,8 @@ use crate::gpu::Gpu;
 use crate::kernels::{encode, Dispatch, KernelSet, Kernels, Precision, Trials};
 use crate::model::{Model, ModelConfig, Pooling};
 use crate::vit::{
-    activation_bytes_per_image, largest_binding_per_image, record_forward, Activations, GpuWeights,
+    activation_bytes_per_image, largest_binding_per_image, record_forward, Activations,
+    AttnScratch, ForwardKeeps, GpuWeights,
 };
 
 /// How a map is computed.
@@ -212,6 +216,170 @@ impl Default for EngineOptions {
 /// (none for a forward pass only), method.
 type RecordingKey = (usize, usize, Option<ClassChoice>, Method);
 
+/// What a chunk's buffers hold, per image, beyond those every chunk holds: what memory planning
+/// counts against the budget and the adapter's binding limit.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct Plan {
+    /// The forward's attention scratch.
+    scratch: AttnScratch,
+    /// Attention rollout's kept attention.
+    rollout: bool,
+    /// The full backward for `.0` classes per image, keeping the layers from `.1` on.
+    full: Option<(usize, usize)>,
+    /// Transformer attribution's relevance buffers for so many classes per image.
+    lrp: Option<usize>,
+}
+
+impl Plan {
+    /// What a chunk of up to `batch` images on kernels `k` needs for `explain` (a method and
+    /// the classes explained per image), or for predictions.
+    fn of(
+        gpu: &Gpu,
+        k: &Kernels,
+        cfg: &ModelConfig,
+        explain: Option<(Method, usize)>,
+        batch: usize,
+    ) -> Plan {
+        let method = explain.map(|(m, _)| m);
+        let per_image = explain.map_or(0, |(_, classes)| classes);
+        let full = method
+            .and_then(|m| full_backward_from(cfg, m))
+            .map(|kept_from| (per_image, kept_from));
+        // What record_forward is given for this method (see Engine::recording).
+        let keeps = ForwardKeeps {
+            mixed: method == Some(Method::AttentionRollout),
+            full_layers: full.map_or(0, |(_, kept_from)| cfg.depth - kept_from),
+        };
+        Plan {
+            scratch: AttnScratch::of(gpu, k, cfg, keeps, batch),
+            rollout: keeps.mixed,
+            full,
+            lrp: (method == Some(Method::TransformerAttribution)).then_some(per_image),
+        }
+    }
+
+    /// Both plans' buffers, as the workspace holds them once both have run.
+    fn union(self, other: Plan) -> Plan {
+        Plan {
+            scratch: self.scratch.max(other.scratch),
+            rollout: self.rollout || other.rollout,
+            full: match (self.full, other.full) {
+                (Some((k, from)), Some((k2, from2))) => Some((k.max(k2), from.min(from2))),
+                (a, b) => a.or(b),
+            },
+            lrp: self.lrp.max(other.lrp),
+        }
+    }
+
+    /// Bytes per image: the activations, and the buffers of the methods planned for.
+    fn bytes_per_image(&self, cfg: &ModelConfig) -> usize {
+        let full = self.full.map_or(0, |(per_image, kept_from)| {
+            full_bytes_per_image(cfg, per_image, kept_from)
+                + per_image * backward_bytes_per_row(cfg)
+        });
+        activation_bytes_per_image(cfg, self.scratch)
+            + if self.rollout {
+                rollout_bytes_per_image(cfg)
+            } else {
+                0
+            }
+            + full
+            + self.lrp.map_or(0, |k| lrp_bytes_per_image(cfg, k))
+    }
+
+    /// Bytes per image of the largest single buffer.
+    fn largest_binding_per_image(&self, cfg: &ModelConfig) -> usize {
+        largest_binding_per_image(cfg, self.scratch)
+            .max(if self.rollout {
+                rollout_largest_binding_per_image(cfg)
+            } else {
+                0
+            })
+            .max(
+                self.full
+                    .map_or(0, |(k, _)| full_largest_binding_per_image(cfg, k)),
+            )
+            .max(
+                self.lrp
+                    .map_or(0, |k| lrp_largest_binding_per_image(cfg, k)),
+            )
+    }
+}
+
+/// The limits chunks must fit.
+struct Budget {
+    /// Bytes of activations (`--max-gpu-mem`).
+    memory: usize,
+    /// The adapter's largest storage binding.
+    binding: usize,
+}
+
+impl Budget {
+    fn new(gpu: &Gpu, max_gpu_mem: u64) -> Budget {
+        Budget {
+            memory: usize::try_from(max_gpu_mem).unwrap_or(usize::MAX),
+            binding: gpu.limits.max_storage_buffer_binding_size as usize,
+        }
+    }
+
+    /// Most images per chunk whose buffers for `plan` fit.
+    fn images(&self, cfg: &ModelConfig, plan: Plan) -> usize {
+        (self.memory / plan.bytes_per_image(cfg))
+            .min(self.binding / plan.largest_binding_per_image(cfg))
+    }
+
+    /// Why not even one image fits, for `what` (a method of `classes` classes per image, or
+    /// predictions at 0).
+    fn refusal(&self, cfg: &ModelConfig, plan: Plan, what: &str, classes: usize) -> Error {
+        let size = |bytes: usize| match bytes {
+            0..0x100000 => format!("{:.1} KiB", bytes as f64 / 1024.0),
+            _ => format!("{:.1} MiB", bytes as f64 / (1u64 << 20) as f64),
+        };
+        // The full backward's buffers grow with the classes explained per image.
+        let per_class = classes > 1 && plan.full.is_some();
+        let bytes = plan.bytes_per_image(cfg);
+        let why = if bytes > self.memory {
+            format!(
+                "{} of GPU memory, over --max-gpu-mem {}: raise --max-gpu-mem{}",
+                size(bytes),
+                size(self.memory),
+                if per_class {
+                    " or explain fewer classes"
+                } else {
+                    ""
+                }
+            )
+        } else {
+            format!(
+                "a buffer of {}, over the adapter's binding limit of {}{}",
+                size(plan.largest_binding_per_image(cfg)),
+                size(self.binding),
+                if per_class {
+                    ": explain fewer classes"
+                } else {
+                    ""
+                }
+            )
+        };
+        Error::Invalid(format!(
+            "{}: one image does not fit the GPU budget for {what}: it needs {why}",
+            cfg.name
+        ))
+    }
+}
+
+/// The first layer whose activations `method` keeps for the full backward (every token, no
+/// detach), or `None` when it does not run it: generic attention and transformer attribution go
+/// back through every layer; Grad-CAM on an average-pooled model through the last block, where
+/// its closed form (class-token pooling) does not hold.
+fn full_backward_from(cfg: &ModelConfig, method: Method) -> Option<usize> {
+    match (method, cfg.pooling) {
+        (Method::GenericAttention | Method::TransformerAttribution, _) => Some(0),
+        (Method::GradCam, Pooling::Avg) => Some(cfg.depth - 1),
+        _ => None,
+    }
+}
+
 /// Buffers sized for the engine's capacity, and the dispatches recorded over them.
 struct Workspace {
     acts: Activations,
@@ -223,6 +391,18 @@ struct Workspace {
     logits_readback: wgpu::Buffer,
     classes_readback: Option<wgpu::Buffer>,
     maps_readback: Option<wgpu::Buffer>,
+}
+
+impl Workspace {
+    /// What the buffers hold.
+    fn plan(&self) -> Plan {
+        Plan {
+            scratch: self.acts.scratch(),
+            rollout: self.rollout.is_some(),
+            full: self.full.as_ref().map(|f| (f.per_image, f.kept_from)),
+            lrp: self.lrp.as_ref().map(|l| l.per_image),
+        }
+    }
 }
 
 /// A model loaded on a GPU, ready to explain batches of images.
@@ -255,22 +435,16 @@ impl Engine {
     /// Uploads `model` to `gpu`; chunks are sized by `options` and the adapter's limits.
     pub fn with_options(gpu: Gpu, model: &Model, options: &EngineOptions) -> Result<Engine> {
         let cfg = &model.config;
-        let max_binding = gpu.limits.max_storage_buffer_binding_size;
-        let by_binding = max_binding as usize / largest_binding_per_image(cfg);
-        let by_memory = options.max_gpu_mem as usize / activation_bytes_per_image(cfg);
-        let capacity = options.max_batch.min(by_binding).min(by_memory);
-        if capacity == 0 {
-            return Err(Error::Invalid(format!(
-                "{}: one image does not fit the GPU budget ({} MiB of activations per image, \
-                 max binding {} MiB, --max-gpu-mem {} MiB)",
-                cfg.name,
-                activation_bytes_per_image(cfg) >> 20,
-                max_binding >> 20,
-                options.max_gpu_mem >> 20
-            )));
-        }
         let trials = Trials::from_env()?;
         let kernels = Kernels::with_trials(&gpu, options.kernels, options.precision, trials);
+        // Chunks are sized for the plain forward (predictions, AGCAM, Grad-CAM's closed form,
+        // raw attention); a method that needs more lowers them when it is first asked for.
+        let budget = Budget::new(&gpu, options.max_gpu_mem);
+        let plain = Plan::of(&gpu, &kernels, cfg, None, options.max_batch);
+        let capacity = options.max_batch.min(budget.images(cfg, plain));
+        if capacity == 0 {
+            return Err(budget.refusal(cfg, plain, "predictions", 0));
+        }
         let weights = GpuWeights::upload(&gpu, cfg, &model.weights, options.precision);
         Ok(Engine {
             gpu,
@@ -293,9 +467,13 @@ impl Engine {
         &self.gpu
     }
 
-    /// Most images per GPU chunk. A method that runs the full backward (generic attention,
-    /// transformer attribution; Grad-CAM on average-pooled models) lowers it, for the engine's
-    /// lifetime, to what fits the memory budget with its kept activations and gradients.
+    /// Most images per GPU chunk, first sized for predictions and AGCAM. A method that keeps
+    /// more lowers it, for the engine's lifetime, to what fits the memory budget and the
+    /// adapter's binding limit with its buffers and those other methods left: the full
+    /// backward's kept activations and gradients (generic attention, transformer attribution;
+    /// Grad-CAM on average-pooled models), attention rollout's kept attention, and, on the GPU
+    /// kernel set, whose fused attention writes no attention matrix otherwise, the [N, N]
+    /// scores of every block that rollout reads.
     pub fn capacity(&self) -> usize {
         self.capacity
     }
@@ -367,9 +545,7 @@ impl Engine {
                 (1, ClassChoice::Given)
             }
         };
-        if let Some(kept_from) = self.full_backward_from(method) {
-            self.fit_full_backward(method, per_image, kept_from)?;
-        }
+        self.fit(method, per_image)?;
         let mut out = Vec::with_capacity(count);
         for (i, chunk) in images.chunks(self.capacity * self.image_len()).enumerate() {
             let n = chunk.len() / self.image_len();
@@ -399,18 +575,6 @@ impl Engine {
             }
         }
         Ok(out)
-    }
-
-    /// The first layer whose activations `method` keeps for the full backward (every token, no
-    /// detach), or `None` when it does not run it: generic attention and transformer attribution go back through every
-    /// layer; Grad-CAM on an average-pooled model through the last block, where its closed form
-    /// (class-token pooling) does not hold.
-    fn full_backward_from(&self, method: Method) -> Option<usize> {
-        match (method, self.config.pooling) {
-            (Method::GenericAttention | Method::TransformerAttribution, _) => Some(0),
-            (Method::GradCam, Pooling::Avg) => Some(self.config.depth - 1),
-            _ => None,
-        }
     }
 
     /// Refuses a method the model cannot be explained with.
@@ -459,49 +623,33 @@ impl Engine {
         Ok(images.len() / len)
     }
 
-    /// Lowers the chunk size (once, for the engine's lifetime) so that the activations, the
-    /// full backward's kept activations (layers `kept_from..`) and its gradients for
-    /// `per_image` classes fit both the memory budget and the adapter's binding limit together
-    /// (with transformer attribution's relevance buffers for `method` = it).
-    fn fit_full_backward(
-        &mut self,
-        method: Method,
-        per_image: usize,
-        kept_from: usize,
-    ) -> Result<()> {
+    /// Makes sure chunks explained by `method` for `per_image` classes fit the memory budget
+    /// and the adapter's binding limit, together with the buffers the workspace holds for
+    /// other methods. Where they do not, drops the workspace, and lowers the chunk size for the
+    /// engine's lifetime to what `method` alone allows: the full backward's kept activations
+    /// and gradients, rollout's kept attention, and the unfused attention's scores where the
+    /// method keeps attention matrices.
+    fn fit(&mut self, method: Method, per_image: usize) -> Result<()> {
         let cfg = &self.config;
-        let lrp = method == Method::TransformerAttribution;
-        let per_image_bytes = activation_bytes_per_image(cfg)
-            + full_bytes_per_image(cfg, per_image, kept_from)
-            + per_image * backward_bytes_per_row(cfg)
-            + if lrp {
-                lrp_bytes_per_image(cfg, per_image)
-            } else {
-                0
-            };
-        let mut largest = full_largest_binding_per_image(cfg, per_image);
-        if lrp {
-            largest = largest.max(lrp_largest_binding_per_image(cfg, per_image));
+        let explain = Some((method, per_image));
+        let need = Plan::of(&self.gpu, &self.kernels, cfg, explain, self.capacity);
+        let budget = Budget::new(&self.gpu, self.max_gpu_mem);
+        let live = self
+            .workspace
+            .as_ref()
+            .map_or(need, |ws| ws.plan().union(need));
+        if budget.images(cfg, live) >= self.capacity {
+            return Ok(());
         }
-        let max_binding = self.gpu.limits.max_storage_buffer_binding_size as usize;
-        let by_binding = max_binding / largest;
-        let fit = (self.max_gpu_mem as usize / per_image_bytes).min(by_binding);
+        let fit = budget.images(cfg, need);
         if fit == 0 {
-            return Err(Error::Invalid(format!(
-                "{}: {} for {per_image} classes of one image needs {} MiB on the GPU \
-                 (activations and the full backward), over --max-gpu-mem {} MiB or the \
-                 adapter's binding limit: explain fewer classes or raise --max-gpu-mem",
-                cfg.name,
-                method.name(),
-                per_image_bytes >> 20,
-                self.max_gpu_mem >> 20
-            )));
+            let plural = if per_image == 1 { "" } else { "es" };
+            let what = format!("{} of {per_image} class{plural}", method.name());
+            return Err(budget.refusal(cfg, need, &what, per_image));
         }
-        if fit < self.capacity {
-            // Buffers and recordings were sized for the larger chunks.
-            self.capacity = fit;
-            self.workspace = None;
-        }
+        // Buffers and recordings were sized for larger chunks or held other methods' buffers.
+        self.workspace = None;
+        self.capacity = self.capacity.min(fit);
         Ok(())
     }
 
@@ -515,6 +663,10 @@ impl Engine {
             .as_ref()
             .is_none_or(|f| f.per_image < per_image || f.kept_from > kept_from)
         {
+            // What the buffers held stays covered, as `fit` planned (Plan::union).
+            let (per_image, kept_from) = ws.full.as_ref().map_or((per_image, kept_from), |f| {
+                (f.per_image.max(per_image), f.kept_from.min(kept_from))
+            });
             let shape = (self.capacity, per_image);
             ws.full = Some(FullBackward::new(&self.gpu, &self.config, shape, kept_from));
             ws.recordings.clear();
@@ -527,11 +679,11 @@ impl Engine {
     }
 
     /// Makes sure the workspace exists and its backward buffers hold `rows` gradient rows.
-    fn prepare(&mut self, rows: usize) -> Result<&mut Workspace> {
+    fn prepare(&mut self, rows: usize, scratch: AttnScratch) -> Result<&mut Workspace> {
         let cfg = &self.config;
         let gpu = &self.gpu;
         let ws = self.workspace.get_or_insert_with(|| Workspace {
-            acts: Activations::new(gpu, cfg, self.capacity),
+            acts: Activations::new(gpu, cfg, self.capacity, scratch),
             back: None,
             rollout: None,
             full: None,
@@ -541,6 +693,10 @@ impl Engine {
             classes_readback: None,
             maps_readback: None,
         });
+        if ws.acts.grow_scratch(gpu, scratch) {
+            // Recordings bind the old buffers.
+            ws.recordings.clear();
+        }
         let have = ws.back.as_ref().map_or(0, |b| b.rows);
         if rows > have {
             let bytes = (rows * backward_bytes_per_row(cfg)) as u64;
@@ -574,12 +730,20 @@ impl Engine {
         } else {
             0
         };
-        self.prepare(rows)?;
+        let (gpu, k, cfg) = (&self.gpu, &self.kernels, &self.config);
+        let plan = Plan::of(
+            gpu,
+            k,
+            cfg,
+            explain.map(|(_, m)| (m, per_image)),
+            self.capacity,
+        );
+        self.prepare(rows, plan.scratch)?;
         let method = explain.map_or(Method::Agcam, |(_, m)| m);
-        if method == Method::AttentionRollout {
-            self.prepare_rollout()?;
+        if plan.rollout {
+            self.prepare_rollout();
         }
-        let full_from = explain.and_then(|(_, m)| self.full_backward_from(m));
+        let full_from = plan.full.map(|(_, kept_from)| kept_from);
         if let Some(kept_from) = full_from {
             self.prepare_full(
                 per_image,
@@ -660,23 +824,12 @@ impl Engine {
         Ok(key)
     }
 
-    /// Allocates the rollout buffers on first use, within the memory budget.
-    fn prepare_rollout(&mut self) -> Result<()> {
-        let bytes = self.capacity * rollout_bytes_per_image(&self.config);
+    /// Allocates the rollout buffers on first use (`fit` counted them).
+    fn prepare_rollout(&mut self) {
         let ws = self.workspace.as_mut().expect("prepared");
         if ws.rollout.is_none() {
-            if bytes as u64 > self.max_gpu_mem {
-                return Err(Error::Invalid(format!(
-                    "attention rollout needs {} MiB for {} images, over the GPU memory budget \
-                     of {} MiB: lower --batch or raise --max-gpu-mem",
-                    bytes >> 20,
-                    self.capacity,
-                    self.max_gpu_mem >> 20
-                )));
-            }
             ws.rollout = Some(RolloutBuffers::new(&self.gpu, &self.config, self.capacity));
         }
-        Ok(())
     }
 
     /// Runs one chunk: upload, one compute pass, copies, one submit, readback.
@@ -772,19 +925,17 @@ impl Engine {
     ) -> Result<Profile> {
         let count = self.check_images(images)?;
         self.check_method(method)?;
-        if let (Some(kept_from), true) = (self.full_backward_from(method), top_k > 0) {
-            self.fit_full_backward(method, top_k, kept_from)?;
-        }
-        if count > self.capacity {
-            return Err(Error::Invalid(format!(
-                "profile runs one chunk: at most {} images, not {count}",
-                self.capacity
-            )));
-        }
         if top_k == 0 || top_k > self.config.num_classes {
             return Err(Error::Invalid(format!(
                 "top-k must be between 1 and {}, not {top_k}",
                 self.config.num_classes
+            )));
+        }
+        self.fit(method, top_k)?;
+        if count > self.capacity {
+            return Err(Error::Invalid(format!(
+                "profile runs one chunk: at most {} images, not {count}",
+                self.capacity
             )));
         }
         let key = self.recording(count, top_k, Some((ClassChoice::TopK, method)))?;
@@ -907,6 +1058,9 @@ impl Profile {
         self.kernels.iter().map(|k| k.ms).sum()
     }
 }
+
+#[cfg(test)]
+mod memory_tests;
 
 #[cfg(test)]
 mod tests {

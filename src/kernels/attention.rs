@@ -16,7 +16,7 @@ struct AttnParams {
     head_dim: u32,
     dim: u32,
     count: u32,
-    row_step: u32,
+    queries: u32,
 }
 
 #[repr(C)]
@@ -53,9 +53,18 @@ impl AttnShape {
         self.tokens.next_multiple_of(4)
     }
 
-    /// Elements of the scores buffer per image: H·N·padded.
+    /// Query rows per (image, head): 1 for the class token's alone, else N.
+    pub fn queries(&self) -> usize {
+        if self.class_token_only {
+            1
+        } else {
+            self.tokens
+        }
+    }
+
+    /// Elements of the scores buffer per image the unfused path works in: H·queries·padded.
     pub fn scores_per_image(&self) -> usize {
-        self.heads * self.tokens * self.padded()
+        self.heads * self.queries() * self.padded()
     }
 
     /// Elements of the Vᵀ buffer per image: H·d·padded.
@@ -68,9 +77,10 @@ impl AttnShape {
 pub(crate) struct AttnBuffers<'a> {
     /// [B·N, 3D] from the qkv projection.
     pub qkv: &'a wgpu::Buffer,
-    /// [B, H, N, padded] scratch.
+    /// [B, H, queries, padded] scratch (see [`AttnShape::queries`]); unused by the fused
+    /// kernel.
     pub scores: &'a wgpu::Buffer,
-    /// [B, H, d, padded] scratch.
+    /// [B, H, d, padded] scratch; unused by the fused kernel.
     pub v_t: &'a wgpu::Buffer,
     /// [B·N, D] output, heads merged.
     pub out: &'a wgpu::Buffer,
@@ -121,7 +131,7 @@ pub(super) const MIRROR: super::Mirror = super::Mirror {
             head_dim,
             dim,
             count,
-            row_step
+            queries
         }),
         super::layout!(FusedParams {
             tokens,
@@ -210,8 +220,7 @@ impl Attention {
         let (b, n, h, d) = (s.batch, s.tokens, s.heads, s.head_dim);
         let dim = h * d;
         let np = s.padded();
-        // Query rows per (image, head).
-        let queries = if s.class_token_only { 1 } else { n };
+        let queries = s.queries();
         let params = AttnParams {
             rows: (b * h * queries) as u32,
             tokens: n as u32,
@@ -220,7 +229,7 @@ impl Attention {
             head_dim: d as u32,
             dim: dim as u32,
             count: (b * n * dim) as u32,
-            row_step: (n / queries) as u32,
+            queries: queries as u32,
         };
         let uniform = gpu.uniform("attention params", &params);
         // Views into qkv [B·N, 3D]: head h of image i starts at row i·N, column (0|D|2D) + h·d.
@@ -233,8 +242,8 @@ impl Attention {
         let scores_view = View {
             offset: 0,
             row: np as u32,
-            image: (h * n * np) as u32,
-            head: (n * np) as u32,
+            image: (h * queries * np) as u32,
+            head: (queries * np) as u32,
         };
         let scale = (d as f64).powf(-0.5) as f32;
         let scores = gemm
@@ -259,11 +268,9 @@ impl Attention {
         } else {
             (&self.softmax, linear_grid(softmax_rows))
         };
-        // The last score row softmax touches, and where its n values end.
-        let last_row = (b * h * queries).saturating_sub(1) * (n / queries);
         let softmax = kernel
             .bind()
-            .storage(0, buf.scores, words(last_row * np + n))
+            .storage(0, buf.scores, words(b * s.scores_per_image()))
             .storage(1, buf.cls_scores, words(b * h * n))
             .uniform(2, &uniform)
             .dispatch(gpu, groups)

@@ -9,7 +9,7 @@ use safetensors::SafeTensors;
 
 use super::record_generic_attention;
 use crate::explain::agcam::ClassChoice;
-use crate::explain::Engine;
+use crate::explain::{Engine, Method, Plan};
 use crate::gpu::testing::gpus;
 use crate::kernels::encode;
 use crate::model::{load_model, ConfigOverrides};
@@ -39,7 +39,10 @@ fn run(
 ) -> (Vec<f32>, Vec<f32>) {
     let batch = classes.len();
     assert!(batch <= engine.capacity);
-    engine.prepare(engine.capacity).unwrap();
+    let (gpu, k, cfg) = (&engine.gpu, &engine.kernels, &engine.config);
+    let explain = Some((Method::GenericAttention, 1));
+    let scratch = Plan::of(gpu, k, cfg, explain, engine.capacity).scratch;
+    engine.prepare(engine.capacity, scratch).unwrap();
     engine.prepare_full(1, 0, false);
     let (gpu, k, cfg, w) = (
         &engine.gpu,
