@@ -84,7 +84,7 @@ done
 # Trial kernels (AGCAM_TRIAL_KERNELS; src/kernels/mod.rs `Trials`), which the engine does not
 # select until a GPU has measured them: the same ViT-B points with each, on the same binary, to
 # set against its default rows above. Their correctness is in the unit tests above.
-for trial in ${TRIALS-splitk prefetch128}; do
+for trial in ${TRIALS-splitk prefetch128 unfused-attention}; do
     step "A/B trial $trial f32, ViT-B/16"
     AGCAM_TRIAL_KERNELS=$trial timeout 60 "$BIN" bench --backend vulkan --precision f32 \
         --random vit_base_patch16_224 --batches 1,8,64 --iters 5 \

@@ -7,9 +7,6 @@ use crate::gpu::Gpu;
 #[path = "gemm_coop.rs"]
 mod coop;
 #[cfg(test)]
-#[path = "gemm_trials_tests.rs"]
-mod trials_tests;
-#[cfg(test)]
 pub(crate) use coop::{force_twin, MIRRORS as COOP_MIRRORS};
 pub(crate) use coop::{CoopKernel, COOP16_SOURCE, COOP8_SOURCE, TWIN16_SOURCE, TWIN8_SOURCE};
 

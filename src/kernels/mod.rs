@@ -471,9 +471,9 @@ pub enum Precision {
     F16,
 }
 
-/// Kernels that the engine does not select by default, for A/B measurements on hardware where
+/// Kernel choices that differ from the engine's defaults, for A/B measurements on hardware where
 /// they have not been measured yet (scripts/gpu-check.sh): the environment variable
-/// [`Trials::ENV`] lists them, comma-separated. They replace kernels of the GPU kernel set only.
+/// [`Trials::ENV`] lists them, comma-separated. They change the GPU kernel set only.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub(crate) struct Trials {
     /// `splitk`: nn.Linear products whose 64 × 64-tile grid is smaller than a large GPU
@@ -482,6 +482,9 @@ pub(crate) struct Trials {
     /// `prefetch128`: the 128 × 128-tile GEMM loads the next K step while it multiplies this
     /// one (two stages of workgroup memory).
     pub prefetch128: bool,
+    /// `unfused-attention`: the forward's attention through the scores, softmax and A·V
+    /// kernels, as on the CPU set, instead of `attention_fused` (the A/B of the fused kernel).
+    pub unfused_attention: bool,
 }
 
 impl Trials {
@@ -495,9 +498,10 @@ impl Trials {
             match name {
                 "splitk" => trials.splitk = true,
                 "prefetch128" => trials.prefetch128 = true,
+                "unfused-attention" => trials.unfused_attention = true,
                 other => {
                     return Err(Error::Invalid(format!(
-                        "{}: unknown trial kernel {other:?} (known: splitk, prefetch128)",
+                        "{}: unknown trial kernel {other:?} (known: splitk, prefetch128, unfused-attention)",
                         Trials::ENV
                     )))
                 }
@@ -549,7 +553,7 @@ impl Kernels {
             layernorm: LayerNorm::new(gpu, cpu),
             // Fused attention on the GPU set only: on lavapipe it measured 12-15x slower than
             // the CPU set's attention GEMMs (BENCHMARKS.md).
-            attention: Attention::new(gpu, cpu, !cpu),
+            attention: Attention::new(gpu, cpu, !cpu && !trials.unfused_attention),
             tokens: Tokens::new(gpu, precision),
             agcam: AgcamKernels::new(gpu, set, precision),
             baselines: Baselines::new(gpu),
@@ -578,5 +582,7 @@ impl Kernels {
 mod lrp_tests;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod trials_tests;
 #[cfg(test)]
 mod variants_tests;

@@ -44,6 +44,7 @@ fn catalogue_matches_what_launchers_compile() {
                 let trials = Trials {
                     splitk: true,
                     prefetch128: true,
+                    ..Trials::default()
                 };
                 Gemm::with_trials(gpu, set, precision, trials);
             }

@@ -1,8 +1,10 @@
 //! The trial kernels (`Trials`) compute what the default kernels compute: the pipelined
 //! 128 × 128 tile sums in the same order, so it must equal the default bit for bit; split-K
 //! sums K in slices, so it must match f64 as tightly as the default does. They run on every
-//! test device through the GPU kernel set.
+//! test device through the GPU kernel set. (The unfused attention they can select is the
+//! reference of `fused_attention_matches_unfused`.)
 
+use super::gemm::{Epilogue, Gemm};
 use super::*;
 use crate::kernels::tests::helpers::{gpus, run, Rng};
 
@@ -45,6 +47,7 @@ fn trial_kernels_match_the_default_kernels() {
     let trials = Trials {
         splitk: true,
         prefetch128: true,
+        ..Trials::default()
     };
     for gpu in gpus() {
         let default = Gemm::new(gpu, KernelSet::Gpu, Precision::F32);
@@ -113,13 +116,42 @@ fn trial_kernels_match_the_default_kernels() {
 #[test]
 fn trial_names_parse_or_are_refused() {
     assert_eq!(Trials::parse("").unwrap(), Trials::default());
-    let both = Trials::parse(" splitk, prefetch128 ,").unwrap();
-    assert!(both.splitk && both.prefetch128);
+    let all = Trials::parse(" splitk, prefetch128 ,unfused-attention").unwrap();
+    assert!(all.splitk && all.prefetch128 && all.unfused_attention);
     let one = Trials::parse("prefetch128").unwrap();
-    assert!(!one.splitk && one.prefetch128);
+    assert_eq!(
+        one,
+        Trials {
+            prefetch128: true,
+            ..Trials::default()
+        }
+    );
     let e = Trials::parse("splitk,tiled32").unwrap_err().to_string();
     assert!(
         e.contains("AGCAM_TRIAL_KERNELS") && e.contains("\"tiled32\"") && e.contains("splitk"),
         "{e}"
     );
+}
+
+/// `unfused-attention` takes the GPU set's forward off the fused kernel, for an A/B.
+#[test]
+fn unfused_attention_trial_turns_the_fused_kernel_off() {
+    let shape = AttnShape {
+        batch: 2,
+        tokens: 197,
+        heads: 12,
+        head_dim: 64,
+        class_token_only: false,
+        keep_probs: false,
+    };
+    let trials = Trials {
+        unfused_attention: true,
+        ..Trials::default()
+    };
+    for gpu in gpus() {
+        let default = Kernels::new(gpu, KernelSet::Gpu, Precision::F32);
+        assert!(default.attention.fuses(gpu, shape));
+        let trial = Kernels::with_trials(gpu, KernelSet::Gpu, Precision::F32, trials);
+        assert!(!trial.attention.fuses(gpu, shape));
+    }
 }
