@@ -44,7 +44,7 @@ pub enum Method {
     RawAttention,
     /// Grad-CAM (Selvaraju et al., ICCV 2017) as pytorch-grad-cam applies it to ViTs:
     /// class-specific. With X the last block's LN1 output at the P patch tokens,
-    /// w = (1/P) Σ_j ∂logits[c]/∂X[j] and map[j] = ReLU(X[j] · w) (method.md §6.2). With
+    /// `w = (1/P) Σ_j ∂logits[c]/∂X[j]` and `map[j] = ReLU(X[j] · w)` (method.md §6.2). With
     /// class-token pooling in closed form from the last block alone; with average pooling by
     /// the last block's full backward.
     GradCam,
