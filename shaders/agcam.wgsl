@@ -176,8 +176,10 @@ const VM4_ROWS: u32 = 8u;
 override VM4_LIVE_ROWS: u32 = VM4_ROWS;
 const VM_COLS4: u32 = 4u;
 // Small workgroups, so that a single gradient row over a 768-wide output (48 invocations) still
-// spreads over several CPU threads (GPUs run vecmat_sliced instead).
-const VM4_WG: u32 = 16u;
+// spreads over several CPU threads (GPUs run vecmat_sliced instead): 6 workgroups of 8, one
+// SIMD batch each on llvmpipe's 8 lanes. With 16 (3 workgroups for 2 threads) ViT-B's chain at
+// batch 1 took 81–82 ms on lavapipe, with 8 61–72, with 4 73–77 (BENCHMARKS.md).
+const VM4_WG: u32 = 8u;
 
 @compute @workgroup_size(VM4_WG)
 fn vecmat4(

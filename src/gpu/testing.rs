@@ -1,5 +1,5 @@
 //! Devices for unit tests: one per backend among Vulkan and GL (lavapipe and llvmpipe on CI),
-//! opened once per test binary. `AGCAM_TEST_BACKEND=vulkan|gl` restricts the set.
+//! opened once per test binary. `AGCAM_TEST_BACKEND=vulkan|gl` restricts the set (empty: both).
 
 use std::sync::OnceLock;
 
@@ -7,7 +7,9 @@ use super::{open_each, Backend, Gpu};
 
 /// The backends the tests run on, after the `AGCAM_TEST_BACKEND` filter.
 pub(crate) fn test_backends() -> Vec<Backend> {
-    let only = std::env::var("AGCAM_TEST_BACKEND").ok();
+    let only = std::env::var("AGCAM_TEST_BACKEND")
+        .ok()
+        .filter(|o| !o.is_empty());
     [("vulkan", Backend::Vulkan), ("gl", Backend::Gl)]
         .into_iter()
         .filter(|(name, _)| only.as_deref().is_none_or(|o| o == *name))

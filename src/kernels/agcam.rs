@@ -19,7 +19,7 @@ const VM4_ROWS: u32 = 8;
 /// lavapipe.
 pub(super) const GEMM_MIN_ROWS: usize = 128;
 const VM_COLS4: u32 = 4;
-const VM4_WG: u32 = 16;
+const VM4_WG: u32 = 8;
 /// Columns and rows per workgroup of `vecmat_sliced` (VS_COLS, VS_ROWS in agcam.wgsl).
 const VS_COLS: u32 = 8;
 const VS_ROWS: u32 = 4;
