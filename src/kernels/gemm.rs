@@ -472,10 +472,8 @@ impl Gemm {
             col_offset: col_offset as u32,
             epilogue: Epilogue::Residual as u32,
             gate_rows: 1,
-            keep_every: 0,
-            split_len: 0,
-            splits: 0,
-            _pad: 0,
+            // No kept rows, no split.
+            ..bytemuck::Zeroable::zeroed()
         };
         let uniform = gpu.uniform("residual_add params", &params);
         let groups = [(n as u32).div_ceil(64), (m as u32).min(65535), 1];
@@ -591,10 +589,8 @@ impl Gemm {
             col_offset: 0,
             epilogue,
             gate_rows: gate_rows as u32,
-            keep_every: 0,
-            split_len: 0,
-            splits: 0,
-            _pad: 0,
+            // No kept rows, no split.
+            ..bytemuck::Zeroable::zeroed()
         };
         let uniform = gpu.uniform("backward gemm params", &params);
         let (w_used, w_unused, w_bytes) = if w_f16 {
