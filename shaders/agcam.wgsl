@@ -175,6 +175,9 @@ const VM4_ROWS: u32 = 8u;
 // class), where the other 7 would repeat its multiply-adds for nothing.
 override VM4_LIVE_ROWS: u32 = VM4_ROWS;
 const VM_COLS4: u32 = 4u;
+// vec4 columns each invocation serves, at most VM_COLS4: 2 for a single gradient row, whose
+// 768-wide products then spread over 12 workgroups instead of 6.
+override VM4_LIVE_COLS4: u32 = VM_COLS4;
 // Small workgroups, so that a single gradient row over a 768-wide output (48 invocations) still
 // spreads over several CPU threads (GPUs run vecmat_sliced instead): 6 workgroups of 8, one
 // SIMD batch each on llvmpipe's 8 lanes. With 16 (3 workgroups for 2 threads) ViT-B's chain at
@@ -186,7 +189,7 @@ fn vecmat4(
     @builtin(global_invocation_id) gid: vec3<u32>,
     @builtin(workgroup_id) wid: vec3<u32>,
 ) {
-    let j4 = gid.x * VM_COLS4;
+    let j4 = gid.x * VM4_LIVE_COLS4;
     let r0 = wid.y * VM4_LIVE_ROWS;
     let out4 = p.out_dim / 4u;
     if (j4 >= out4 || r0 >= p.rows) {
@@ -197,26 +200,26 @@ fn vecmat4(
         rows[t] = min(r0 + t, p.rows - 1u) * p.in_dim;
     }
     var cols: array<u32, VM_COLS4>;
-    for (var c = 0u; c < VM_COLS4; c++) {
+    for (var c = 0u; c < VM4_LIVE_COLS4; c++) {
         cols[c] = min(j4 + c, out4 - 1u);
     }
     var acc: array<array<vec4<f32>, VM_COLS4>, VM4_ROWS>;
     for (var i = 0u; i < p.in_dim; i++) {
         let s = scale[i];
         var w: array<vec4<f32>, VM_COLS4>;
-        for (var c = 0u; c < VM_COLS4; c++) {
+        for (var c = 0u; c < VM4_LIVE_COLS4; c++) {
             w[c] = load_weight4(i * out4 + cols[c]) * s;
         }
         for (var t = 0u; t < VM4_LIVE_ROWS; t++) {
             let x = input[rows[t] + i];
-            for (var c = 0u; c < VM_COLS4; c++) {
+            for (var c = 0u; c < VM4_LIVE_COLS4; c++) {
                 acc[t][c] += x * w[c];
             }
         }
     }
     for (var t = 0u; t < VM4_LIVE_ROWS; t++) {
         let r = r0 + t;
-        for (var c = 0u; c < VM_COLS4; c++) {
+        for (var c = 0u; c < VM4_LIVE_COLS4; c++) {
             if (r < p.rows && j4 + c < out4) {
                 for (var e = 0u; e < 4u; e++) {
                     let j = 4u * (j4 + c) + e;

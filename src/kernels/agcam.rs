@@ -20,6 +20,12 @@ const VM4_ROWS: u32 = 8;
 pub(super) const GEMM_MIN_ROWS: usize = 128;
 const VM_COLS4: u32 = 4;
 const VM4_WG: u32 = 8;
+/// Overrides of `vecmat4` for a single gradient row (batch 1, one class): one row and 2 vec4
+/// columns per invocation, so fc1ᵀ's 768 columns spread over 12 workgroups instead of 6. On
+/// lavapipe ViT-B's chain at batch 1 took a median 55 ms instead of 62 (BENCHMARKS.md); with
+/// one column per invocation it took 180.
+pub(super) const VECMAT4_SINGLE_ROW: [(&str, u32); 2] =
+    [("VM4_LIVE_ROWS", 1), ("VM4_LIVE_COLS4", 2)];
 /// Columns and rows per workgroup of `vecmat_sliced` (VS_COLS, VS_ROWS in agcam.wgsl).
 const VS_COLS: u32 = 8;
 const VS_ROWS: u32 = 4;
@@ -64,6 +70,7 @@ pub(super) const MIRROR: super::Mirror = super::Mirror {
         ("VM_ROWS", VM_ROWS),
         ("VM4_ROWS", VM4_ROWS),
         ("VM4_LIVE_ROWS", VM4_ROWS),
+        ("VM4_LIVE_COLS4", VM_COLS4),
         ("VM_COLS4", VM_COLS4),
         ("VM4_WG", VM4_WG),
         ("VS_COLS", VS_COLS),
@@ -110,8 +117,9 @@ enum Vecmat {
         scalar: Kernel,
         /// Output widths that are multiples of 4 (vec4 weight loads).
         vec4: Kernel,
-        /// `vec4` serving one row per invocation, for a single gradient row (batch 1, one
-        /// class): 1.5× faster there on lavapipe; from 4 rows on, the shared weight loads win.
+        /// `vec4` serving one row and fewer columns per invocation ([`VECMAT4_SINGLE_ROW`]),
+        /// for a single gradient row: 1.5× faster there on lavapipe; from 4 rows on, the
+        /// shared weight loads win.
         vec4_single: Kernel,
     },
     /// GPUs: any output width, the reduction split across the workgroup; from
@@ -149,6 +157,7 @@ impl AgcamKernels {
     pub fn new(gpu: &Gpu, set: KernelSet, precision: Precision) -> AgcamKernels {
         let m = module(gpu, "agcam");
         let w_f16 = [("W_F16", (precision == Precision::F16) as u32 as f64)];
+        let single_row = VECMAT4_SINGLE_ROW.map(|(name, value)| (name, value as f64));
         let gpu_set = set.resolve(gpu) == KernelSet::Gpu;
         #[cfg(not(test))]
         let gemm_rows = GEMM_MIN_ROWS;
@@ -185,7 +194,7 @@ impl AgcamKernels {
                         &m,
                         "vecmat4",
                         VECMAT4_BINDINGS,
-                        &[w_f16[0], ("VM4_LIVE_ROWS", 1.0)],
+                        &[w_f16[0], single_row[0], single_row[1]],
                     ),
                 }
             },
@@ -259,12 +268,12 @@ impl AgcamKernels {
             Vecmat::Cpu {
                 vec4, vec4_single, ..
             } if out_dim.is_multiple_of(4) => {
-                let columns = (out_dim as u32 / 4).div_ceil(VM_COLS4);
-                let (kernel, rows_per_group) = if rows == 1 {
-                    (vec4_single, 1)
+                let (kernel, rows_per_group, cols4) = if rows == 1 {
+                    (vec4_single, 1, VECMAT4_SINGLE_ROW[1].1)
                 } else {
-                    (vec4, VM4_ROWS)
+                    (vec4, VM4_ROWS, VM_COLS4)
                 };
+                let columns = (out_dim as u32 / 4).div_ceil(cols4);
                 (kernel, (8, 9), columns.div_ceil(VM4_WG), rows_per_group)
             }
             Vecmat::Cpu { scalar, .. } => (scalar, (2, 7), (out_dim as u32).div_ceil(WG), VM_ROWS),

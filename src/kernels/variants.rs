@@ -4,6 +4,7 @@
 //! and the tests translate each with naga for the back ends it targets and check that every
 //! kernel the launchers compile on the test adapters is listed here.
 
+use super::agcam::VECMAT4_SINGLE_ROW;
 use super::{shader_source, KernelSet, SHADERS};
 use crate::gpu::Backend;
 
@@ -242,12 +243,8 @@ pub fn shader_variants() -> Vec<ShaderVariant> {
         out.push(v("agcam", "vecmat_sliced", &w, Some(Gpu)));
         out.push(v("agcam", "vecmat", &w, Some(Cpu)));
         out.push(v("agcam", "vecmat4", &w, Some(Cpu)));
-        out.push(v(
-            "agcam",
-            "vecmat4",
-            &[w[0], ("VM4_LIVE_ROWS", 1)],
-            Some(Cpu),
-        ));
+        let single_row = [w[0], VECMAT4_SINGLE_ROW[0], VECMAT4_SINGLE_ROW[1]];
+        out.push(v("agcam", "vecmat4", &single_row, Some(Cpu)));
     }
     for entry in ["head_mean", "rollout_step", "raw_attention"] {
         out.push(v("baselines", entry, &[], None));
