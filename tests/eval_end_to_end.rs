@@ -1,6 +1,8 @@
 //! Both protocols end to end on a tiny dataset written to a tempdir and a small random model,
 //! for all three methods, on the first GPU backend that opens (Vulkan, else GL).
 
+mod common;
+
 use std::fs;
 use std::path::Path;
 
@@ -9,20 +11,18 @@ use agcam::eval::{
     Status,
 };
 use agcam::explain::softmax;
-use agcam::gpu::{open_each, Backend, Gpu};
+use agcam::gpu::{open_each, Gpu};
 use agcam::model::{Model, ModelConfig};
 use agcam::{Engine, EngineOptions, Method};
 
 const CLASSES: [&str; 3] = ["circle", "square", "triangle"];
 
-/// The first backend that opens, Vulkan before GL (each backend is opened only if needed);
-/// `AGCAM_TEST_BACKEND=vulkan|gl` picks one.
+/// The first backend of the tests' set that opens, Vulkan before GL (each opened only if
+/// needed).
 fn gpu() -> Gpu {
-    let only = std::env::var("AGCAM_TEST_BACKEND").ok();
-    [("vulkan", Backend::Vulkan), ("gl", Backend::Gl)]
-        .iter()
-        .filter(|(name, _)| only.as_deref().is_none_or(|o| o == *name))
-        .find_map(|&(_, b)| open_each(&[b]).into_iter().find_map(Result::ok))
+    common::test_backends()
+        .into_iter()
+        .find_map(|b| open_each(&[b]).into_iter().find_map(Result::ok))
         .expect("no GPU adapter: install mesa-vulkan-drivers")
 }
 

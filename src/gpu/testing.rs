@@ -3,19 +3,8 @@
 
 use std::sync::OnceLock;
 
-use super::{open_each, Backend, Gpu};
-
-/// The backends the tests run on, after the `AGCAM_TEST_BACKEND` filter.
-pub(crate) fn test_backends() -> Vec<Backend> {
-    let only = std::env::var("AGCAM_TEST_BACKEND")
-        .ok()
-        .filter(|o| !o.is_empty());
-    [("vulkan", Backend::Vulkan), ("gl", Backend::Gl)]
-        .into_iter()
-        .filter(|(name, _)| only.as_deref().is_none_or(|o| o == *name))
-        .map(|(_, b)| b)
-        .collect()
-}
+pub(crate) use super::test_backends::test_backends;
+use super::{open_each, Gpu};
 
 /// Every test device; panics when there is none, since the GPU tests would prove nothing.
 pub(crate) fn gpus() -> &'static [Gpu] {

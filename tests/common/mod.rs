@@ -6,15 +6,13 @@ pub mod parity;
 
 use agcam::gpu::{open_each, Backend, Gpu};
 
-/// One device per available backend among Vulkan and GL (lavapipe and llvmpipe on CI), so
-/// every GPU test runs on both. `AGCAM_TEST_BACKEND=vulkan|gl` restricts the set.
+#[path = "../../src/gpu/test_backends.rs"]
+mod backends;
+pub use backends::test_backends;
+
+/// One device per backend of [`test_backends`], so every GPU test runs on both.
 pub fn gpus() -> Vec<Gpu> {
-    let only = std::env::var("AGCAM_TEST_BACKEND").ok();
-    let backends: Vec<Backend> = [("vulkan", Backend::Vulkan), ("gl", Backend::Gl)]
-        .into_iter()
-        .filter(|(name, _)| only.as_deref().is_none_or(|o| o == *name))
-        .map(|(_, b)| b)
-        .collect();
+    let backends = test_backends();
     let gpus: Vec<Gpu> = open_each(&backends)
         .into_iter()
         .map(|g| g.unwrap_or_else(|e| panic!("{e}")))
