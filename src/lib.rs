@@ -20,5 +20,6 @@ pub(crate) mod vit;
 
 pub use error::{Error, Result};
 pub use explain::{
-    ClassMap, ClassScore, Engine, EngineOptions, Explanation, KernelTiming, Method, Profile, Target,
+    check_request, ClassMap, ClassScore, Engine, EngineOptions, Explanation, KernelTiming, Method,
+    Profile, Target,
 };

@@ -96,6 +96,8 @@ fn bad_requests_are_clear_errors() {
         let o = agcam(&args);
         assert!(!o.status.success());
         assert!(stderr(&o).contains(want), "{want}: {}", stderr(&o));
+        // Refused before the model is uploaded (the upload prints "model NAME: read in ...").
+        assert!(!stderr(&o).contains("read in"), "{want}: {}", stderr(&o));
     }
 
     let empty = dir.path().join("empty");

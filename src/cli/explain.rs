@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use agcam::image::Orientation;
-use agcam::model::Model;
+use agcam::model::{Model, ModelConfig};
 use agcam::output::{class_suffixes, is_written_overlay, write_image, RunInfo, Stems};
 use agcam::pipeline::{
     explain_files_with, find_images, for_each_prepared_chunk_with, non_finite, FileRunOptions,
@@ -124,12 +124,14 @@ pub fn explain(args: &ExplainArgs) -> agcam::Result<bool> {
     let paths = input_pictures(&args.images)?;
     // Before any work: a run that cannot write its results should not start.
     agcam::files::ensure_writable_dir(&args.out)?;
-    let (model, mut engine) = load_and_upload(&args.model, &args.gpu)?;
     let target = match (args.class, args.top_k) {
         (Some(c), _) => Target::Class(c),
         (None, Some(k)) => Target::TopK(k),
         (None, None) => Target::Predicted,
     };
+    let (model, mut engine) = load_and_upload(&args.model, &args.gpu, |config| {
+        agcam::check_request(config, &target, args.method)
+    })?;
     let info = RunInfo {
         config: model.config.clone(),
         adapter: engine.gpu().describe(),
@@ -239,7 +241,7 @@ pub fn explain(args: &ExplainArgs) -> agcam::Result<bool> {
 
 pub fn predict(args: &PredictArgs) -> agcam::Result<bool> {
     let paths = input_pictures(&args.images)?;
-    let (model, mut engine) = load_and_upload(&args.model, &args.gpu)?;
+    let (model, mut engine) = load_and_upload(&args.model, &args.gpu, |_| Ok(()))?;
     let mut failed = 0usize;
     let capacity = engine.capacity();
     let read = ReadOptions {
@@ -300,12 +302,18 @@ pub fn predict(args: &PredictArgs) -> agcam::Result<bool> {
     Ok(failed == 0)
 }
 
-/// Reads the checkpoint and uploads it, saying how long each took (model load time is what
-/// users of large checkpoints wait for first).
-fn load_and_upload(model: &ModelArgs, gpu: &GpuArgs) -> agcam::Result<(Model, Engine)> {
+/// Reads the checkpoint, refuses what `check` refuses for its config, then uploads it, saying
+/// how long each step took (model load time is what users of large checkpoints wait for
+/// first, so a request the model cannot serve is refused before the upload).
+fn load_and_upload(
+    model: &ModelArgs,
+    gpu: &GpuArgs,
+    check: impl FnOnce(&ModelConfig) -> agcam::Result<()>,
+) -> agcam::Result<(Model, Engine)> {
     let start = Instant::now();
     let loaded = model.load()?;
     let read = start.elapsed().as_secs_f64();
+    check(&loaded.config)?;
     let start = Instant::now();
     let engine = gpu.engine(&loaded)?;
     eprintln!(

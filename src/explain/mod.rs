@@ -100,6 +100,64 @@ pub enum Target {
     PerImage(Vec<usize>),
 }
 
+/// Refuses, before any work, a request the model cannot serve: a class outside the model's, a
+/// top-k of 0 or above the class count, or a method undefined for the model (AGCAM, generic
+/// attention and transformer attribution on average-pooled models). [`Engine::explain_with`]
+/// checks the same; callers that upload a model only after checking call it first.
+pub fn check_request(config: &ModelConfig, target: &Target, method: Method) -> Result<()> {
+    check_method(config, method)?;
+    let c = config.num_classes;
+    let check_class = |class: usize| {
+        if class >= c {
+            Err(Error::Invalid(format!(
+                "class {class} is out of range: the model has {c} classes (0..={})",
+                c - 1
+            )))
+        } else {
+            Ok(())
+        }
+    };
+    match target {
+        Target::Predicted => Ok(()),
+        Target::TopK(k) if *k == 0 || *k > c => Err(Error::Invalid(format!(
+            "top-k must be between 1 and the number of classes ({c}), not {k}"
+        ))),
+        Target::TopK(_) => Ok(()),
+        Target::Class(class) => check_class(*class),
+        Target::PerImage(classes) => classes.iter().try_for_each(|&class| check_class(class)),
+    }
+}
+
+/// Refuses a method the model cannot be explained with.
+fn check_method(config: &ModelConfig, method: Method) -> Result<()> {
+    if config.pooling != Pooling::Avg {
+        return Ok(());
+    }
+    let why = match method {
+        Method::Agcam => {
+            "AGCAM is undefined for average-pooled models (global_pool=\"avg\"): with the \
+             attention inputs detached (method.md §2), no gradient reaches the class token's \
+             query row, so every map would be zero."
+        }
+        Method::GenericAttention => {
+            "generic attention is undefined for average-pooled models (global_pool=\"avg\"): \
+             its map is the class token's row of the relevance, and the class token reaches \
+             no logit there (method.md §6.1)."
+        }
+        Method::TransformerAttribution => {
+            "transformer attribution is undefined for average-pooled models \
+             (global_pool=\"avg\"): its LRP relevance starts at the class token and its map \
+             is the class token's row, which reaches no logit there (method.md §6.3)."
+        }
+        Method::GradCam | Method::AttentionRollout | Method::RawAttention => return Ok(()),
+    };
+    Err(Error::Invalid(format!(
+        "{}: {why} Predictions, grad-cam and the attention-rollout and raw-attention \
+         baselines work.",
+        config.name
+    )))
+}
+
 /// One explained class of one image.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ClassMap {
@@ -508,42 +566,19 @@ impl Engine {
         method: Method,
     ) -> Result<Vec<Explanation>> {
         let count = self.check_images(images)?;
-        let c = self.config.num_classes;
-        let check_class = |class: usize| {
-            if class >= c {
-                Err(Error::Invalid(format!(
-                    "class {class} is out of range: the model has {c} classes (0..={})",
-                    c - 1
-                )))
-            } else {
-                Ok(())
+        check_request(&self.config, target, method)?;
+        if let Target::PerImage(classes) = target {
+            if classes.len() != count {
+                return Err(Error::Invalid(format!(
+                    "{} target classes given for {count} images",
+                    classes.len()
+                )));
             }
-        };
-        self.check_method(method)?;
+        }
         let (per_image, choice) = match target {
             Target::Predicted => (1, ClassChoice::TopK),
-            Target::TopK(k) => {
-                if *k == 0 || *k > c {
-                    return Err(Error::Invalid(format!(
-                        "top-k must be between 1 and the number of classes ({c}), not {k}"
-                    )));
-                }
-                (*k, ClassChoice::TopK)
-            }
-            Target::Class(class) => {
-                check_class(*class)?;
-                (1, ClassChoice::Given)
-            }
-            Target::PerImage(classes) => {
-                if classes.len() != count {
-                    return Err(Error::Invalid(format!(
-                        "{} target classes given for {count} images",
-                        classes.len()
-                    )));
-                }
-                classes.iter().try_for_each(|&class| check_class(class))?;
-                (1, ClassChoice::Given)
-            }
+            Target::TopK(k) => (*k, ClassChoice::TopK),
+            Target::Class(_) | Target::PerImage(_) => (1, ClassChoice::Given),
         };
         self.fit(method, per_image)?;
         let mut out = Vec::with_capacity(count);
@@ -575,36 +610,6 @@ impl Engine {
             }
         }
         Ok(out)
-    }
-
-    /// Refuses a method the model cannot be explained with.
-    fn check_method(&self, method: Method) -> Result<()> {
-        if self.config.pooling != Pooling::Avg {
-            return Ok(());
-        }
-        let why = match method {
-            Method::Agcam => {
-                "AGCAM is undefined for average-pooled models (global_pool=\"avg\"): with the \
-                 attention inputs detached (method.md §2), no gradient reaches the class token's \
-                 query row, so every map would be zero."
-            }
-            Method::GenericAttention => {
-                "generic attention is undefined for average-pooled models (global_pool=\"avg\"): \
-                 its map is the class token's row of the relevance, and the class token reaches \
-                 no logit there (method.md §6.1)."
-            }
-            Method::TransformerAttribution => {
-                "transformer attribution is undefined for average-pooled models \
-                 (global_pool=\"avg\"): its LRP relevance starts at the class token and its map \
-                 is the class token's row, which reaches no logit there (method.md §6.3)."
-            }
-            Method::GradCam | Method::AttentionRollout | Method::RawAttention => return Ok(()),
-        };
-        Err(Error::Invalid(format!(
-            "{}: {why} Predictions, grad-cam and the attention-rollout and raw-attention \
-             baselines work.",
-            self.config.name
-        )))
     }
 
     fn check_images(&self, images: &[f32]) -> Result<usize> {
@@ -924,13 +929,7 @@ impl Engine {
         method: Method,
     ) -> Result<Profile> {
         let count = self.check_images(images)?;
-        self.check_method(method)?;
-        if top_k == 0 || top_k > self.config.num_classes {
-            return Err(Error::Invalid(format!(
-                "top-k must be between 1 and {}, not {top_k}",
-                self.config.num_classes
-            )));
-        }
+        check_request(&self.config, &Target::TopK(top_k), method)?;
         self.fit(method, top_k)?;
         if count > self.capacity {
             return Err(Error::Invalid(format!(
