@@ -149,7 +149,10 @@ pub(crate) struct Gemm {
     /// [`SMALL_GRID_GROUPS`] workgroups.
     split: Option<([Option<Kernel>; 2], Kernel)>,
     /// Split-K's partial sums, shared by every split product: each is reduced before the next
-    /// writes (one queue, barriers between dispatches). Grown to the largest product recorded.
+    /// writes (one queue, barriers between dispatches). Grown to the largest product recorded,
+    /// which is bounded whatever the model or batch: a split product has G < 256 tiles of
+    /// 64 × 64 and at most ⌈256 / G⌉ slices, so fewer than 512 · 4096 f32 = 8 MiB. Like the
+    /// weights, it is outside the per-image activation budget (`--max-gpu-mem`).
     partial: std::sync::Mutex<Option<wgpu::Buffer>>,
     /// GPU set only: `gemm_tiled` with BACKWARD and f32 tiles, for the backward chain's
     /// transposed products ([`Gemm::backward_product`]); indexed like `vec4`.
