@@ -280,6 +280,7 @@ fn stage_class(
             size: prepared.size,
             exif_orientation: prepared.exif_orientation,
             orientation_applied: prepared.oriented(),
+            saturated_16bit: prepared.saturated_16bit,
         },
         explanation,
         class_map,
@@ -338,6 +339,8 @@ pub struct RecordImage<'a> {
     pub exif_orientation: Option<u8>,
     /// Whether that orientation was applied before explaining.
     pub orientation_applied: bool,
+    /// Whether 16-bit grayscale samples above 255 saturated to white when it was read.
+    pub saturated_16bit: bool,
 }
 
 /// The names of the files written beside a record (`None`: not written).
@@ -390,6 +393,7 @@ pub fn class_record(
         "image_size": [image.size.0, image.size.1],
         "exif_orientation": image.exif_orientation,
         "orientation_applied": image.orientation_applied,
+        "saturated_16bit": image.saturated_16bit,
         "method": info.method.name(),
         "predicted_class": predicted,
         "predicted_label": cfg.label(predicted),

@@ -169,6 +169,8 @@ pub struct Prepared {
     pub exif_orientation: Option<u8>,
     /// How the picture was read; [`Prepared::original_image`] reads it the same way again.
     pub orientation: Orientation,
+    /// 16-bit grayscale samples above 255 saturated to white ([`crate::image::Decoded::saturated_16bit`]).
+    pub saturated_16bit: bool,
     /// The normalised `[3, H, W]` model input.
     pub input: Vec<f32>,
     /// Milliseconds spent decoding and preprocessing.
@@ -232,6 +234,7 @@ pub fn prepare_with(path: &Path, cfg: &ModelConfig, options: &ReadOptions) -> Re
         size,
         exif_orientation: decoded.exif_orientation,
         orientation: options.orientation,
+        saturated_16bit: decoded.saturated_16bit,
         input,
         preprocess_ms: start.elapsed().as_secs_f64() * 1e3,
     })

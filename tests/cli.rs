@@ -48,7 +48,33 @@ fn explain_writes_overlay_map_and_record_and_reports_bad_images() {
     let p = record["explained_probability"].as_f64().unwrap();
     assert!(p > 0.0 && p <= 1.0);
     assert_eq!(record["method"], "agcam");
+    assert_eq!(record["saturated_16bit"], false);
     assert!(!out.join("broken.json").exists());
+}
+
+/// A 16-bit grayscale picture whose values pass 255 is explained as PIL reads it (saturated,
+/// mostly white), with a note on stderr and `saturated_16bit` in its record.
+#[test]
+fn saturated_16bit_gray_is_noted() {
+    let dir = tempfile::tempdir().unwrap();
+    let picture = dir.path().join("gray16.png");
+    let ramp = image::ImageBuffer::from_fn(32, 32, |x, y| image::Luma([(x * 64 + y) as u16]));
+    ramp.save(&picture).unwrap();
+    let out = dir.path().join("out");
+    let weights = fixture("odd_ls/model.safetensors");
+    let o = agcam(&[
+        "explain",
+        s(&picture),
+        "--weights",
+        s(&weights),
+        "--out",
+        s(&out),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stderr(&o).contains("16-bit grayscale"), "{}", stderr(&o));
+    let record: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("gray16.json")).unwrap()).unwrap();
+    assert_eq!(record["saturated_16bit"], true);
 }
 
 #[test]

@@ -128,6 +128,8 @@ struct Source {
     /// The file's EXIF orientation tag, and whether it was applied (files only).
     exif_orientation: Option<u8>,
     orientation_applied: bool,
+    /// 16-bit grayscale samples above 255 saturated to white when the file was read.
+    saturated_16bit: bool,
     preprocess_ms: f64,
 }
 
@@ -332,6 +334,7 @@ impl Images {
                                 size: p.size,
                                 exif_orientation: p.exif_orientation,
                                 orientation_applied: p.oriented(),
+                                saturated_16bit: p.saturated_16bit,
                                 path: Some(p.path),
                                 preprocess_ms: p.preprocess_ms,
                             })
@@ -364,6 +367,7 @@ impl Images {
                     size: (w as u32, h as u32),
                     exif_orientation: None,
                     orientation_applied: false,
+                    saturated_16bit: false,
                     preprocess_ms: 0.0,
                 };
                 work(
@@ -392,6 +396,7 @@ fn preprocess_pixels(images: &[RgbImage], cfg: &ModelConfig) -> agcam::Result<Ba
             size: image.dimensions(),
             exif_orientation: None,
             orientation_applied: false,
+            saturated_16bit: false,
             preprocess_ms: start.elapsed().as_secs_f64() * 1e3,
         };
         Ok((input, source))
@@ -795,6 +800,7 @@ impl Explanation {
                 size: source.size,
                 exif_orientation: source.exif_orientation,
                 orientation_applied: source.orientation_applied,
+                saturated_16bit: source.saturated_16bit,
             },
             explanation,
             class_map,

@@ -171,6 +171,17 @@ pub fn explain(args: &ExplainArgs) -> agcam::Result<bool> {
                     explanation,
                     gpu_ms,
                 } => {
+                    if prepared.saturated_16bit {
+                        say(
+                            &bar,
+                            format!(
+                                "note: {}: a 16-bit grayscale picture with values above 255; \
+                                 they saturate to white as in PIL's convert(\"RGB\"), so a \
+                                 mostly white picture is explained (convert it to 8 bits first)",
+                                prepared.path.display()
+                            ),
+                        );
+                    }
                     let suffixes = class_suffixes(&explanation, suffixed);
                     let stem = stems.stem_for(&prepared.path, &suffixes);
                     let natural = prepared.path.file_stem().map(|s| s.to_string_lossy());

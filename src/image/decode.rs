@@ -30,6 +30,10 @@ pub struct Decoded {
     pub exif_orientation: Option<u8>,
     /// Whether a rotation or flip was applied (tag present, not 1, and [`Orientation::Apply`]).
     pub oriented: bool,
+    /// A 16-bit grayscale picture with samples above 255, which saturated to white under PIL's
+    /// `I;16` rule (see [`load_rgb`]): what is explained is a mostly white picture, as in the
+    /// PyTorch pipeline. Convert such pictures to 8 bits first.
+    pub saturated_16bit: bool,
 }
 
 /// Decodes a PNG, JPEG, WebP or BMP file to 8-bit RGB, as PIL's `Image.open(path).convert("RGB")`.
@@ -139,10 +143,13 @@ pub(crate) fn decode_bytes(
     if let (true, Some(o)) = (oriented, exif) {
         image.apply_orientation(o);
     }
+    let saturated_16bit =
+        matches!(&image, DynamicImage::ImageLuma16(gray) if gray.pixels().any(|p| p[0] > 255));
     Ok(Decoded {
         image: to_rgb8_like_pil(image),
         exif_orientation: exif.map(ExifOrientation::to_exif),
         oriented,
+        saturated_16bit,
     })
 }
 

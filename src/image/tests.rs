@@ -140,6 +140,40 @@ fn decode_uses_content_not_extension() {
     }
 }
 
+/// 16-bit grayscale saturates at 255 as PIL's `I;16` does, and says so only when a sample was
+/// above 255: a 16-bit file holding 8-bit values, or an 8-bit one, is not flagged.
+#[test]
+fn sixteen_bit_gray_saturation_is_flagged() {
+    let scratch = Scratch::new("gray16");
+    let cases: [(&str, u16, bool); 3] = [
+        ("bright", 1000, true),
+        ("dim", 200, false),
+        ("edge", 255, false),
+    ];
+    for (name, value, saturated) in cases {
+        let path = scratch.path(&format!("{name}.png"));
+        image::ImageBuffer::<image::Luma<u16>, _>::from_pixel(5, 3, image::Luma([value]))
+            .save(&path)
+            .unwrap();
+        let decoded = decode_file(&path, Orientation::Apply).unwrap();
+        assert_eq!(decoded.saturated_16bit, saturated, "{name}");
+        assert_eq!(
+            decoded.image.get_pixel(0, 0).0,
+            [value.min(255) as u8; 3],
+            "{name}"
+        );
+    }
+    let path = scratch.path("gray8.png");
+    image::GrayImage::from_pixel(5, 3, image::Luma([250]))
+        .save(&path)
+        .unwrap();
+    assert!(
+        !decode_file(&path, Orientation::Apply)
+            .unwrap()
+            .saturated_16bit
+    );
+}
+
 fn assert_image_error(path: &Path) {
     match load_rgb(path) {
         Err(Error::Image { path: p, msg }) => {
