@@ -84,7 +84,7 @@ done
 # Trial kernels (AGCAM_TRIAL_KERNELS; src/kernels/mod.rs `Trials`), which the engine does not
 # select until a GPU has measured them: the same ViT-B points with each, on the same binary, to
 # set against its default rows above. Their correctness is in the unit tests above.
-for trial in ${TRIALS-splitk prefetch128 unfused-attention}; do
+for trial in ${TRIALS-splitk prefetch128 unfused-attention wide-slices}; do
     step "A/B trial $trial f32, ViT-B/16"
     AGCAM_TRIAL_KERNELS=$trial timeout 60 "$BIN" bench --backend vulkan --precision f32 \
         --random vit_base_patch16_224 --batches 1,8,64 --iters 5 \
@@ -98,7 +98,7 @@ chain_split() {
 }
 # Binary, precision, batch, top-k (default 1), trial kernels (default none).
 profiles=("$BIN f32 64" "$BIN f16 64" "$BIN f32 8" "$BIN f32 1" "$BIN f32 64 5"
-    "$BIN f32 1 1 splitk" "$BIN f32 64 1 prefetch128")
+    "$BIN f32 1 1 splitk" "$BIN f32 64 1 prefetch128" "$BIN f32 1 1 wide-slices")
 # A second build's f16 profile, where f16 arithmetic is being compared.
 [ -n "${F16_AB_BIN:-}" ] && profiles+=("$F16_AB_BIN f16 64")
 for spec in "${profiles[@]}"; do

@@ -240,11 +240,13 @@ fn vecmat4(
 // sectors, fully used). Narrow columns and many slices keep a single gradient row (batch 1)
 // spread over many workgroups instead of a few that walk the whole depth.
 const VS_COLS: u32 = 8u;
-const VS_SLICES: u32 = 32u;
+// Slices of the reduction per workgroup: 32 by default; the `wide-slices` trial runs 128 (1,024
+// invocations, a quarter of the depth each), for the latency of a single gradient row.
+override VS_SLICES: u32 = 32u;
 const VS_ROWS: u32 = 4u; // = the 4 of row_starts4 / store_rows4
-var<workgroup> slice_sums: array<vec4<f32>, 256>;
+var<workgroup> slice_sums: array<vec4<f32>, VS_COLS * VS_SLICES>;
 
-@compute @workgroup_size(8, 32)
+@compute @workgroup_size(VS_COLS, VS_SLICES)
 fn vecmat_sliced(
     @builtin(workgroup_id) wid: vec3<u32>,
     @builtin(local_invocation_id) lid: vec3<u32>,

@@ -29,6 +29,11 @@ pub(super) const VECMAT4_SINGLE_ROW: [(&str, u32); 2] =
 /// Columns and rows per workgroup of `vecmat_sliced` (VS_COLS, VS_ROWS in agcam.wgsl).
 const VS_COLS: u32 = 8;
 const VS_ROWS: u32 = 4;
+/// Slices of the reduction per `vecmat_sliced` workgroup: the default (VS_SLICES in agcam.wgsl),
+/// and [`Trials::wide_slices`](super::Trials)'s, where the adapter allows workgroups of
+/// VS_COLS × 128.
+pub(super) const VS_SLICES: u32 = 32;
+pub(super) const VS_WIDE_SLICES: u32 = 128;
 /// Invocations per workgroup of `accumulate_heads` (ACC_WG), one per (token, head) pair.
 const ACC_WG: usize = 256;
 
@@ -75,13 +80,14 @@ pub(super) const MIRROR: super::Mirror = super::Mirror {
         ("VM4_WG", VM4_WG),
         ("VS_COLS", VS_COLS),
         ("VS_ROWS", VS_ROWS),
+        ("VS_SLICES", VS_SLICES),
         ("ACC_WG", ACC_WG as u32),
     ],
     workgroups: &[
         ("topk", [WG, 1, 1]),
         ("vecmat", [WG, 1, 1]),
         ("vecmat4", [VM4_WG, 1, 1]),
-        ("vecmat_sliced", [VS_COLS, 32, 1]),
+        ("vecmat_sliced", [VS_COLS, VS_SLICES, 1]),
         ("accumulate", [WG, 1, 1]),
         ("accumulate_heads", [ACC_WG as u32, 1, 1]),
     ],
@@ -153,8 +159,9 @@ pub(crate) struct AgcamKernels {
 }
 
 impl AgcamKernels {
-    /// `precision` is that of the weights `vecmat` reads.
-    pub fn new(gpu: &Gpu, set: KernelSet, precision: Precision) -> AgcamKernels {
+    /// `precision` is that of the weights `vecmat` reads; `wide_slices` is
+    /// [`Trials::wide_slices`](super::Trials).
+    pub fn new(gpu: &Gpu, set: KernelSet, precision: Precision, wide_slices: bool) -> AgcamKernels {
         let m = module(gpu, "agcam");
         let w_f16 = [("W_F16", (precision == Precision::F16) as u32 as f64)];
         let single_row = VECMAT4_SINGLE_ROW.map(|(name, value)| (name, value as f64));
@@ -178,12 +185,17 @@ impl AgcamKernels {
                 &[],
             ),
             vecmat: if gpu_set {
+                let limits = &gpu.limits;
+                let wide = wide_slices
+                    && limits.max_compute_invocations_per_workgroup >= VS_COLS * VS_WIDE_SLICES
+                    && limits.max_compute_workgroup_size_y >= VS_WIDE_SLICES;
+                let slices = if wide { VS_WIDE_SLICES } else { VS_SLICES };
                 Vecmat::Sliced(Kernel::new(
                     gpu,
                     &m,
                     "vecmat_sliced",
                     VECMAT_BINDINGS,
-                    &w_f16,
+                    &[w_f16[0], ("VS_SLICES", slices as f64)],
                 ))
             } else {
                 Vecmat::Cpu {

@@ -485,6 +485,10 @@ pub(crate) struct Trials {
     /// `unfused-attention`: the forward's attention through the scores, softmax and A·V
     /// kernels, as on the CPU set, instead of `attention_fused` (the A/B of the fused kernel).
     pub unfused_attention: bool,
+    /// `wide-slices`: the GPU set's backward-chain products (`vecmat_sliced`) split each
+    /// column's reduction over 128 invocations instead of 32 (workgroups of 1,024), for the
+    /// latency of a single gradient row at batch 1.
+    pub wide_slices: bool,
 }
 
 impl Trials {
@@ -499,9 +503,10 @@ impl Trials {
                 "splitk" => trials.splitk = true,
                 "prefetch128" => trials.prefetch128 = true,
                 "unfused-attention" => trials.unfused_attention = true,
+                "wide-slices" => trials.wide_slices = true,
                 other => {
                     return Err(Error::Invalid(format!(
-                        "{}: unknown trial kernel {other:?} (known: splitk, prefetch128, unfused-attention)",
+                        "{}: unknown trial kernel {other:?} (known: splitk, prefetch128, unfused-attention, wide-slices)",
                         Trials::ENV
                     )))
                 }
@@ -555,7 +560,7 @@ impl Kernels {
             // the CPU set's attention GEMMs (BENCHMARKS.md).
             attention: Attention::new(gpu, cpu, !cpu && !trials.unfused_attention),
             tokens: Tokens::new(gpu, precision),
-            agcam: AgcamKernels::new(gpu, set, precision),
+            agcam: AgcamKernels::new(gpu, set, precision, trials.wide_slices),
             baselines: Baselines::new(gpu),
             gradcam: GradCamKernels::new(gpu),
             backward: std::sync::OnceLock::new(),

@@ -4,7 +4,7 @@
 //! and the tests translate each with naga for the back ends it targets and check that every
 //! kernel the launchers compile on the test adapters is listed here.
 
-use super::agcam::VECMAT4_SINGLE_ROW;
+use super::agcam::{VECMAT4_SINGLE_ROW, VS_SLICES, VS_WIDE_SLICES};
 use super::{shader_source, KernelSet, SHADERS};
 use crate::gpu::Backend;
 
@@ -240,7 +240,11 @@ pub fn shader_variants() -> Vec<ShaderVariant> {
     out.push(v("agcam", "accumulate_heads", &[], Some(Gpu)));
     for w_f16 in [0, 1] {
         let w = [("W_F16", w_f16)];
-        out.push(v("agcam", "vecmat_sliced", &w, Some(Gpu)));
+        // The default slices and the `wide-slices` trial's.
+        for slices in [VS_SLICES, VS_WIDE_SLICES] {
+            let sliced = [w[0], ("VS_SLICES", slices)];
+            out.push(v("agcam", "vecmat_sliced", &sliced, Some(Gpu)));
+        }
         out.push(v("agcam", "vecmat", &w, Some(Cpu)));
         out.push(v("agcam", "vecmat4", &w, Some(Cpu)));
         let single_row = [w[0], VECMAT4_SINGLE_ROW[0], VECMAT4_SINGLE_ROW[1]];

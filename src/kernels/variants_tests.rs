@@ -44,9 +44,11 @@ fn catalogue_matches_what_launchers_compile() {
                 let trials = Trials {
                     splitk: true,
                     prefetch128: true,
+                    wide_slices: true,
                     ..Trials::default()
                 };
                 Gemm::with_trials(gpu, set, precision, trials);
+                AgcamKernels::new(gpu, set, precision, true);
             }
         }
     }
@@ -215,6 +217,10 @@ fn literal_u32(module: &naga::Module, expr: naga::Handle<naga::Expression>) -> O
         naga::Expression::Literal(naga::Literal::I32(v)) => u32::try_from(v).ok(),
         naga::Expression::Literal(naga::Literal::AbstractInt(v)) => u32::try_from(v).ok(),
         naga::Expression::Constant(c) => literal_u32(module, module.constants[c].init),
+        // An override's default.
+        naga::Expression::Override(o) => module.overrides[o]
+            .init
+            .and_then(|e| literal_u32(module, e)),
         _ => None,
     }
 }
@@ -263,10 +269,14 @@ fn launchers_mirror_their_shaders() {
                 .iter()
                 .find(|e| e.name == entry)
                 .unwrap_or_else(|| panic!("{file}.wgsl has no entry point {entry}"));
-            assert_eq!(
-                ep.workgroup_size, size,
-                "{file}.wgsl: workgroup size of {entry}"
-            );
+            // Sizes given by overrides, at their defaults.
+            let mut wgsl = ep.workgroup_size;
+            for (dim, expr) in ep.workgroup_size_overrides.iter().flatten().enumerate() {
+                if let Some(expr) = *expr {
+                    wgsl[dim] = literal_u32(&module, expr).expect("an override with a default");
+                }
+            }
+            assert_eq!(wgsl, size, "{file}.wgsl: workgroup size of {entry}");
         }
         for &(name, rust_size, fields) in mirror.structs {
             let (handle, ty) = module

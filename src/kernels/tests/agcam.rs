@@ -68,11 +68,28 @@ fn agcam_vecmat_matches_f64() {
         (20, 10, 8, 1028),
         // A single row: vecmat4 with one row per invocation (CPU set).
         (1, 1, 300, 772),
+        // ViT-B's fc1ᵀ at batch 1: depth 3072 over 768 columns.
+        (1, 1, 3072, 768),
         // Many rows: the GPU set's tiled GEMM (from GEMM_MIN_ROWS = 128; rows and columns
         // crossing tile edges), the CPU set's vecmat4 and vecmat.
         (130, 5, 70, 68),
         (140, 7, 130, 70),
     ];
+    // Both kernel sets, and the GPU set's `wide-slices` trial (128 slices per column).
+    let wide: Vec<(&Gpu, AgcamKernels, Gemm)> = gpus()
+        .iter()
+        .map(|g| {
+            let agcam = AgcamKernels::new(g, KernelSet::Gpu, Precision::F32, true);
+            (g, agcam, Gemm::new(g, KernelSet::Gpu, Precision::F32))
+        })
+        .collect();
+    let kernels: Vec<_> = devices()
+        .map(|(g, k)| (g, &k.agcam, &k.gemm, k.set.resolve(g), ""))
+        .chain(
+            wide.iter()
+                .map(|(g, agcam, gemm)| (*g, agcam, gemm, KernelSet::Gpu, " wide-slices")),
+        )
+        .collect();
     for (rows, per_image, in_dim, out_dim) in shapes {
         let input = rng.vec(rows * in_dim, -1.0, 1.0);
         let scale = rng.vec(in_dim, -2.0, 2.0);
@@ -103,15 +120,15 @@ fn agcam_vecmat_matches_f64() {
             } else {
                 product.clone()
             };
-            for (gpu, kern) in devices() {
+            for &(gpu, agcam, gemm, set, trial) in &kernels {
                 let i_buf = gpu.storage_from("input", &input);
                 let s_buf = gpu.storage_from("scale", &scale);
                 let w_buf = gpu.storage_from("weight", &weight);
                 let g_buf = gpu.storage_from("gate", &gate);
                 let out = gpu.storage("out", 4 * want.len() as u64);
-                let d = kern.agcam.vecmat(
+                let d = agcam.vecmat(
                     gpu,
-                    &kern.gemm,
+                    gemm,
                     &i_buf,
                     &s_buf,
                     &w_buf,
@@ -120,10 +137,8 @@ fn agcam_vecmat_matches_f64() {
                     (rows, per_image),
                     (in_dim, out_dim),
                 );
-                let kernel = format!("agcam.{}", d.kernel);
-                if rows >= crate::kernels::agcam::GEMM_MIN_ROWS
-                    && kern.set.resolve(gpu) == KernelSet::Gpu
-                {
+                let kernel = format!("agcam.{}{trial}", d.kernel);
+                if rows >= crate::kernels::agcam::GEMM_MIN_ROWS && set == KernelSet::Gpu {
                     assert_eq!(
                         d.kernel, "gemm_tiled",
                         "rows={rows}: the GPU set's many-row product"
