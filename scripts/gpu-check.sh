@@ -90,6 +90,8 @@ for trial in ${TRIALS-splitk prefetch128 unfused-attention wide-slices}; do
         --random vit_base_patch16_224 --batches 1,8,64 --iters 5 \
         --json "$R/ab_trial_${trial}_f32.json" 2>&1 | quiet
 done
+step "A/B summary: trials and earlier builds against $BIN"
+python3 scripts/ab-summary.py "$R" --default "$(basename "$BIN")" 2>&1 | tee "$R/ab_summary.txt"
 
 # Forward and backward (the `<method>.` launches and topk) kernel time of a profile table.
 chain_split() {
