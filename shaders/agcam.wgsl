@@ -243,6 +243,7 @@ const VS_COLS: u32 = 8u;
 // Slices of the reduction per workgroup: 32 by default; the `wide-slices` trial runs 128 (1,024
 // invocations, a quarter of the depth each), for the latency of a single gradient row.
 override VS_SLICES: u32 = 32u;
+const VS_FOLDED: u32 = 32u;
 const VS_ROWS: u32 = 4u; // = the 4 of row_starts4 / store_rows4
 var<workgroup> slice_sums: array<vec4<f32>, VS_COLS * VS_SLICES>;
 
@@ -262,11 +263,23 @@ fn vecmat_sliced(
     }
     slice_sums[lid.y * VS_COLS + lid.x] = acc;
     workgroupBarrier();
+    // Wider workgroups first fold their slices onto the first VS_FOLDED in parallel, so that
+    // the serial sum below stays VS_FOLDED long (the default adds its 32 slices as they are).
+    if (VS_SLICES > VS_FOLDED) {
+        if (lid.y < VS_FOLDED) {
+            var folded = acc;
+            for (var s = lid.y + VS_FOLDED; s < VS_SLICES; s += VS_FOLDED) {
+                folded += slice_sums[s * VS_COLS + lid.x];
+            }
+            slice_sums[lid.y * VS_COLS + lid.x] = folded;
+        }
+        workgroupBarrier();
+    }
     if (lid.y != 0u || j >= p.out_dim) {
         return;
     }
     var sum = vec4<f32>(0.0);
-    for (var s = 0u; s < VS_SLICES; s++) {
+    for (var s = 0u; s < min(VS_SLICES, VS_FOLDED); s++) {
         sum += slice_sums[s * VS_COLS + lid.x];
     }
     store_rows4(r0, j, sum);
