@@ -178,10 +178,11 @@ const VM_COLS4: u32 = 4u;
 // vec4 columns each invocation serves, at most VM_COLS4: 2 for a single gradient row, whose
 // 768-wide products then spread over 12 workgroups instead of 6.
 override VM4_LIVE_COLS4: u32 = VM_COLS4;
-// Small workgroups, so that a single gradient row over a 768-wide output (48 invocations) still
-// spreads over several CPU threads (GPUs run vecmat_sliced instead): 6 workgroups of 8, one
-// SIMD batch each on llvmpipe's 8 lanes. With 16 (3 workgroups for 2 threads) ViT-B's chain at
-// batch 1 took 81–82 ms on lavapipe, with 8 61–72, with 4 73–77 (BENCHMARKS.md).
+// Small workgroups, so that a single gradient row over a 768-wide output still spreads over
+// several CPU threads (GPUs run vecmat_sliced instead): one SIMD batch each on llvmpipe's 8
+// lanes, 12 workgroups at 2 vec4 columns per invocation. At 4 columns (48 invocations), 16 per
+// workgroup (3 workgroups for 2 threads) took ViT-B's chain at batch 1 81–82 ms on lavapipe,
+// 8 61–72, 4 73–77; at 2 columns, 8 and 16 per workgroup matched (BENCHMARKS.md).
 const VM4_WG: u32 = 8u;
 
 @compute @workgroup_size(VM4_WG)
