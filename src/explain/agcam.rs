@@ -70,6 +70,11 @@ pub(crate) fn backward_bytes_per_row(cfg: &ModelConfig) -> usize {
     4 * (3 * cfg.embed_dim + cfg.mlp_hidden.max(3 * cfg.embed_dim) + cfg.tokens() + 1)
 }
 
+/// Bytes per gradient row of the largest backward buffer (`hidden`).
+pub(crate) fn backward_largest_binding_per_row(cfg: &ModelConfig) -> usize {
+    4 * cfg.mlp_hidden.max(3 * cfg.embed_dim)
+}
+
 /// Records the choice of each image's `per_image` best classes into `back.classes`.
 pub(crate) fn record_topk(
     gpu: &Gpu,

@@ -233,3 +233,37 @@ fn rollout_chunks_respect_the_binding_limit() {
         assert_eq!(e.capacity(), 2, "{what}: rollout chunks");
     }
 }
+
+/// The backward chain's buffers grow with the classes explained per image: under a budget that
+/// holds three images' forward, explaining every class of this model shrinks the chunks, and
+/// the maps match an engine with room, for AGCAM and Grad-CAM. (Before, the plan did not count
+/// these buffers: chunks kept their size and went over the budget, or, where the chain's
+/// buffers alone passed it, the engine refused instead of shrinking them.)
+#[test]
+fn many_classes_shrink_the_chunks() {
+    let model = model(Pooling::Token);
+    let cfg = &model.config;
+    let every_class = Target::TopK(cfg.num_classes);
+    for gpu in gpus() {
+        for method in [Method::Agcam, Method::GradCam] {
+            let what = format!("{} {method:?}", gpu.describe());
+            let mut roomy = engine(gpu, &model, KernelSet::Gpu, 2 << 30);
+            let input = images(&roomy, 5);
+            let want = roomy.explain_with(&input, &every_class, method).unwrap();
+
+            let plain = Plan::of(gpu, &roomy.kernels, cfg, None, 5);
+            let tight = 3 * plain.bytes_per_image(cfg) as u64;
+            let mut tight_engine = engine(gpu, &model, KernelSet::Gpu, tight);
+            assert_eq!(tight_engine.capacity(), 3, "{what}: forward chunks");
+            let got = tight_engine
+                .explain_with(&input, &every_class, method)
+                .unwrap_or_else(|e| panic!("{what}: {e}"));
+            assert_same(&what, &got, &want);
+            assert!(
+                tight_engine.capacity() < 3,
+                "{what}: chunks of {} images",
+                tight_engine.capacity()
+            );
+        }
+    }
+}

@@ -98,7 +98,8 @@ impl Explanation {
 pub struct EngineOptions {
     /// Most images per chunk (the batch is split into chunks of at most this many).
     pub max_batch: usize,
-    /// Most bytes of activations to allocate on the GPU (weights not included).
+    /// Most bytes of activations and gradients to allocate on the GPU (weights not included):
+    /// chunks shrink to fit, also with the classes explained per image.
     pub max_gpu_mem: u64,
     /// Which shape of kernels runs (default: chosen by adapter class).
     pub kernels: KernelSet,
@@ -145,6 +146,8 @@ type RecordingKey = (usize, usize, Option<ClassChoice>, Method);
 
 /// Buffers sized for the engine's capacity, and the dispatches recorded over them.
 struct Workspace {
+    /// The images per chunk the buffers were sized for.
+    images: usize,
     acts: Activations,
     back: Option<Backward>,
     rollout: Option<RolloutBuffers>,
@@ -164,6 +167,7 @@ impl Workspace {
             rollout: self.rollout.is_some(),
             full: self.full.as_ref().map(|f| (f.per_image, f.kept_from)),
             lrp: self.lrp.as_ref().map(|l| l.per_image),
+            chain_rows: self.back.as_ref().map_or(0, |b| b.rows / self.images),
         }
     }
 }
@@ -393,6 +397,7 @@ impl Engine {
         let cfg = &self.config;
         let gpu = &self.gpu;
         let ws = self.workspace.get_or_insert_with(|| Workspace {
+            images: self.capacity,
             acts: Activations::new(gpu, cfg, self.capacity, scratch),
             back: None,
             rollout: None,

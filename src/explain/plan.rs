@@ -1,7 +1,7 @@
 //! Memory planning: what a chunk of images needs on the GPU for a method, and how many images
 //! fit the memory budget and the adapter's largest binding.
 
-use super::agcam::backward_bytes_per_row;
+use super::agcam::{backward_bytes_per_row, backward_largest_binding_per_row};
 use super::baselines::{rollout_bytes_per_image, rollout_largest_binding_per_image};
 use super::full_backward::{full_bytes_per_image, full_largest_binding_per_image};
 use super::transformer_attribution::{lrp_bytes_per_image, lrp_largest_binding_per_image};
@@ -26,6 +26,9 @@ pub(super) struct Plan {
     pub(super) full: Option<(usize, usize)>,
     /// Transformer attribution's relevance buffers for so many classes per image.
     pub(super) lrp: Option<usize>,
+    /// Gradient rows per image of the backward chain's buffers (`Backward`): the classes
+    /// explained per image, whatever the method; 0 for predictions.
+    pub(super) chain_rows: usize,
 }
 
 impl Plan {
@@ -53,6 +56,7 @@ impl Plan {
             rollout: keeps.mixed,
             full,
             lrp: (method == Some(Method::TransformerAttribution)).then_some(per_image),
+            chain_rows: per_image,
         }
     }
 
@@ -66,6 +70,7 @@ impl Plan {
                 (a, b) => a.or(b),
             },
             lrp: self.lrp.max(other.lrp),
+            chain_rows: self.chain_rows.max(other.chain_rows),
         }
     }
 
@@ -73,9 +78,9 @@ impl Plan {
     pub(super) fn bytes_per_image(&self, cfg: &ModelConfig) -> usize {
         let full = self.full.map_or(0, |(per_image, kept_from)| {
             full_bytes_per_image(cfg, per_image, kept_from)
-                + per_image * backward_bytes_per_row(cfg)
         });
         activation_bytes_per_image(cfg, self.scratch)
+            + self.chain_rows * backward_bytes_per_row(cfg)
             + if self.rollout {
                 rollout_bytes_per_image(cfg)
             } else {
@@ -88,6 +93,7 @@ impl Plan {
     /// Bytes per image of the largest single buffer.
     fn largest_binding_per_image(&self, cfg: &ModelConfig) -> usize {
         largest_binding_per_image(cfg, self.scratch)
+            .max(self.chain_rows * backward_largest_binding_per_row(cfg))
             .max(if self.rollout {
                 rollout_largest_binding_per_image(cfg)
             } else {
@@ -139,8 +145,8 @@ impl Budget {
             0..0x100000 => format!("{:.1} KiB", bytes as f64 / 1024.0),
             _ => format!("{:.1} MiB", bytes as f64 / (1u64 << 20) as f64),
         };
-        // The full backward's buffers grow with the classes explained per image.
-        let per_class = classes > 1 && plan.full.is_some();
+        // The backward's buffers grow with the classes explained per image.
+        let per_class = classes > 1;
         let bytes = plan.bytes_per_image(cfg);
         let why = if bytes > self.memory {
             format!(
