@@ -12,7 +12,7 @@ mod transformer_attribution;
 
 use std::collections::HashMap;
 
-use agcam::{backward_bytes_per_row, record_backward, record_topk, Backward, Chain, ClassChoice};
+use agcam::{record_backward, record_topk, Backward, Chain, ClassChoice};
 use baselines::{record_raw_attention, record_rollout, RolloutBuffers};
 use full_backward::{record_generic_attention, FullBackward};
 use gradcam::{record_grad_cam, record_grad_cam_full};
@@ -393,7 +393,7 @@ impl Engine {
     }
 
     /// Makes sure the workspace exists and its backward buffers hold `rows` gradient rows.
-    fn prepare(&mut self, rows: usize, scratch: AttnScratch) -> Result<&mut Workspace> {
+    fn prepare(&mut self, rows: usize, scratch: AttnScratch) -> &mut Workspace {
         let cfg = &self.config;
         let gpu = &self.gpu;
         let ws = self.workspace.get_or_insert_with(|| Workspace {
@@ -414,22 +414,14 @@ impl Engine {
         }
         let have = ws.back.as_ref().map_or(0, |b| b.rows);
         if rows > have {
-            let bytes = (rows * backward_bytes_per_row(cfg)) as u64;
-            if bytes > self.max_gpu_mem {
-                return Err(Error::Invalid(format!(
-                    "{rows} explained maps per chunk need {} MiB for the backward, over the \
-                     GPU memory budget of {} MiB: explain fewer classes or raise --max-gpu-mem",
-                    bytes >> 20,
-                    self.max_gpu_mem >> 20
-                )));
-            }
+            // `fit` sized the chunks so that these fit the budget (`Plan::chain_rows`).
             ws.back = Some(Backward::new(gpu, cfg, rows));
             ws.classes_readback = Some(gpu.readback("classes", 4 * rows as u64));
             ws.maps_readback = Some(gpu.readback("maps", 4 * (rows * (cfg.tokens() - 1)) as u64));
             // Recordings bind the old buffers.
             ws.recordings.clear();
         }
-        Ok(ws)
+        ws
     }
 
     /// Records (once per shape) the dispatches of a chunk of `batch` images: the forward pass,
@@ -453,7 +445,7 @@ impl Engine {
             explain.map(|(_, m)| (m, per_image)),
             self.capacity,
         );
-        self.prepare(rows, plan.scratch)?;
+        self.prepare(rows, plan.scratch);
         let method = explain.map_or(Method::Agcam, |(_, m)| m);
         if plan.rollout {
             self.prepare_rollout();

@@ -42,7 +42,7 @@ fn run(
     let (gpu, k, cfg) = (&engine.gpu, &engine.kernels, &engine.config);
     let explain = Some((Method::GenericAttention, 1));
     let scratch = Plan::of(gpu, k, cfg, explain, engine.capacity).scratch;
-    engine.prepare(engine.capacity, scratch).unwrap();
+    engine.prepare(engine.capacity, scratch);
     engine.prepare_full(1, 0, false);
     let (gpu, k, cfg, w) = (
         &engine.gpu,
