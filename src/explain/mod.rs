@@ -146,8 +146,6 @@ type RecordingKey = (usize, usize, Option<ClassChoice>, Method);
 
 /// Buffers sized for the engine's capacity, and the dispatches recorded over them.
 struct Workspace {
-    /// The images per chunk the buffers were sized for.
-    images: usize,
     acts: Activations,
     back: Option<Backward>,
     rollout: Option<RolloutBuffers>,
@@ -160,14 +158,15 @@ struct Workspace {
 }
 
 impl Workspace {
-    /// What the buffers hold.
-    fn plan(&self) -> Plan {
+    /// What the buffers hold, sized for chunks of `images` (the engine's capacity: `fit`
+    /// drops the workspace whenever that shrinks).
+    fn plan(&self, images: usize) -> Plan {
         Plan {
             scratch: self.acts.scratch(),
             rollout: self.rollout.is_some(),
             full: self.full.as_ref().map(|f| (f.per_image, f.kept_from)),
             lrp: self.lrp.as_ref().map(|l| l.per_image),
-            chain_rows: self.back.as_ref().map_or(0, |b| b.rows / self.images),
+            chain_rows: self.back.as_ref().map_or(0, |b| b.rows / images),
         }
     }
 }
@@ -351,7 +350,7 @@ impl Engine {
         let live = self
             .workspace
             .as_ref()
-            .map_or(need, |ws| ws.plan().union(need));
+            .map_or(need, |ws| ws.plan(self.capacity).union(need));
         if budget.images(cfg, live) >= self.capacity {
             return Ok(());
         }
@@ -397,7 +396,6 @@ impl Engine {
         let cfg = &self.config;
         let gpu = &self.gpu;
         let ws = self.workspace.get_or_insert_with(|| Workspace {
-            images: self.capacity,
             acts: Activations::new(gpu, cfg, self.capacity, scratch),
             back: None,
             rollout: None,
