@@ -38,9 +38,9 @@ pub(crate) struct Backward {
 
 impl Backward {
     pub fn new(gpu: &Gpu, cfg: &ModelConfig, rows: usize) -> Backward {
-        let (d, f, n) = (
+        let (d, hidden, n) = (
             cfg.embed_dim as u64,
-            cfg.mlp_hidden as u64,
+            hidden_width(cfg) as u64,
             cfg.tokens() as u64,
         );
         let r = rows as u64;
@@ -49,7 +49,7 @@ impl Backward {
             classes: gpu.storage("classes", 4 * r),
             g: gpu.storage("grad", 4 * r * d),
             upstream: gpu.storage("grad upstream", 4 * r * d),
-            hidden: gpu.storage("grad hidden", 4 * r * f.max(3 * d)),
+            hidden: gpu.storage("grad hidden", 4 * r * hidden),
             d_out: gpu.storage("grad attention output", 4 * r * d),
             maps: gpu.storage("maps", 4 * r * (n - 1)),
         }
@@ -65,14 +65,20 @@ pub(crate) enum ClassChoice {
     Given,
 }
 
+/// Width of `Backward::hidden`, the largest backward buffer per gradient row: the MLP's
+/// hidden layer, or three embeddings where a narrow MLP would make it smaller.
+fn hidden_width(cfg: &ModelConfig) -> usize {
+    cfg.mlp_hidden.max(3 * cfg.embed_dim)
+}
+
 /// Bytes per gradient row (one image × one class).
 pub(crate) fn backward_bytes_per_row(cfg: &ModelConfig) -> usize {
-    4 * (3 * cfg.embed_dim + cfg.mlp_hidden.max(3 * cfg.embed_dim) + cfg.tokens() + 1)
+    4 * (3 * cfg.embed_dim + hidden_width(cfg) + cfg.tokens() + 1)
 }
 
 /// Bytes per gradient row of the largest backward buffer (`hidden`).
 pub(crate) fn backward_largest_binding_per_row(cfg: &ModelConfig) -> usize {
-    4 * cfg.mlp_hidden.max(3 * cfg.embed_dim)
+    4 * hidden_width(cfg)
 }
 
 /// Records the choice of each image's `per_image` best classes into `back.classes`.
