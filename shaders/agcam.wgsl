@@ -11,12 +11,14 @@ struct AgcamParams {
     // vecmat: input and output widths. topk: classes C. accumulate: tokens N.
     in_dim: u32,
     out_dim: u32,
-    // vecmat: 1 multiplies by gelu'(z). accumulate: 1 adds to the map, 0 overwrites it.
+    // vecmat: 1 multiplies by gelu'(aux[r / K, j]), 2 by aux[j] (a column scale).
+    // accumulate: 1 adds to the map, 0 overwrites it.
     flag: u32,
     // accumulate: heads H and head width d.
     heads: u32,
     head_dim: u32,
-    _pad: u32,
+    // vecmat_sliced with FOLD: the LayerNorm's epsilon.
+    eps: f32,
 }
 
 @group(0) @binding(0) var<storage, read> input: array<f32>;
@@ -50,6 +52,42 @@ fn load_weight4(i: u32) -> vec4<f32> {
         return vec4<f32>(unpack2x16float(u.x), unpack2x16float(u.y));
     }
     return weight4[i];
+}
+
+// vecmat_sliced with FOLD: the chain's LayerNorm backward folded into the product that reads
+// its result, one dispatch instead of two (GPUs, where a dispatch costs more than the arithmetic
+// it saves; on llvmpipe the folded product cost more than the two). The product's input row r
+// is then
+//   g_y[r] = g[r] + LNᵀ(gu[r]) = g[r] + rstd·(gu[r] − mean(gu[r]) − x̂·mean(gu[r] ⊙ x̂))
+// with g in `input`, gu = γ ⊙ (the LayerNorm's output gradient) in `aux`, and the LayerNorm's
+// input x at the class token of image r / K in `fold_x` (x̂ its normalised value). Each
+// workgroup computes the statistics of its rows, the workgroups of the first column block write
+// g_y to `fold_out` (the next layer's g), and every workgroup multiplies g_y as it reads it.
+@group(0) @binding(10) var<storage, read> fold_x: array<f32>;
+@group(0) @binding(11) var<storage, read_write> fold_out: array<f32>;
+
+override FOLD: bool = false;
+// Per row of the workgroup (VS_ROWS): mean and 1/σ of x, mean(gu), mean(gu ⊙ x̂).
+var<workgroup> fold_stats: array<vec4<f32>, 4>;
+
+// g_y[r, i], where `stats` are row r's.
+fn fold_input(r: u32, i: u32, stats: vec4<f32>) -> f32 {
+    let d = p.in_dim;
+    let xhat = (fold_x[(r / p.per_image) * d + i] - stats.x) * stats.y;
+    return input[r * d + i] + stats.y * (aux[r * d + i] - stats.z - xhat * stats.w);
+}
+
+// Writes g_y of the VS_ROWS rows from r0 (their statistics in fold_stats), indices i = first,
+// first + step, …: the first column block's share of the next layer's g.
+fn fold_store(r0: u32, first: u32, step: u32) {
+    for (var t = 0u; t < 4u; t++) {
+        let r = r0 + t;
+        if (r < p.rows) {
+            for (var i = first; i < p.in_dim; i += step) {
+                fold_out[r * p.in_dim + i] = fold_input(r, i, fold_stats[t]);
+            }
+        }
+    }
 }
 
 const NONE: u32 = 0xffffffffu;
@@ -129,16 +167,35 @@ fn input4(x: vec4<u32>, i: u32) -> vec4<f32> {
     return vec4<f32>(input[x.x + i], input[x.y + i], input[x.z + i], input[x.w + i]);
 }
 
-// Column j of rows r0 .. r0 + 3 (those that exist), times gelu'(aux) when flag = 1.
+// g_y[r, i] of rows r0 .. r0 + 3 (clamped to the last row, as row_starts4), their statistics
+// in `stats`.
+fn fold_input4(r0: u32, i: u32, stats: array<vec4<f32>, 4>) -> vec4<f32> {
+    let last = p.rows - 1u;
+    return vec4<f32>(
+        fold_input(min(r0, last), i, stats[0]),
+        fold_input(min(r0 + 1u, last), i, stats[1]),
+        fold_input(min(r0 + 2u, last), i, stats[2]),
+        fold_input(min(r0 + 3u, last), i, stats[3]),
+    );
+}
+
+// Output value v of row r, column j, after the flag's factor.
+fn finish(r: u32, j: u32, v: f32) -> f32 {
+    if (p.flag == 1u) {
+        return v * gelu_grad(aux[(r / p.per_image) * p.out_dim + j]);
+    }
+    if (p.flag == 2u) {
+        return v * aux[j];
+    }
+    return v;
+}
+
+// Column j of rows r0 .. r0 + 3 (those that exist).
 fn store_rows4(r0: u32, j: u32, sums: vec4<f32>) {
     for (var t = 0u; t < 4u; t++) {
         let r = r0 + t;
         if (r < p.rows) {
-            var v = sums[t];
-            if (p.flag != 0u) {
-                v *= gelu_grad(aux[(r / p.per_image) * p.out_dim + j]);
-            }
-            out[r * p.out_dim + j] = v;
+            out[r * p.out_dim + j] = finish(r, j, sums[t]);
         }
     }
 }
@@ -224,11 +281,7 @@ fn vecmat4(
             if (r < p.rows && j4 + c < out4) {
                 for (var e = 0u; e < 4u; e++) {
                     let j = 4u * (j4 + c) + e;
-                    var v = acc[t][c][e];
-                    if (p.flag != 0u) {
-                        v *= gelu_grad(aux[(r / p.per_image) * p.out_dim + j]);
-                    }
-                    out[r * p.out_dim + j] = v;
+                    out[r * p.out_dim + j] = finish(r, j, acc[t][c][e]);
                 }
             }
         }
@@ -248,6 +301,62 @@ const VS_FOLDED: u32 = 32u;
 const VS_ROWS: u32 = 4u; // = the 4 of row_starts4 / store_rows4
 var<workgroup> slice_sums: array<vec4<f32>, VS_COLS * VS_SLICES>;
 
+// vecmat_sliced with FOLD: invocations per row that compute its statistics in parallel (a
+// serial sum over the row would cost a GPU more than the dispatch that the fold saves).
+const FOLD_LANES: u32 = 64u; // VS_ROWS · FOLD_LANES ≤ VS_COLS · VS_SLICES
+
+// Sums v over each row's FOLD_LANES invocations (f = flat invocation index): row t's sum ends
+// in slice_sums[t · FOLD_LANES]. Every invocation calls it.
+fn fold_lanes_sum(f: u32, v: vec4<f32>) {
+    let live = f < VS_ROWS * FOLD_LANES;
+    if (live) {
+        slice_sums[f] = v;
+    }
+    workgroupBarrier();
+    for (var stride = FOLD_LANES / 2u; stride > 0u; stride >>= 1u) {
+        if (live && f % FOLD_LANES < stride) {
+            slice_sums[f] += slice_sums[f + stride];
+        }
+        workgroupBarrier();
+    }
+}
+
+// The statistics of vecmat_sliced's VS_ROWS rows from r0 (clamped to the last row) into
+// fold_stats, in two passes (the mean, then the rest). Every invocation calls it.
+fn fold_sliced_stats(r0: u32, f: u32) {
+    let t = min(f / FOLD_LANES, VS_ROWS - 1u);
+    let lane = f % FOLD_LANES;
+    let live = f < VS_ROWS * FOLD_LANES;
+    let r = min(r0 + t, p.rows - 1u);
+    let d = p.in_dim;
+    let xb = (r / p.per_image) * d;
+    let gb = r * d;
+    var s = 0.0;
+    if (live) {
+        for (var i = lane; i < d; i += FOLD_LANES) {
+            s += fold_x[xb + i];
+        }
+    }
+    fold_lanes_sum(f, vec4<f32>(s, 0.0, 0.0, 0.0));
+    let mean = slice_sums[t * FOLD_LANES].x / f32(d);
+    workgroupBarrier();
+    var part = vec4<f32>(0.0);
+    if (live) {
+        for (var i = lane; i < d; i += FOLD_LANES) {
+            let c = fold_x[xb + i] - mean;
+            let gu = aux[gb + i];
+            part += vec4<f32>(c * c, gu, gu * c, 0.0);
+        }
+    }
+    fold_lanes_sum(f, part);
+    if (live && lane == 0u) {
+        let total = slice_sums[f];
+        let rstd = inverseSqrt(total.x / f32(d) + p.eps);
+        fold_stats[t] = vec4<f32>(mean, rstd, total.y / f32(d), total.z * rstd / f32(d));
+    }
+    workgroupBarrier();
+}
+
 @compute @workgroup_size(VS_COLS, VS_SLICES)
 fn vecmat_sliced(
     @builtin(workgroup_id) wid: vec3<u32>,
@@ -255,12 +364,27 @@ fn vecmat_sliced(
 ) {
     let j = wid.x * VS_COLS + lid.x;
     let r0 = wid.y * VS_ROWS;
+    if (FOLD) {
+        let f = lid.y * VS_COLS + lid.x;
+        fold_sliced_stats(r0, f);
+        if (wid.x == 0u) {
+            fold_store(r0, f, VS_COLS * VS_SLICES);
+        }
+    }
     // Clamped, so that every invocation reaches the barrier; the store drops the extras.
     let jc = min(j, p.out_dim - 1u);
     let x = row_starts4(r0);
     var acc = vec4<f32>(0.0);
-    for (var i = lid.y; i < p.in_dim; i += VS_SLICES) {
-        acc += input4(x, i) * (load_weight(i * p.out_dim + jc) * scale[i]);
+    if (FOLD) {
+        // In registers for the loop.
+        let stats = fold_stats;
+        for (var i = lid.y; i < p.in_dim; i += VS_SLICES) {
+            acc += fold_input4(r0, i, stats) * (load_weight(i * p.out_dim + jc) * scale[i]);
+        }
+    } else {
+        for (var i = lid.y; i < p.in_dim; i += VS_SLICES) {
+            acc += input4(x, i) * (load_weight(i * p.out_dim + jc) * scale[i]);
+        }
     }
     slice_sums[lid.y * VS_COLS + lid.x] = acc;
     workgroupBarrier();

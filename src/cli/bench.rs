@@ -118,12 +118,12 @@ pub fn profile(args: &ProfileArgs) -> agcam::Result<bool> {
         total / profile.batch as f64
     );
     println!(
-        "{:<34} {:<16} {:>10} {:>7} {:>9} {:>8}",
+        "{:<34} {:<20} {:>10} {:>7} {:>9} {:>8}",
         "launch", "kernel", "ms", "share", "GFLOP/s", "GB/s"
     );
     for k in &profile.kernels {
         println!(
-            "{:<34} {:<16} {:>10.3} {:>6.1}% {:>9.2} {:>8.2}",
+            "{:<34} {:<20} {:>10.3} {:>6.1}% {:>9.2} {:>8.2}",
             k.name,
             k.kernel,
             k.ms,

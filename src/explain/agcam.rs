@@ -11,11 +11,15 @@
 //! g    = g_y
 //! ```
 //!
-//! starting from g = LN_finalᵀ(W_head[c]) at the class token of x_L.
+//! starting from g = LN_finalᵀ(W_head[c]) at the class token of x_L. On the GPU kernel set,
+//! four dispatches per layer: fc2ᵀ, fc1ᵀ (times γ₂), dO with the LN2 backward folded into its
+//! input (it also writes g_y, so g alternates between two buffers), and the map. The CPU set,
+//! and chains of many rows (which run on the tiled GEMM), take the LN2 backward as a dispatch
+//! of its own instead.
 
 use super::Method;
 use crate::gpu::Gpu;
-use crate::kernels::{Dispatch, Kernels, RowMap};
+use crate::kernels::{Dispatch, Factor, Kernels, NormFold, RowMap};
 use crate::model::{ModelConfig, Pooling};
 use crate::vit::{Activations, GpuWeights};
 
@@ -24,8 +28,9 @@ pub(crate) struct Backward {
     pub rows: usize,
     /// Explained class of each row [B·K] (u32).
     pub classes: wgpu::Buffer,
-    /// Residual-stream gradient at the class token [B·K, D].
-    g: wgpu::Buffer,
+    /// Residual-stream gradient at the class token [B·K, D], twice: a folded chain step reads
+    /// g from one and writes the next layer's to the other ([`Chain::grad`]).
+    g: [wgpu::Buffer; 2],
     /// Scratch [B·K, D]: output-side gradients of LayerNorms; Grad-CAM's channel weights.
     pub upstream: wgpu::Buffer,
     /// [B·K, max(F, 3D)]: gradient at the MLP's pre-activation; Grad-CAM's mean qkv gradient.
@@ -47,7 +52,7 @@ impl Backward {
         Backward {
             rows,
             classes: gpu.storage("classes", 4 * r),
-            g: gpu.storage("grad", 4 * r * d),
+            g: ["grad", "next grad"].map(|label| gpu.storage(label, 4 * r * d)),
             upstream: gpu.storage("grad upstream", 4 * r * d),
             hidden: gpu.storage("grad hidden", 4 * r * hidden),
             d_out: gpu.storage("grad attention output", 4 * r * d),
@@ -73,7 +78,7 @@ fn hidden_width(cfg: &ModelConfig) -> usize {
 
 /// Bytes per gradient row (one image × one class).
 pub(crate) fn backward_bytes_per_row(cfg: &ModelConfig) -> usize {
-    4 * (3 * cfg.embed_dim + hidden_width(cfg) + cfg.tokens() + 1)
+    4 * (4 * cfg.embed_dim + hidden_width(cfg) + cfg.tokens() + 1)
 }
 
 /// Bytes per gradient row of the largest backward buffer (`hidden`).
@@ -167,6 +172,26 @@ pub(crate) struct Chain<'a> {
     pub method: Method,
 }
 
+impl Chain<'_> {
+    /// Whether the chain's steps fold the LN2 backward into dO's product.
+    fn folds(&self) -> bool {
+        let rows = self.batch * self.per_image;
+        self.k.agcam.folds(&self.k.gemm, rows)
+    }
+
+    /// The buffer that holds g at the output of `layer`, and the other one: folded steps
+    /// alternate between them.
+    fn grad(&self, layer: usize) -> (&wgpu::Buffer, &wgpu::Buffer) {
+        let steps = if self.folds() {
+            self.cfg.depth - 1 - layer
+        } else {
+            0
+        };
+        let g = &self.back.g;
+        (&g[steps % 2], &g[(steps + 1) % 2])
+    }
+}
+
 /// Records the AGCAM backward after the forward.
 pub(crate) fn record_backward(c: &Chain<'_>, choice: ClassChoice) -> Vec<Dispatch> {
     let (gpu, k, cfg, acts) = (c.gpu, c.k, c.cfg, c.acts);
@@ -205,7 +230,7 @@ pub(crate) fn record_chain_start(c: &Chain<'_>, choice: ClassChoice) -> Vec<Disp
     if choice == ClassChoice::TopK {
         out.push(record_topk(gpu, k, cfg, acts, back, batch, per_image));
     }
-    let buffers = (&back.classes, &back.upstream, &back.g);
+    let buffers = (&back.classes, &back.upstream, c.grad(c.cfg.depth - 1).0);
     out.extend(record_head_gradient(
         gpu,
         k,
@@ -217,33 +242,31 @@ pub(crate) fn record_chain_start(c: &Chain<'_>, choice: ClassChoice) -> Vec<Disp
     out
 }
 
-/// Records one layer of the chain, from g (at the layer's output, in `back.g`) to g_y (in
-/// `back.g`) and dO = (ls1 ⊙ g_y) · W_proj (in `back.d_out`).
+/// Records one layer of the chain, from g (at the layer's output, [`Chain::grad`]) to g_y
+/// (the previous layer's output) and dO = (ls1 ⊙ g_y) · W_proj (in `back.d_out`).
 pub(crate) fn record_chain_step(c: &Chain<'_>, layer: usize) -> Vec<Dispatch> {
     let (gpu, k, cfg, w) = (c.gpu, c.k, c.cfg, c.w);
     let (acts, back, batch, per_image) = (c.acts, c.back, c.batch, c.per_image);
     let (d, f) = (cfg.embed_dim, cfg.mlp_hidden);
-    let rows = batch * per_image;
+    let rows = (batch * per_image, per_image);
     let eps = cfg.layer_norm_eps;
     let (blk, keep) = (&w.blocks[layer], &acts.layers[layer]);
-    let per_image_rows = RowMap {
-        rows_per_input: per_image,
-        input_row_stride: 1,
-    };
+    let (g, g_next) = c.grad(layer);
     let name = |part: &str| format!("{}.blocks.{layer}.{part}", c.method.name());
-    vec![
-        // g_y = g + LN2ᵀ(fc1ᵀ(gelu' ⊙ fc2ᵀ(ls2 ⊙ g))), gelu' at the class token's fc1
-        // pre-activation, which the forward kept.
+    // fc1ᵀ(gelu' ⊙ fc2ᵀ(ls2 ⊙ g)), gelu' at the class token's fc1 pre-activation, which the
+    // forward kept; times LN2's γ where the next product folds LN2's backward in.
+    let fold = c.folds();
+    let mut out = vec![
         k.agcam
             .vecmat(
                 gpu,
                 &k.gemm,
-                &back.g,
+                g,
                 &blk.ls2,
                 &blk.fc2_w,
-                Some(&keep.pre_cls),
+                Factor::GeluGrad(&keep.pre_cls),
                 &back.hidden,
-                (rows, per_image),
+                rows,
                 (d, f),
             )
             .named(name("mlp.fc2_t")),
@@ -254,38 +277,65 @@ pub(crate) fn record_chain_step(c: &Chain<'_>, layer: usize) -> Vec<Dispatch> {
                 &back.hidden,
                 &w.ones,
                 &blk.fc1_w,
-                None,
+                if fold {
+                    Factor::Column(&blk.norm2_w)
+                } else {
+                    Factor::One
+                },
                 &back.upstream,
-                (rows, per_image),
+                rows,
                 (f, d),
             )
             .named(name("mlp.fc1_t")),
+    ];
+    // dO = (ls1 ⊙ g_y) · W_proj, g_y = g + LN2ᵀ(fc1ᵀ(…)).
+    if fold {
+        let norm = NormFold {
+            residual: g,
+            scaled_upstream: &back.upstream,
+            x: &keep.y_cls,
+            eps,
+            out: g_next,
+        };
+        out.push(
+            k.agcam
+                .vecmat_folded(gpu, &norm, &blk.ls1, &blk.proj_w, &back.d_out, rows, (d, d))
+                .named(name("attn.proj_t")),
+        );
+        return out;
+    }
+    out.push(
         k.layernorm
             .dispatch_backward(
                 gpu,
                 &keep.y_cls,
                 &blk.norm2_w,
                 &back.upstream,
-                &back.g,
-                (rows, d),
-                per_image_rows,
+                g,
+                (rows.0, d),
+                RowMap {
+                    rows_per_input: per_image,
+                    input_row_stride: 1,
+                },
                 eps,
                 true,
             )
             .named(name("norm2_backward")),
-        // dO = (ls1 ⊙ g_y) · W_proj, then the fused map of this layer.
+    );
+    out.push(
         k.agcam
             .vecmat(
                 gpu,
                 &k.gemm,
-                &back.g,
+                g,
                 &blk.ls1,
                 &blk.proj_w,
-                None,
+                Factor::One,
                 &back.d_out,
-                (rows, per_image),
+                rows,
                 (d, d),
             )
             .named(name("attn.proj_t")),
-    ]
+    );
+    out
 }

@@ -16,7 +16,7 @@
 
 use super::agcam::{record_chain_start, record_chain_step, Chain, ClassChoice};
 use super::full_backward::{record_last_norm1_gradient, FullBackward};
-use crate::kernels::{Dispatch, RowMap};
+use crate::kernels::{Dispatch, Factor, RowMap};
 use crate::model::Pooling;
 
 /// Records the Grad-CAM maps into `back.maps`, after a forward of a class-token-pooled model.
@@ -57,7 +57,7 @@ pub(crate) fn record_grad_cam(c: &Chain<'_>, choice: ClassChoice) -> Vec<Dispatc
                 &back.hidden,
                 &w.ones,
                 &w.blocks[last].qkv_w,
-                None,
+                Factor::One,
                 &back.upstream,
                 rows,
                 (3 * d, d),

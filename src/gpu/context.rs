@@ -117,8 +117,9 @@ pub struct Gpu {
     /// The first validation error, out-of-memory or device loss that wgpu reported outside
     /// an error scope; [`Gpu::check`] turns it into [`Error::Gpu`].
     failure: Arc<Mutex<Option<String>>>,
-    /// A small read-only buffer for binding slots a dispatch does not read.
-    unused: wgpu::Buffer,
+    /// Small buffers for binding slots a dispatch does not use: one for read-only slots, one
+    /// for writable slots (a buffer cannot be both in one dispatch).
+    unused: [wgpu::Buffer; 2],
     /// The adapter's cooperative-matrix configurations, where the device was granted
     /// EXPERIMENTAL_COOPERATIVE_MATRIX; empty otherwise.
     cooperative_matrix: Vec<wgpu::CooperativeMatrixProperties>,
@@ -309,11 +310,13 @@ impl Gpu {
                 record(&lost, format!("device lost ({reason:?}): {message}"));
             }
         });
-        let unused = device.create_buffer(&wgpu::BufferDescriptor {
-            label: Some("unused binding"),
-            size: crate::gpu::MIN_STORAGE_BYTES,
-            usage: wgpu::BufferUsages::STORAGE,
-            mapped_at_creation: false,
+        let unused = ["unused binding", "unused writable binding"].map(|label| {
+            device.create_buffer(&wgpu::BufferDescriptor {
+                label: Some(label),
+                size: crate::gpu::MIN_STORAGE_BYTES,
+                usage: wgpu::BufferUsages::STORAGE,
+                mapped_at_creation: false,
+            })
         });
         Ok(Gpu {
             device,
@@ -345,9 +348,10 @@ impl Gpu {
         )
     }
 
-    /// The buffer bound at slots a dispatch does not read (see `Bindings::unused`).
-    pub(crate) fn unused_binding(&self) -> &wgpu::Buffer {
-        &self.unused
+    /// The buffer bound at slots a dispatch does not use (see `Bindings::unused`), writable
+    /// or read-only.
+    pub(crate) fn unused_binding(&self, writable: bool) -> &wgpu::Buffer {
+        &self.unused[writable as usize]
     }
 
     /// Whether shaders may use f16 arithmetic on this device.

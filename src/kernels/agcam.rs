@@ -1,7 +1,9 @@
 //! Launcher of shaders/agcam.wgsl: top-k class choice, the transposed-Linear products of the
 //! backward chain, and the fused ReLU(gradient) × sigmoid(score) map accumulation.
 
-use super::{module, words, Access, Dispatch, Gemm, Kernel, KernelSet, Precision};
+use super::{
+    module, words, Access, Bindings, Dispatch, Gemm, Kernel, KernelSet, Module, Precision,
+};
 use crate::gpu::Gpu;
 
 const WG: u32 = 64;
@@ -47,6 +49,18 @@ const VECMAT_BINDINGS: &[(u32, Access)] = &[
     (5, Access::Uniform),
     (7, Access::Read),
 ];
+// vecmat_sliced: as vecmat, then the folded LayerNorm's input and g_y (FOLD in agcam.wgsl: the
+// shader refers to them whether or not the pipeline folds, so plain launches bind dummies).
+const VECMAT_SLICED_BINDINGS: &[(u32, Access)] = &{
+    let mut all = [(10, Access::Read); 9];
+    let mut i = 0;
+    while i < VECMAT_BINDINGS.len() {
+        all[i] = VECMAT_BINDINGS[i];
+        i += 1;
+    }
+    all[8] = (11, Access::ReadWrite);
+    all
+};
 // vecmat4: input, scale, gate, out, params, then the weight as vec4 and as f16 pairs.
 const VECMAT4_BINDINGS: &[(u32, Access)] = &[
     (0, Access::Read),
@@ -98,7 +112,8 @@ pub(super) const MIRROR: super::Mirror = super::Mirror {
         out_dim,
         flag,
         heads,
-        head_dim
+        head_dim,
+        eps
     })],
 };
 
@@ -112,7 +127,72 @@ struct AgcamParams {
     flag: u32,
     heads: u32,
     head_dim: u32,
-    _pad: u32,
+    eps: f32,
+}
+
+/// What multiplies [`AgcamKernels::vecmat`]'s output at row r, column j (the `flag` of
+/// agcam.wgsl's vecmat).
+#[derive(Clone, Copy)]
+pub(crate) enum Factor<'a> {
+    One,
+    /// gelu'(gate[r / per_image, j]): the MLP's activation at the pre-activation the forward
+    /// kept, one row per image.
+    GeluGrad(&'a wgpu::Buffer),
+    /// column[j]: a LayerNorm's γ, giving the γ ⊙ u that [`AgcamKernels::vecmat_folded`]
+    /// reads.
+    Column(&'a wgpu::Buffer),
+}
+
+impl Factor<'_> {
+    fn flag(&self) -> u32 {
+        match self {
+            Factor::One => 0,
+            Factor::GeluGrad(_) => 1,
+            Factor::Column(_) => 2,
+        }
+    }
+}
+
+/// The LayerNorm backward that [`AgcamKernels::vecmat_folded`] folds into its product:
+/// the product's input is g_y = g + LNᵀ(γ ⊙ u), computed as it is read, and g_y is also
+/// written out (the next layer's g).
+pub(crate) struct NormFold<'a> {
+    /// g [rows, in_dim].
+    pub residual: &'a wgpu::Buffer,
+    /// γ ⊙ u, u the gradient at the LayerNorm's output [rows, in_dim].
+    pub scaled_upstream: &'a wgpu::Buffer,
+    /// The LayerNorm's input, one row per image [rows / per_image, in_dim].
+    pub x: &'a wgpu::Buffer,
+    pub eps: f32,
+    /// Where g_y goes [rows, in_dim]: not `residual`, which other workgroups still read.
+    pub out: &'a wgpu::Buffer,
+}
+
+/// `vecmat_sliced` and its twin that folds a LayerNorm backward into its input (FOLD).
+struct Sliced {
+    plain: Kernel,
+    folded: Kernel,
+}
+
+impl Sliced {
+    fn new(gpu: &Gpu, m: &Module, constants: &[(&str, f64)]) -> Sliced {
+        let (entry, bindings) = ("vecmat_sliced", VECMAT_SLICED_BINDINGS);
+        let fold_constants: Vec<_> = constants.iter().copied().chain([("FOLD", 1.0)]).collect();
+        Sliced {
+            plain: Kernel::new(gpu, m, entry, bindings, constants),
+            // Told apart in profiles.
+            folded: Kernel::new(gpu, m, entry, bindings, &fold_constants)
+                .labelled("vecmat_sliced_folded"),
+        }
+    }
+
+    fn get(&self, folded: bool) -> &Kernel {
+        if folded {
+            &self.folded
+        } else {
+            &self.plain
+        }
+    }
 }
 
 /// The backward chain's transposed products, shaped for one kernel set.
@@ -130,7 +210,7 @@ enum Vecmat {
     },
     /// GPUs: any output width, the reduction split across the workgroup; from
     /// [`GEMM_MIN_ROWS`] rows on, the tiled GEMM runs instead.
-    Sliced(Kernel),
+    Sliced(Sliced),
 }
 
 #[cfg(test)]
@@ -190,11 +270,9 @@ impl AgcamKernels {
                     && limits.max_compute_invocations_per_workgroup >= VS_COLS * VS_WIDE_SLICES
                     && limits.max_compute_workgroup_size_y >= VS_WIDE_SLICES;
                 let slices = if wide { VS_WIDE_SLICES } else { VS_SLICES };
-                Vecmat::Sliced(Kernel::new(
+                Vecmat::Sliced(Sliced::new(
                     gpu,
                     &m,
-                    "vecmat_sliced",
-                    VECMAT_BINDINGS,
                     &[w_f16[0], ("VS_SLICES", slices as f64)],
                 ))
             } else {
@@ -241,9 +319,17 @@ impl AgcamKernels {
             .work(k * batch * num_classes, 4 * batch * num_classes)
     }
 
+    /// Whether [`AgcamKernels::vecmat_folded`] serves `rows` gradient rows: on the GPU set
+    /// (on llvmpipe the folded product cost more than the dispatch it saved), and not where
+    /// the chain runs on `gemm`'s tiled product, whose many rows share each dispatch anyway.
+    pub fn folds(&self, gemm: &Gemm, rows: usize) -> bool {
+        matches!(self.vecmat, Vecmat::Sliced(_))
+            && (rows < self.gemm_rows || !gemm.has_backward_product())
+    }
+
     /// `out[r] = (scale ⊙ input[r]) · weight` with `weight` [in_dim, out_dim], times
-    /// `gelu'(gate[r / per_image])` when a gate is given. Chains of many rows run on `gemm`'s
-    /// tiled product where the kernel set has one.
+    /// `factor`. Chains of many rows run on `gemm`'s tiled product where the kernel set has
+    /// one.
     #[allow(clippy::too_many_arguments)]
     pub fn vecmat(
         &self,
@@ -252,31 +338,108 @@ impl AgcamKernels {
         input: &wgpu::Buffer,
         scale: &wgpu::Buffer,
         weight: &wgpu::Buffer,
-        gate: Option<&wgpu::Buffer>,
+        factor: Factor<'_>,
+        out: &wgpu::Buffer,
+        (rows, per_image): (usize, usize),
+        (in_dim, out_dim): (usize, usize),
+    ) -> Dispatch {
+        if rows >= self.gemm_rows {
+            let gate = match factor {
+                Factor::One => Some(None),
+                Factor::GeluGrad(g) => Some(Some((g, per_image))),
+                Factor::Column(_) => None,
+            };
+            let shape = (rows, out_dim, in_dim);
+            if let Some(gate) = gate {
+                if let Some(d) = gemm.backward_product(gpu, input, scale, weight, gate, out, shape)
+                {
+                    return d;
+                }
+            }
+        }
+        let params = AgcamParams {
+            flag: factor.flag(),
+            ..Self::product_params((rows, per_image), (in_dim, out_dim))
+        };
+        let u = gpu.uniform("vecmat params", &params);
+        let mut bind = self.product(gpu, false, &params, &u, (input, scale, weight, out));
+        if let Vecmat::Sliced(_) = self.vecmat {
+            bind = bind.unused(gpu, 10).unused(gpu, 11);
+        }
+        let bind = match factor {
+            Factor::One => bind.unused(gpu, 3),
+            Factor::GeluGrad(gate) => {
+                bind.storage(3, gate, words(rows.div_ceil(per_image) * out_dim))
+            }
+            Factor::Column(column) => bind.storage(3, column, words(out_dim)),
+        };
+        bind.dispatch(gpu, self.product_groups(rows, out_dim)).work(
+            2 * rows * in_dim * out_dim,
+            4 * (in_dim * out_dim + rows * (in_dim + out_dim)),
+        )
+    }
+
+    /// [`AgcamKernels::vecmat`] of g_y = g + LNᵀ(γ ⊙ u) (see [`NormFold`]): one dispatch for
+    /// the LayerNorm backward and the product that reads its result. Only where
+    /// [`AgcamKernels::folds`] says so (it panics on the CPU set).
+    #[allow(clippy::too_many_arguments)]
+    pub fn vecmat_folded(
+        &self,
+        gpu: &Gpu,
+        fold: &NormFold<'_>,
+        scale: &wgpu::Buffer,
+        weight: &wgpu::Buffer,
         out: &wgpu::Buffer,
         (rows, per_image): (usize, usize),
         (in_dim, out_dim): (usize, usize),
     ) -> Dispatch {
         let params = AgcamParams {
+            eps: fold.eps,
+            ..Self::product_params((rows, per_image), (in_dim, out_dim))
+        };
+        let row_values = words(rows * in_dim);
+        let u = gpu.uniform("vecmat params", &params);
+        self.product(gpu, true, &params, &u, (fold.residual, scale, weight, out))
+            .storage(3, fold.scaled_upstream, row_values)
+            .storage(10, fold.x, words(rows.div_ceil(per_image) * in_dim))
+            .storage(11, fold.out, row_values)
+            .dispatch(gpu, self.product_groups(rows, out_dim))
+            .work(
+                2 * rows * in_dim * out_dim + 20 * rows * in_dim,
+                4 * (in_dim * out_dim + rows * (4 * in_dim + out_dim)),
+            )
+    }
+
+    fn product_params(
+        (rows, per_image): (usize, usize),
+        (in_dim, out_dim): (usize, usize),
+    ) -> AgcamParams {
+        AgcamParams {
             rows: rows as u32,
             per_image: per_image as u32,
             in_dim: in_dim as u32,
             out_dim: out_dim as u32,
-            flag: gate.is_some() as u32,
             ..Default::default()
-        };
-        if rows >= self.gemm_rows {
-            let gated = gate.map(|g| (g, per_image));
-            let shape = (rows, out_dim, in_dim);
-            if let Some(d) = gemm.backward_product(gpu, input, scale, weight, gated, out, shape) {
-                return d;
-            }
         }
-        let u = gpu.uniform("vecmat params", &params);
-        // The weight as f32 at `f32_slot` or as f16 pairs at `f16_slot`: slots 8 and 9 read
-        // it four columns at a time, 2 and 7 one at a time.
-        let (kernel, (f32_slot, f16_slot), column_groups, rows_per_group) = match &self.vecmat {
-            Vecmat::Sliced(k) => (k, (2, 7), (out_dim as u32).div_ceil(VS_COLS), VS_ROWS),
+    }
+
+    /// The product kernel for `rows` × `out_dim` outputs, its f32 and f16 weight slots, and
+    /// its grid.
+    fn product_kernel(
+        &self,
+        rows: usize,
+        out_dim: usize,
+        folded: bool,
+    ) -> (&Kernel, (u32, u32), [u32; 3]) {
+        // The weight as f32 at the first slot or as f16 pairs at the second: slots 8 and 9
+        // read it four columns at a time, 2 and 7 one at a time.
+        let (kernel, slots, column_groups, rows_per_group) = match &self.vecmat {
+            Vecmat::Sliced(k) => (
+                k.get(folded),
+                (2, 7),
+                (out_dim as u32).div_ceil(VS_COLS),
+                VS_ROWS,
+            ),
             Vecmat::Cpu {
                 vec4, vec4_single, ..
             } if out_dim.is_multiple_of(4) => {
@@ -291,6 +454,38 @@ impl AgcamKernels {
             Vecmat::Cpu { scalar, .. } => (scalar, (2, 7), (out_dim as u32).div_ceil(WG), VM_ROWS),
         };
         let groups = [column_groups, (rows as u32).div_ceil(rows_per_group), 1];
+        assert!(
+            !folded || matches!(self.vecmat, Vecmat::Sliced(_)),
+            "the CPU kernel set has no folded product"
+        );
+        (kernel, slots, groups)
+    }
+
+    fn product_groups(&self, rows: usize, out_dim: usize) -> [u32; 3] {
+        self.product_kernel(rows, out_dim, false).2
+    }
+
+    /// Binds a product kernel's input, scale, weight (f32 or f16 pairs), output and
+    /// parameters.
+    fn product<'a>(
+        &'a self,
+        gpu: &'a Gpu,
+        folded: bool,
+        params: &AgcamParams,
+        uniform: &'a wgpu::Buffer,
+        (input, scale, weight, out): (
+            &'a wgpu::Buffer,
+            &'a wgpu::Buffer,
+            &'a wgpu::Buffer,
+            &'a wgpu::Buffer,
+        ),
+    ) -> Bindings<'a> {
+        let (rows, in_dim, out_dim) = (
+            params.rows as usize,
+            params.in_dim as usize,
+            params.out_dim as usize,
+        );
+        let (kernel, (f32_slot, f16_slot), _) = self.product_kernel(rows, out_dim, folded);
         let weight_elements = in_dim * out_dim;
         let (weight_slot, weight_bytes, other_slot) = if self.weights_f16 {
             let bytes = (2 * weight_elements).next_multiple_of(4) as u64;
@@ -298,22 +493,14 @@ impl AgcamKernels {
         } else {
             (f32_slot, words(weight_elements), f16_slot)
         };
-        let bind = kernel
+        kernel
             .bind()
             .storage(0, input, words(rows * in_dim))
             .storage(1, scale, words(in_dim))
             .storage(weight_slot, weight, weight_bytes)
             .unused(gpu, other_slot)
             .storage(4, out, words(rows * out_dim))
-            .uniform(5, &u);
-        let bind = match gate {
-            Some(gate) => bind.storage(3, gate, words(rows.div_ceil(per_image) * out_dim)),
-            None => bind.unused(gpu, 3),
-        };
-        bind.dispatch(gpu, groups).work(
-            2 * rows * in_dim * out_dim,
-            4 * (in_dim * out_dim + rows * (in_dim + out_dim)),
-        )
+            .uniform(5, uniform)
     }
 
     /// `maps[r] (+)= Σ_h ReLU(dO[r, h] · V[b, j, h]) · sigmoid(S[b, h, j])` over patch keys j.

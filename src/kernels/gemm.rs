@@ -558,6 +558,11 @@ impl Gemm {
         )
     }
 
+    /// Whether this kernel set has [`Gemm::backward_product`] (the GPU set).
+    pub fn has_backward_product(&self) -> bool {
+        self.backward[self.weights_f16 as usize].is_some()
+    }
+
     /// A product of the backward chain on the 64 × 64 tile, where this kernel set has one (the
     /// GPU set; `None` elsewhere): `c[m, n] = (a[m, :] ⊙ scale) · w` for an nn.Linear's weight
     /// `w` [out = k, in = n], i.e. the gradient at the Linear's input from `m` gradient rows

@@ -12,7 +12,7 @@ mod lrp;
 mod tokens;
 pub(crate) mod variants;
 
-pub(crate) use agcam::AgcamKernels;
+pub(crate) use agcam::{AgcamKernels, Factor, NormFold};
 pub(crate) use attention::{Attention, AttnBuffers, AttnShape};
 pub(crate) use backward::{BackwardKernels, Batch, Finish, Mat, Right};
 pub(crate) use baselines::{Baselines, ChainStep};
@@ -312,18 +312,20 @@ impl<'a> Bindings<'a> {
         self.add(slot, buffer)
     }
 
-    /// Binds the device's dummy buffer at a read-only `slot` that this launch does not read
-    /// (a weight format or an epilogue operand it does not use).
+    /// Binds one of the device's dummy buffers at a storage `slot` that this launch does not
+    /// use (a weight format or an epilogue operand it does not read, an output of a mode it
+    /// does not run).
     pub fn unused(self, gpu: &'a Gpu, slot: u32) -> Self {
-        assert!(
-            self.kernel
-                .bindings
-                .iter()
-                .any(|&(s, a)| s == slot && matches!(a, Access::Read)),
-            "{}: binding {slot} is not a read-only storage binding",
-            self.kernel.label
-        );
-        self.add(slot, gpu.unused_binding())
+        let access = self.kernel.bindings.iter().find(|&&(s, _)| s == slot);
+        let writable = match access {
+            Some((_, Access::Read)) => false,
+            Some((_, Access::ReadWrite)) => true,
+            _ => panic!(
+                "{}: binding {slot} is not a storage binding",
+                self.kernel.label
+            ),
+        };
+        self.add(slot, gpu.unused_binding(writable))
     }
 
     /// Records the dispatch; every slot of the kernel must be bound.

@@ -240,10 +240,13 @@ pub fn shader_variants() -> Vec<ShaderVariant> {
     out.push(v("agcam", "accumulate_heads", &[], Some(Gpu)));
     for w_f16 in [0, 1] {
         let w = [("W_F16", w_f16)];
-        // The default slices and the `wide-slices` trial's.
+        // The default slices and the `wide-slices` trial's, each plain and with the LN2
+        // backward folded into its input.
         for slices in [VS_SLICES, VS_WIDE_SLICES] {
             let sliced = [w[0], ("VS_SLICES", slices)];
             out.push(v("agcam", "vecmat_sliced", &sliced, Some(Gpu)));
+            let folded = [w[0], ("VS_SLICES", slices), ("FOLD", 1)];
+            out.push(v("agcam", "vecmat_sliced", &folded, Some(Gpu)));
         }
         out.push(v("agcam", "vecmat", &w, Some(Cpu)));
         out.push(v("agcam", "vecmat4", &w, Some(Cpu)));

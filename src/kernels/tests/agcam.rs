@@ -132,7 +132,11 @@ fn agcam_vecmat_matches_f64() {
                     &i_buf,
                     &s_buf,
                     &w_buf,
-                    gated.then_some(&g_buf),
+                    if gated {
+                        Factor::GeluGrad(&g_buf)
+                    } else {
+                        Factor::One
+                    },
                     &out,
                     (rows, per_image),
                     (in_dim, out_dim),
@@ -156,6 +160,114 @@ fn agcam_vecmat_matches_f64() {
                     TOL,
                 );
             }
+        }
+    }
+}
+
+/// The LayerNorm backward folded into the product's input (`vecmat_folded`, FOLD): g_y and
+/// the product against f64, on the GPU kernel set (the one that folds) and its `wide-slices`
+/// trial. Rows of one and
+/// several classes per image, rows that do not fill a workgroup's 4 or 8, odd widths, a
+/// LayerNorm width above the 64 lanes per row of `vecmat_sliced`'s statistics, and ViT-B's
+/// proj at batch 1.
+#[test]
+fn agcam_vecmat_folded_matches_f64() {
+    let mut rng = Rng::new(16);
+    // (rows, per_image, in_dim, out_dim)
+    let shapes = [
+        (1, 1, 1, 1),
+        (1, 1, 7, 5),
+        (3, 3, 33, 36),
+        (6, 2, 192, 192),
+        (7, 7, 100, 772),
+        (9, 3, 70, 130),
+        (20, 10, 64, 68),
+        (1, 1, 768, 768),
+    ];
+    let eps = 1e-6f32;
+    let wide: Vec<(&Gpu, AgcamKernels)> = gpus()
+        .iter()
+        .map(|g| {
+            (
+                g,
+                AgcamKernels::new(g, KernelSet::Gpu, Precision::F32, true),
+            )
+        })
+        .collect();
+    let kernels: Vec<_> = devices()
+        .filter(|(g, k)| k.set.resolve(g) == KernelSet::Gpu)
+        .map(|(g, k)| (g, &k.agcam, ""))
+        .chain(wide.iter().map(|(g, agcam)| (*g, agcam, " wide-slices")))
+        .collect();
+    for (rows, per_image, in_dim, out_dim) in shapes {
+        let residual = rng.vec(rows * in_dim, -1.0, 1.0);
+        let upstream = rng.vec(rows * in_dim, -2.0, 2.0);
+        // An offset and spread per image, as LayerNorm inputs have.
+        let x: Vec<f32> = (0..rows / per_image)
+            .flat_map(|_| {
+                let (mean, spread) = (rng.uniform(-3.0, 3.0), rng.uniform(0.1, 4.0));
+                rng.vec(in_dim, -1.0, 1.0)
+                    .into_iter()
+                    .map(move |v| mean + spread * v)
+            })
+            .collect();
+        let scale = rng.vec(in_dim, -2.0, 2.0);
+        let weight = rng.vec(in_dim * out_dim, -1.0, 1.0);
+        let g_y: Vec<f64> = (0..rows)
+            .flat_map(|r| {
+                let x = f64s(&x[(r / per_image) * in_dim..][..in_dim]);
+                let gu = f64s(&upstream[r * in_dim..][..in_dim]);
+                let n = in_dim as f64;
+                let mean = x.iter().sum::<f64>() / n;
+                let var = x.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / n;
+                let rstd = 1.0 / (var + eps as f64).sqrt();
+                let xhat: Vec<f64> = x.iter().map(|v| (v - mean) * rstd).collect();
+                let mean_gu = gu.iter().sum::<f64>() / n;
+                let mean_gux = gu.iter().zip(&xhat).map(|(g, h)| g * h).sum::<f64>() / n;
+                let g = &residual[r * in_dim..][..in_dim];
+                (0..in_dim)
+                    .map(|i| g[i] as f64 + rstd * (gu[i] - mean_gu - xhat[i] * mean_gux))
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        let want: Vec<f64> = (0..rows * out_dim)
+            .map(|idx| {
+                let (r, j) = (idx / out_dim, idx % out_dim);
+                (0..in_dim)
+                    .map(|i| scale[i] as f64 * g_y[r * in_dim + i] * weight[i * out_dim + j] as f64)
+                    .sum()
+            })
+            .collect();
+        let shape = format!("rows={rows} per_image={per_image} in={in_dim} out={out_dim}");
+        for &(gpu, agcam, trial) in &kernels {
+            let residual_buf = gpu.storage_from("g", &residual);
+            let upstream_buf = gpu.storage_from("gu", &upstream);
+            let x_buf = gpu.storage_from("x", &x);
+            let next = gpu.storage("g_y", 4 * g_y.len() as u64);
+            let out = gpu.storage("out", 4 * want.len() as u64);
+            let fold = NormFold {
+                residual: &residual_buf,
+                scaled_upstream: &upstream_buf,
+                x: &x_buf,
+                eps,
+                out: &next,
+            };
+            let d = agcam.vecmat_folded(
+                gpu,
+                &fold,
+                &gpu.storage_from("scale", &scale),
+                &gpu.storage_from("weight", &weight),
+                &out,
+                (rows, per_image),
+                (in_dim, out_dim),
+            );
+            let kernel = format!("agcam.{}{trial}", d.kernel);
+            assert_eq!(d.kernel, "vecmat_sliced_folded", "{shape}");
+            run(gpu, &[d]);
+            let got_next = download::<f32>(gpu, &next, g_y.len());
+            check(&format!("{kernel} g_y"), &shape, gpu, &got_next, &g_y, TOL);
+            let got = download::<f32>(gpu, &out, want.len());
+            check(&kernel, &shape, gpu, &got, &want, TOL);
         }
     }
 }
