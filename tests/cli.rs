@@ -75,6 +75,30 @@ fn saturated_16bit_gray_is_noted() {
     let record: serde_json::Value =
         serde_json::from_slice(&std::fs::read(out.join("gray16.json")).unwrap()).unwrap();
     assert_eq!(record["saturated_16bit"], true);
+    // predict says so too.
+    let o = agcam(&["predict", s(&picture), "--weights", s(&weights)]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stderr(&o).contains("16-bit grayscale"), "{}", stderr(&o));
+}
+
+/// An evaluation's report counts the 16-bit grayscale pictures that saturated (scored as
+/// mostly white), and says nothing of them when there are none.
+#[test]
+fn eval_reports_saturated_16bit_pictures() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("voc");
+    let o = agcam(&["synth", "--out", s(&data), "--count", "3", "--seed", "4"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let run = || {
+        let o = agcam(&["eval", "localization", "--data", s(&data)]);
+        assert!(o.status.success(), "{}", stderr(&o));
+        format!("{}{}", String::from_utf8_lossy(&o.stdout), stderr(&o))
+    };
+    assert!(!run().contains("16-bit"));
+    let ramp = image::ImageBuffer::from_fn(224, 224, |x, y| image::Luma([(x * 64 + y) as u16]));
+    ramp.save(data.join("JPEGImages/synth_000001.png")).unwrap();
+    let report = run();
+    assert!(report.contains("1 image is 16-bit grayscale"), "{report}");
 }
 
 #[test]

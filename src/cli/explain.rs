@@ -172,15 +172,7 @@ pub fn explain(args: &ExplainArgs) -> agcam::Result<bool> {
                     gpu_ms,
                 } => {
                     if prepared.saturated_16bit {
-                        say(
-                            &bar,
-                            format!(
-                                "note: {}: a 16-bit grayscale picture with values above 255; \
-                                 they saturate to white as in PIL's convert(\"RGB\"), so a \
-                                 mostly white picture is explained (convert it to 8 bits first)",
-                                prepared.path.display()
-                            ),
-                        );
+                        say(&bar, saturation_note(&prepared.path, "explained"));
                     }
                     let suffixes = class_suffixes(&explanation, suffixed);
                     let stem = stems.stem_for(&prepared.path, &suffixes);
@@ -250,6 +242,17 @@ pub fn explain(args: &ExplainArgs) -> agcam::Result<bool> {
     Ok(failed == 0)
 }
 
+/// Says that the 16-bit grayscale picture at `path` saturated (what a user should know about
+/// a picture that is `done`, e.g. "explained").
+fn saturation_note(path: &std::path::Path, done: &str) -> String {
+    format!(
+        "note: {}: a 16-bit grayscale picture with values above 255; they saturate to white as \
+         in PIL's convert(\"RGB\"), so a mostly white picture is {done} (convert it to 8 bits \
+         first)",
+        path.display()
+    )
+}
+
 pub fn predict(args: &PredictArgs) -> agcam::Result<bool> {
     let paths = input_pictures(&args.images)?;
     let (model, mut engine) = load_and_upload(&args.model, &args.gpu, |_| Ok(()))?;
@@ -274,6 +277,9 @@ pub fn predict(args: &PredictArgs) -> agcam::Result<bool> {
                 match p {
                     Ok(p) => {
                         inputs.extend_from_slice(&p.input);
+                        if p.saturated_16bit {
+                            eprintln!("{}", saturation_note(&p.path, "classified"));
+                        }
                         ok.push(p.path);
                     }
                     Err(e) => {

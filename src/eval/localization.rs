@@ -171,7 +171,7 @@ pub fn run_localization(
     notes.extend(check_classes(dataset, &cfg));
     let mut size_mismatch = 0usize;
     let mut images = Vec::with_capacity(total);
-    for_each_chunk(samples, &cfg, engine.capacity(), |chunk, prepared| {
+    let saturation = for_each_chunk(samples, &cfg, engine.capacity(), |chunk, prepared| {
         let ok: Vec<usize> = (0..chunk.len()).filter(|&i| prepared[i].is_ok()).collect();
         let inputs: Vec<f32> = ok
             .iter()
@@ -239,6 +239,7 @@ pub fn run_localization(
         progress(images.len(), total);
         Ok(())
     })?;
+    notes.extend(saturation);
     if size_mismatch > 0 {
         notes.push(format!(
             "warning: {size_mismatch} scored images are not the size their XML <size> says; \

@@ -135,17 +135,38 @@ fn validate_limit(limit: Option<usize>) -> Result<()> {
 }
 
 /// Runs `work` on consecutive chunks of `capacity` samples with their decoded inputs, while
-/// the next chunk is being decoded on CPU threads.
+/// the next chunk is being decoded on CPU threads. Returns the note on 16-bit grayscale
+/// pictures that saturated, if any did (a report should say that such pictures were scored
+/// as mostly white).
 fn for_each_chunk<'s>(
     samples: &'s [Sample],
     cfg: &ModelConfig,
     capacity: usize,
-    work: impl FnMut(&'s [Sample], Vec<Result<Prepared>>) -> Result<()>,
-) -> Result<()> {
+    mut work: impl FnMut(&'s [Sample], Vec<Result<Prepared>>) -> Result<()>,
+) -> Result<Option<String>> {
     fn image(s: &Sample) -> &std::path::Path {
         &s.image
     }
-    crate::pipeline::for_each_prepared_chunk(samples, image, cfg, capacity, work)
+    let mut saturated = 0usize;
+    crate::pipeline::for_each_prepared_chunk(samples, image, cfg, capacity, |chunk, prepared| {
+        saturated += prepared
+            .iter()
+            .filter(|p| matches!(p, Ok(p) if p.saturated_16bit))
+            .count();
+        work(chunk, prepared)
+    })?;
+    Ok((saturated > 0).then(|| {
+        let images = if saturated == 1 {
+            "1 image is".to_string()
+        } else {
+            format!("{saturated} images are")
+        };
+        format!(
+            "warning: {images} 16-bit grayscale with values above 255; they saturate to white \
+             as in PIL's convert(\"RGB\"), so mostly white pictures were scored (convert them \
+             to 8 bits first)"
+        )
+    }))
 }
 
 /// The samples a run covers: all, or the first `limit`.

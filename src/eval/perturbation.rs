@@ -217,7 +217,7 @@ pub fn run_perturbation(
     }
     notes.extend(check_classes(dataset, &cfg));
     let mut images: Vec<PerturbationImage> = Vec::with_capacity(total);
-    for_each_chunk(samples, &cfg, engine.capacity(), |chunk, prepared| {
+    let saturation = for_each_chunk(samples, &cfg, engine.capacity(), |chunk, prepared| {
         let ok: Vec<usize> = (0..chunk.len()).filter(|&i| prepared[i].is_ok()).collect();
         let mut explained = Vec::new().into_iter();
         if !ok.is_empty() {
@@ -292,6 +292,7 @@ pub fn run_perturbation(
         }
         Ok(())
     })?;
+    notes.extend(saturation);
     let scored: Vec<&PerturbationImage> = images
         .iter()
         .filter(|r| r.status == Status::Scored)
