@@ -93,10 +93,13 @@ done
 step "A/B summary: trials and earlier builds against $BIN"
 python3 scripts/ab-summary.py "$R" --default "$(basename "$BIN")" 2>&1 | tee "$R/ab_summary.txt"
 
-# Forward and backward (the `<method>.` launches and topk) kernel time of a profile table.
+# Forward and backward kernel time of a profile, and the backward's dispatches: from its last
+# line ("forward F ms in N launches; explanation B ms in M launches; ..."), or for builds
+# before that line, from its table (the `agcam.` launches and topk).
 chain_split() {
-    awk 'NR>2 && NF>=3 {if ($1 ~ /^agcam\./ || $1 == "topk") {b+=$3; nb++} else {f+=$3}}
-        END {printf "%.3f %.3f %d\n", f, b, nb}' "$1"
+    awk '$1 == "forward" && $6 == "launches;" {line = $2 " " $8 " " $11}
+        NR>2 && $1 != "forward" && NF>=3 {if ($1 ~ /^agcam\./ || $1 == "topk") {b+=$3; nb++} else {f+=$3}}
+        END {if (line) print line; else printf "%.3f %.3f %d\n", f, b, nb}' "$1"
 }
 # Binary, precision, batch, top-k (default 1), trial kernels (default none).
 profiles=("$BIN f32 64" "$BIN f16 64" "$BIN f32 8" "$BIN f32 1" "$BIN f32 64 5"
@@ -114,7 +117,7 @@ for spec in "${profiles[@]}"; do
     head -n 1 "$R/$name"
     # Issue 11's batch-latency target: explain ÷ forward ≤ 1.05 by kernel time.
     chain_split "$R/$name" | awk '{printf "  explain / forward (kernel time) %.4f: forward %.3f ms, backward %.3f ms in %d dispatches\n", ($1+$2)/$1, $1, $2, $3}'
-    awk 'NR>2 {t[$2]+=$3} END {for (k in t) printf "  %-20s %9.3f ms\n", k, t[k]}' \
+    awk 'NR>2 && $1 != "forward" {t[$2]+=$3} END {for (k in t) printf "  %-20s %9.3f ms\n", k, t[k]}' \
         "$R/$name" | sort -k2 -nr | head -n 6
     # The kernel of each nn.Linear: gemm_coop16 / gemm_coop8 where tensor cores ran.
     echo "  linears: $(awk 'NR>2 && $1 ~ /(qkv|proj|fc1|fc2|head|patch)/ {print $2}' "$R/$name" |

@@ -514,6 +514,43 @@ fn bench_and_profile_take_a_method() {
     }
 }
 
+/// `agcam profile` says where the forward ends: the JSON's `forward_launches` (the explanation
+/// starts with the class choice), and the text's last line, whose counts match its table.
+#[test]
+fn profile_splits_forward_and_explanation() {
+    let weights = fixture("odd_ls/model.safetensors");
+    let run = |json: bool| {
+        let mut args = vec!["profile", "--weights", s(&weights)];
+        if json {
+            args.push("--json");
+        }
+        let o = agcam(&args);
+        assert!(o.status.success(), "{}", stderr(&o));
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    };
+    let profile: serde_json::Value = serde_json::from_str(&run(true)).unwrap();
+    let kernels = profile["kernels"].as_array().unwrap();
+    let forward = profile["forward_launches"].as_u64().unwrap() as usize;
+    assert!(
+        0 < forward && forward < kernels.len(),
+        "{forward} of {}",
+        kernels.len()
+    );
+    assert_eq!(kernels[forward]["name"], "topk");
+    assert!(kernels[..forward]
+        .iter()
+        .all(|k| !k["name"].as_str().unwrap().starts_with("agcam.")));
+    let text = run(false);
+    let last = text.lines().last().unwrap();
+    let want = format!("in {forward} launches; explanation");
+    assert!(
+        last.starts_with("forward ") && last.contains(&want),
+        "{last}"
+    );
+    let explanation = format!("in {} launches; explain / forward", kernels.len() - forward);
+    assert!(last.contains(&explanation), "{last}");
+}
+
 /// The kernel names of `agcam profile --method METHOD --json` on `weights`.
 fn profiled_kernels(weights: &Path, method: &str) -> Vec<String> {
     let o = agcam(&[

@@ -132,6 +132,17 @@ pub fn profile(args: &ProfileArgs) -> agcam::Result<bool> {
             k.gb_per_s
         );
     }
+    let sum = |ks: &[agcam::explain::KernelTiming]| ks.iter().map(|k| k.ms).sum::<f64>();
+    let (forward, explanation) = (profile.forward(), profile.explanation());
+    let forward_ms = sum(forward);
+    println!(
+        "forward {forward_ms:.3} ms in {} launches; explanation {:.3} ms in {} launches; \
+         explain / forward {:.4}",
+        forward.len(),
+        sum(explanation),
+        explanation.len(),
+        (forward_ms + sum(explanation)) / forward_ms
+    );
     Ok(true)
 }
 

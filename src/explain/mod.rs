@@ -144,6 +144,13 @@ impl Default for EngineOptions {
 /// (none for a forward pass only), method.
 type RecordingKey = (usize, usize, Option<ClassChoice>, Method);
 
+/// The dispatches of one chunk shape: the forward's, then the explanation's.
+struct Recording {
+    dispatches: Vec<Dispatch>,
+    /// How many of `dispatches`, from the first, are the forward.
+    forward: usize,
+}
+
 /// Buffers sized for the engine's capacity, and the dispatches recorded over them.
 struct Workspace {
     acts: Activations,
@@ -151,7 +158,7 @@ struct Workspace {
     rollout: Option<RolloutBuffers>,
     full: Option<FullBackward>,
     lrp: Option<LrpBuffers>,
-    recordings: HashMap<RecordingKey, Vec<Dispatch>>,
+    recordings: HashMap<RecordingKey, Recording>,
     logits_readback: wgpu::Buffer,
     classes_readback: Option<wgpu::Buffer>,
     maps_readback: Option<wgpu::Buffer>,
@@ -473,6 +480,7 @@ impl Engine {
             _ => None,
         };
         let mut dispatches = record_forward(gpu, k, cfg, w, &ws.acts, batch, mixed, keep_full);
+        let forward = dispatches.len();
         if let (Some((choice, method)), Some(back)) = (explain, &ws.back) {
             let tail = match method {
                 Method::Agcam | Method::GradCam => {
@@ -525,7 +533,13 @@ impl Engine {
             };
             dispatches.extend(tail);
         }
-        ws.recordings.insert(key, dispatches);
+        ws.recordings.insert(
+            key,
+            Recording {
+                dispatches,
+                forward,
+            },
+        );
         Ok(key)
     }
 
@@ -556,7 +570,7 @@ impl Engine {
                 label: Some("agcam"),
                 timestamp_writes: None,
             });
-            encode(&mut pass, &ws.recordings[&key]);
+            encode(&mut pass, &ws.recordings[&key].dispatches);
         }
         self.finish(ws, enc, batch, per_image, explain.map(|(_, m)| m))
     }

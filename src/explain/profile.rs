@@ -31,7 +31,8 @@ impl Engine {
         let key = self.recording(count, top_k, Some((ClassChoice::TopK, method)))?;
         let ws = self.workspace.as_ref().expect("prepared");
         self.upload(ws, images, Some(ClassChoice::TopK), &[]);
-        let dispatches = &ws.recordings[&key];
+        let recording = &ws.recordings[&key];
+        let dispatches = &recording.dispatches;
         let timestamps = self.gpu.features.contains(wgpu::Features::TIMESTAMP_QUERY);
         let ms: Vec<f64> = if timestamps {
             let queries = 2 * dispatches.len() as u32;
@@ -102,6 +103,7 @@ impl Engine {
                 "wall-clock"
             }
             .into(),
+            forward_launches: recording.forward,
             kernels,
         })
     }
@@ -137,11 +139,23 @@ pub struct Profile {
     pub clock: String,
     /// Every launch in execution order.
     pub kernels: Vec<KernelTiming>,
+    /// How many of `kernels`, from the first, are the forward pass; the rest explain.
+    pub forward_launches: usize,
 }
 
 impl Profile {
     /// Sum of all kernel times in milliseconds.
     pub fn total_ms(&self) -> f64 {
         self.kernels.iter().map(|k| k.ms).sum()
+    }
+
+    /// The forward's launches.
+    pub fn forward(&self) -> &[KernelTiming] {
+        &self.kernels[..self.forward_launches]
+    }
+
+    /// The explanation's launches, after the forward (class choice, backward, maps).
+    pub fn explanation(&self) -> &[KernelTiming] {
+        &self.kernels[self.forward_launches..]
     }
 }

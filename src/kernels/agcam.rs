@@ -163,6 +163,7 @@ pub(crate) struct NormFold<'a> {
     pub scaled_upstream: &'a wgpu::Buffer,
     /// The LayerNorm's input, one row per image [rows / per_image, in_dim].
     pub x: &'a wgpu::Buffer,
+    /// The LayerNorm's epsilon.
     pub eps: f32,
     /// Where g_y goes [rows, in_dim]: not `residual`, which other workgroups still read.
     pub out: &'a wgpu::Buffer,
