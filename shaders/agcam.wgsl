@@ -68,7 +68,7 @@ fn load_weight4(i: u32) -> vec4<f32> {
 
 override FOLD: bool = false;
 // Per row of the workgroup (VS_ROWS): mean and 1/σ of x, mean(gu), mean(gu ⊙ x̂).
-var<workgroup> fold_stats: array<vec4<f32>, 4>;
+var<workgroup> fold_stats: array<vec4<f32>, VS_ROWS>;
 
 // g_y[r, i], where `stats` are row r's.
 fn fold_input(r: u32, i: u32, stats: vec4<f32>) -> f32 {
@@ -80,7 +80,7 @@ fn fold_input(r: u32, i: u32, stats: vec4<f32>) -> f32 {
 // Writes g_y of the VS_ROWS rows from r0 (their statistics in fold_stats), indices i = first,
 // first + step, …: the first column block's share of the next layer's g.
 fn fold_store(r0: u32, first: u32, step: u32) {
-    for (var t = 0u; t < 4u; t++) {
+    for (var t = 0u; t < VS_ROWS; t++) {
         let r = r0 + t;
         if (r < p.rows) {
             for (var i = first; i < p.in_dim; i += step) {
@@ -169,7 +169,7 @@ fn input4(x: vec4<u32>, i: u32) -> vec4<f32> {
 
 // g_y[r, i] of rows r0 .. r0 + 3 (clamped to the last row, as row_starts4), their statistics
 // in `stats`.
-fn fold_input4(r0: u32, i: u32, stats: array<vec4<f32>, 4>) -> vec4<f32> {
+fn fold_input4(r0: u32, i: u32, stats: array<vec4<f32>, VS_ROWS>) -> vec4<f32> {
     let last = p.rows - 1u;
     return vec4<f32>(
         fold_input(min(r0, last), i, stats[0]),
@@ -374,17 +374,17 @@ fn vecmat_sliced(
     // Clamped, so that every invocation reaches the barrier; the store drops the extras.
     let jc = min(j, p.out_dim - 1u);
     let x = row_starts4(r0);
+    // In registers for the loop (read but unused without FOLD).
+    let stats = fold_stats;
     var acc = vec4<f32>(0.0);
-    if (FOLD) {
-        // In registers for the loop.
-        let stats = fold_stats;
-        for (var i = lid.y; i < p.in_dim; i += VS_SLICES) {
-            acc += fold_input4(r0, i, stats) * (load_weight(i * p.out_dim + jc) * scale[i]);
+    for (var i = lid.y; i < p.in_dim; i += VS_SLICES) {
+        var g: vec4<f32>;
+        if (FOLD) {
+            g = fold_input4(r0, i, stats);
+        } else {
+            g = input4(x, i);
         }
-    } else {
-        for (var i = lid.y; i < p.in_dim; i += VS_SLICES) {
-            acc += input4(x, i) * (load_weight(i * p.out_dim + jc) * scale[i]);
-        }
+        acc += g * (load_weight(i * p.out_dim + jc) * scale[i]);
     }
     slice_sums[lid.y * VS_COLS + lid.x] = acc;
     workgroupBarrier();

@@ -134,14 +134,13 @@ pub fn profile(args: &ProfileArgs) -> agcam::Result<bool> {
     }
     let sum = |ks: &[agcam::explain::KernelTiming]| ks.iter().map(|k| k.ms).sum::<f64>();
     let (forward, explanation) = (profile.forward(), profile.explanation());
-    let forward_ms = sum(forward);
+    let (forward_ms, explanation_ms) = (sum(forward), sum(explanation));
     println!(
-        "forward {forward_ms:.3} ms in {} launches; explanation {:.3} ms in {} launches; \
-         explain / forward {:.4}",
+        "forward {forward_ms:.3} ms in {} launches; explanation {explanation_ms:.3} ms in {} \
+         launches; explain / forward {:.4}",
         forward.len(),
-        sum(explanation),
         explanation.len(),
-        (forward_ms + sum(explanation)) / forward_ms
+        (forward_ms + explanation_ms) / forward_ms
     );
     Ok(true)
 }

@@ -363,7 +363,7 @@ impl AgcamKernels {
             ..Self::product_params((rows, per_image), (in_dim, out_dim))
         };
         let u = gpu.uniform("vecmat params", &params);
-        let mut bind = self.product(gpu, false, &params, &u, (input, scale, weight, out));
+        let (mut bind, groups) = self.product(gpu, false, &params, &u, (input, scale, weight, out));
         if let Vecmat::Sliced(_) = self.vecmat {
             bind = bind.unused(gpu, 10).unused(gpu, 11);
         }
@@ -374,7 +374,7 @@ impl AgcamKernels {
             }
             Factor::Column(column) => bind.storage(3, column, words(out_dim)),
         };
-        bind.dispatch(gpu, self.product_groups(rows, out_dim)).work(
+        bind.dispatch(gpu, groups).work(
             2 * rows * in_dim * out_dim,
             4 * (in_dim * out_dim + rows * (in_dim + out_dim)),
         )
@@ -400,11 +400,12 @@ impl AgcamKernels {
         };
         let row_values = words(rows * in_dim);
         let u = gpu.uniform("vecmat params", &params);
-        self.product(gpu, true, &params, &u, (fold.residual, scale, weight, out))
-            .storage(3, fold.scaled_upstream, row_values)
+        let (bind, groups) =
+            self.product(gpu, true, &params, &u, (fold.residual, scale, weight, out));
+        bind.storage(3, fold.scaled_upstream, row_values)
             .storage(10, fold.x, words(rows.div_ceil(per_image) * in_dim))
             .storage(11, fold.out, row_values)
-            .dispatch(gpu, self.product_groups(rows, out_dim))
+            .dispatch(gpu, groups)
             .work(
                 2 * rows * in_dim * out_dim + 20 * rows * in_dim,
                 4 * (in_dim * out_dim + rows * (4 * in_dim + out_dim)),
@@ -462,12 +463,8 @@ impl AgcamKernels {
         (kernel, slots, groups)
     }
 
-    fn product_groups(&self, rows: usize, out_dim: usize) -> [u32; 3] {
-        self.product_kernel(rows, out_dim, false).2
-    }
-
     /// Binds a product kernel's input, scale, weight (f32 or f16 pairs), output and
-    /// parameters.
+    /// parameters; with its grid.
     fn product<'a>(
         &'a self,
         gpu: &'a Gpu,
@@ -480,13 +477,13 @@ impl AgcamKernels {
             &'a wgpu::Buffer,
             &'a wgpu::Buffer,
         ),
-    ) -> Bindings<'a> {
+    ) -> (Bindings<'a>, [u32; 3]) {
         let (rows, in_dim, out_dim) = (
             params.rows as usize,
             params.in_dim as usize,
             params.out_dim as usize,
         );
-        let (kernel, (f32_slot, f16_slot), _) = self.product_kernel(rows, out_dim, folded);
+        let (kernel, (f32_slot, f16_slot), groups) = self.product_kernel(rows, out_dim, folded);
         let weight_elements = in_dim * out_dim;
         let (weight_slot, weight_bytes, other_slot) = if self.weights_f16 {
             let bytes = (2 * weight_elements).next_multiple_of(4) as u64;
@@ -494,14 +491,15 @@ impl AgcamKernels {
         } else {
             (f32_slot, words(weight_elements), f16_slot)
         };
-        kernel
+        let bind = kernel
             .bind()
             .storage(0, input, words(rows * in_dim))
             .storage(1, scale, words(in_dim))
             .storage(weight_slot, weight, weight_bytes)
             .unused(gpu, other_slot)
             .storage(4, out, words(rows * out_dim))
-            .uniform(5, uniform)
+            .uniform(5, uniform);
+        (bind, groups)
     }
 
     /// `maps[r] (+)= Σ_h ReLU(dO[r, h] · V[b, j, h]) · sigmoid(S[b, h, j])` over patch keys j.
