@@ -226,7 +226,9 @@ fn block_b_row(b0: u32, n0: u32, rb: array<u32, BB_MAX_COLS>, kk: u32) -> array<
     }
     return bv;
 }
-const BB_MAX_COLS: u32 = 8u;
+// Columns per invocation: 8, or 4 for narrow products and 24 for wide ones (the host's
+// `block_columns`); the arrays are sized for the widest, and Mesa unrolls the loops to BB_COLS.
+const BB_MAX_COLS: u32 = 24u;
 override BB_COLS: u32 = 8u;
 
 @compute @workgroup_size(8)

@@ -3,7 +3,8 @@
 //! elementwise and row kernels around it.
 
 use super::{
-    linear_grid, module_with, words, Access, ChainStep, Dispatch, Kernel, KernelSet, Precision,
+    linear_grid, module_with, words, Access, ChainStep, Dispatch, Kernel, KernelSet, Module,
+    Precision,
 };
 use crate::gpu::Gpu;
 use crate::model::Pooling;
@@ -136,12 +137,22 @@ const GELU_GRAD: u32 = 1;
 const K_SCALED: u32 = 2;
 const BG_WG: u32 = 8;
 const BG_TILE: u32 = 4;
-/// Rows per workgroup and columns per invocation of `bgemm_block` (8 invocations); narrow
-/// products (at most [`BB_NARROW_MAX_N`] columns) take 4 columns per invocation.
+/// Rows per workgroup and columns per invocation of `bgemm_block` (8 invocations): 4 columns
+/// for narrow products (at most [`BB_NARROW_MAX_N`] columns), 8 below [`BB_WIDE_MIN_N`]
+/// columns (attention's products: N or the head width), 24 from there (the linear layers'):
+/// llvmpipe loads per-lane values one lane at a time, and the wide block amortises each such
+/// load over three times the columns. On lavapipe it ran ViT-B/16's transposed linears about
+/// 1.5× faster than 8 columns, and attention's products about 1.6× slower (BENCHMARKS.md).
 const BB_ROWS: u32 = 32;
 const BB_COLS: u32 = 8;
 const BB_COLS_NARROW: u32 = 4;
+const BB_COLS_WIDE: u32 = 24;
 const BB_NARROW_MAX_N: usize = 32;
+/// Columns from which products take the wide block: ViT-B's embedding width and every
+/// standard ViT's MLP width. Mesa compiles each wide variant for about 10 s (once, then its
+/// disk cache serves it), and at the demo model's 384-column MLP it measured no faster than 8
+/// columns (attention's 197 and 64 columns ran 1.6× slower on it).
+const BB_WIDE_MIN_N: usize = 768;
 const BB_WG: u32 = 8;
 const EW_WG: u32 = 64;
 
@@ -154,7 +165,7 @@ pub(super) const MIRROR: super::Mirror = super::Mirror {
         ("BG_WG", BG_WG),
         ("BG_TILE", BG_TILE),
         ("BB_ROWS", BB_ROWS),
-        ("BB_MAX_COLS", BB_COLS),
+        ("BB_MAX_COLS", BB_COLS_WIDE),
         ("BB_COLS", BB_COLS),
         ("EW_WG", EW_WG),
     ],
@@ -262,8 +273,9 @@ impl Finish<'_> {
 /// Which `bgemm_block` variant a product runs on (the CPU kernel set).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 struct BlockVariant {
-    /// [`BB_COLS_NARROW`] columns per invocation (f32 operands only).
-    narrow: bool,
+    /// Columns per invocation: [`BB_COLS_NARROW`] (f32 operands only), [`BB_COLS`] or
+    /// [`BB_COLS_WIDE`], by [`block_columns`].
+    cols: u32,
     b_f16: bool,
     b_vec4: bool,
     a_vec4: bool,
@@ -286,9 +298,12 @@ pub(crate) struct Products {
     /// and on OpenGL, where Mesa's compile of large unrolled kernels trips wgpu's context lock
     /// (see `Gemm::block`).
     bgemm: [Option<Kernel>; 2],
-    /// `bgemm_block` variants elsewhere on the CPU set: empty unless `block`.
-    blocks: std::collections::HashMap<BlockVariant, Kernel>,
+    /// `bgemm_block` variants elsewhere on the CPU set (empty unless `block`), each compiled
+    /// when a product first needs it: Mesa takes seconds per wide variant, and a method uses
+    /// a few of them.
+    blocks: std::collections::HashMap<BlockVariant, std::sync::OnceLock<Kernel>>,
     block: bool,
+    module: Module,
     weights_f16: bool,
     /// Set for products whose B is a part of a weight matrix (never an activation).
     part: Option<WeightPart>,
@@ -320,34 +335,61 @@ impl Products {
         };
         let mut blocks = std::collections::HashMap::new();
         let flags = [false, true];
-        for (narrow, b_f16, b_vec4, a_vec4) in flag_combinations(flags) {
-            if !block || !needed(b_f16) || (b_f16 && narrow) {
-                continue;
+        for cols in [BB_COLS_NARROW, BB_COLS, BB_COLS_WIDE] {
+            for (b_f16, b_vec4, a_vec4) in flag_combinations(flags) {
+                if block && needed(b_f16) && !(b_f16 && cols == BB_COLS_NARROW) {
+                    let variant = BlockVariant {
+                        cols,
+                        b_f16,
+                        b_vec4,
+                        a_vec4,
+                    };
+                    blocks.insert(variant, std::sync::OnceLock::new());
+                }
             }
-            let mut constants = vec![
-                ("B_F16", b_f16 as u32 as f64),
-                ("B_VEC4", b_vec4 as u32 as f64),
-                ("A_VEC4", a_vec4 as u32 as f64),
-            ];
-            if narrow {
-                constants.push(("BB_COLS", BB_COLS_NARROW as f64));
-            }
-            constants.extend(sign);
-            let kernel = Kernel::new(gpu, &m, "bgemm_block", BGEMM_BINDINGS, &constants);
-            let variant = BlockVariant {
-                narrow,
-                b_f16,
-                b_vec4,
-                a_vec4,
-            };
-            blocks.insert(variant, kernel);
         }
         Products {
             bgemm: [bgemm(false), bgemm(true)],
             blocks,
             block,
+            module: m,
             weights_f16,
             part,
+        }
+    }
+
+    /// The `bgemm_block` kernel of `variant`, compiled on first use; `None` where this
+    /// weight format has no such variant.
+    fn block_kernel(&self, gpu: &Gpu, variant: BlockVariant) -> Option<&Kernel> {
+        let cell = self.blocks.get(&variant)?;
+        Some(cell.get_or_init(|| {
+            let constants = self.block_constants(variant);
+            Kernel::new(gpu, &self.module, "bgemm_block", BGEMM_BINDINGS, &constants)
+        }))
+    }
+
+    /// The override constants of a `bgemm_block` variant.
+    fn block_constants(&self, variant: BlockVariant) -> Vec<(&'static str, f64)> {
+        let flag = |on: bool| on as u32 as f64;
+        let mut constants = vec![
+            ("B_F16", flag(variant.b_f16)),
+            ("B_VEC4", flag(variant.b_vec4)),
+            ("A_VEC4", flag(variant.a_vec4)),
+        ];
+        if variant.cols != BB_COLS {
+            constants.push(("BB_COLS", variant.cols as f64));
+        }
+        constants.extend(self.part.map(|p| ("B_SIGN", p as u32 as f64)));
+        constants
+    }
+
+    /// Records, without compiling, every `bgemm_block` variant that products may compile on
+    /// first use (the catalogue test checks them against the catalogue).
+    #[cfg(test)]
+    pub fn record_lazy_variants(&self, gpu: &Gpu) {
+        for &variant in self.blocks.keys() {
+            let constants = self.block_constants(variant);
+            Kernel::record(gpu, &self.module, "bgemm_block", &constants);
         }
     }
 
@@ -401,16 +443,17 @@ impl Products {
         let count = batch.count();
         assert!(count <= 65535, "bgemm: {count} products in one dispatch");
         let uniform = gpu.uniform("bgemm params", &params);
-        let narrow = !b_f16 && n <= BB_NARROW_MAX_N;
+        let cols = block_columns(n, b_f16);
         let vec4 = self.block && b_mat.vec4_columns(n);
         let a_vec4 = self.block && a_mat.vec4_columns(k);
         let kernel = if self.block {
-            self.blocks.get(&BlockVariant {
-                narrow,
+            let variant = BlockVariant {
+                cols,
                 b_f16,
                 b_vec4: vec4,
                 a_vec4,
-            })
+            };
+            self.block_kernel(gpu, variant)
         } else {
             self.bgemm[b_f16 as usize].as_ref()
         };
@@ -454,7 +497,6 @@ impl Products {
             None => bind.unused(gpu, 3),
         };
         let groups = if self.block {
-            let cols = if narrow { BB_COLS_NARROW } else { BB_COLS };
             [
                 (n as u32).div_ceil(BB_WG * cols),
                 (m as u32).div_ceil(BB_ROWS),
@@ -497,6 +539,12 @@ impl BackwardKernels {
             softmax_backward: kernel("softmax_backward", SOFTMAX_BINDINGS),
             relevance_step: kernel("relevance_step", RELEVANCE_BINDINGS),
         }
+    }
+
+    /// Records the product variants compiled on first use (see [`Products::record_lazy_variants`]).
+    #[cfg(test)]
+    pub fn record_lazy_variants(&self, gpu: &Gpu) {
+        self.products.record_lazy_variants(gpu);
     }
 
     /// Whether products run on `bgemm_block` (the CPU kernel set, not on OpenGL).
@@ -702,13 +750,22 @@ impl ElemParams {
     }
 }
 
-/// Every combination of four flags.
-fn flag_combinations(flags: [bool; 2]) -> impl Iterator<Item = (bool, bool, bool, bool)> {
+/// Every combination of three flags.
+fn flag_combinations(flags: [bool; 2]) -> impl Iterator<Item = (bool, bool, bool)> {
     flags.into_iter().flat_map(move |a| {
-        flags.into_iter().flat_map(move |b| {
-            flags
-                .into_iter()
-                .flat_map(move |c| flags.into_iter().map(move |d| (a, b, c, d)))
-        })
+        flags
+            .into_iter()
+            .flat_map(move |b| flags.into_iter().map(move |c| (a, b, c)))
     })
+}
+
+/// Columns per invocation of `bgemm_block` for a product with `n` columns.
+fn block_columns(n: usize, b_f16: bool) -> u32 {
+    if !b_f16 && n <= BB_NARROW_MAX_N {
+        BB_COLS_NARROW
+    } else if n < BB_WIDE_MIN_N {
+        BB_COLS
+    } else {
+        BB_COLS_WIDE
+    }
 }

@@ -128,6 +128,15 @@ impl LrpKernels {
         }
     }
 
+    /// Records the signed product variants compiled on first use (see
+    /// `Products::record_lazy_variants`).
+    #[cfg(test)]
+    pub fn record_lazy_variants(&self, gpu: &Gpu) {
+        for products in [&self.positive, &self.negative, &self.positive_terms] {
+            products.record_lazy_variants(gpu);
+        }
+    }
+
     /// The z⁺ rule (LRP-α1β0, biases ignored) of `l` for `classes` gradient rows per input
     /// row: Z⁺ = x⁺W⁺ᵀ + x⁻W⁻ᵀ (one product summing the positive terms x·w), s = ε(R, Z⁺) in
     /// `l.r_out`, R_in = x⁺ ⊙ (sW⁺) + x⁻ ⊙ (sW⁻), W⁺ and W⁻ read as the weights load; `z`

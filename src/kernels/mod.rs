@@ -170,6 +170,24 @@ impl Dispatch {
 }
 
 impl Kernel {
+    /// Records the variant in the log that the catalogue test checks: every compiled kernel,
+    /// and the variants a launcher compiles only on first use.
+    #[cfg(test)]
+    pub fn record(gpu: &Gpu, module: &Module, entry: &str, constants: &[(&str, f64)]) {
+        let mut sorted: Vec<(String, u32)> = constants
+            .iter()
+            .map(|&(c, v)| (c.to_string(), v as u32))
+            .collect();
+        sorted.sort_unstable();
+        variants::compiled::record((
+            module.shader.to_string(),
+            entry.to_string(),
+            sorted,
+            module.f16_math,
+            gpu.info.backend,
+        ));
+    }
+
     /// Compiles `entry` of `module` with the given override constants.
     pub fn new(
         gpu: &Gpu,
@@ -179,20 +197,7 @@ impl Kernel {
         constants: &[(&str, f64)],
     ) -> Kernel {
         #[cfg(test)]
-        {
-            let mut sorted: Vec<(String, u32)> = constants
-                .iter()
-                .map(|&(c, v)| (c.to_string(), v as u32))
-                .collect();
-            sorted.sort_unstable();
-            variants::compiled::record((
-                module.shader.to_string(),
-                entry.to_string(),
-                sorted,
-                module.f16_math,
-                gpu.info.backend,
-            ));
-        }
+        Kernel::record(gpu, module, entry, constants);
         let entries: Vec<wgpu::BindGroupLayoutEntry> = bindings
             .iter()
             .map(|&(binding, access)| wgpu::BindGroupLayoutEntry {

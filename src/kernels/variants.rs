@@ -277,18 +277,18 @@ pub fn shader_variants() -> Vec<ShaderVariant> {
                 ));
             }
         }
-        // bgemm_block: scalar or vec4 loads of A and of B; narrow products (at most 32
-        // columns) read f32 only.
-        for narrow in [false, true] {
+        // bgemm_block: scalar or vec4 loads of A and of B; 8 columns per invocation, 4 for
+        // narrow products (at most 32 columns, f32 only), 24 for wide ones.
+        for cols in [None, Some(4), Some(24)] {
             for b_f16 in [0, 1] {
-                if narrow && b_f16 == 1 {
+                if cols == Some(4) && b_f16 == 1 {
                     continue;
                 }
                 for (b_vec4, a_vec4) in [(0, 0), (0, 1), (1, 0), (1, 1)] {
                     let mut constants =
                         vec![("B_F16", b_f16), ("B_VEC4", b_vec4), ("A_VEC4", a_vec4)];
-                    if narrow {
-                        constants.push(("BB_COLS", 4));
+                    if let Some(cols) = cols {
+                        constants.push(("BB_COLS", cols));
                     }
                     let constants = signed(constants);
                     out.push(v("backward", "bgemm_block", &constants, Some(Cpu)).not_on_gl());

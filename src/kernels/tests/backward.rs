@@ -103,8 +103,9 @@ fn backward_product_matches_f64() {
                 check(kernel, &shape, gpu, &got, &want, TOL);
             }
 
-            // 45 columns: scalar loads; 44: vec4.
-            for n in [45, 44] {
+            // 45 and 773 columns: scalar loads; 44 and 772: vec4; 772 and 773 on the CPU
+            // set's wide blocks, with a partial column block.
+            for n in [45, 44, 773, 772] {
                 // A weight product with term scales: f16 weights are read as f16 pairs.
                 let (m, k) = (70, 33);
                 let w: Vec<f32> = rng
