@@ -47,6 +47,10 @@ override B_VEC4: bool = false;
 // bgemm_block: A's rows are contiguous and 4-aligned and k is a multiple of 4: each row is
 // read 4 terms per load.
 override A_VEC4: bool = false;
+// bgemm_block with A_VEC4: B's columns are contiguous along k and 4-aligned (row 1, offset,
+// col and batch strides multiples of 4; no term scales): each invocation reads 4 terms of a
+// column per load, as gemm_block reads W. B is then a transposed weight (the LRP's Z⁺) or Vᵀ.
+override B_TERMS4: bool = false;
 
 @group(0) @binding(0) var<storage, read> ga: array<f32>;
 @group(0) @binding(1) var<storage, read> gb: array<f32>;
@@ -255,13 +259,19 @@ fn bgemm_block(
     var acc: array<array<f32, BB_MAX_COLS>, BB_ROWS>;
     if (A_VEC4) {
         for (var kk = 0u; kk < p.k; kk += 4u) {
-            let r0 = block_b_row(b0, n0, rb, kk);
-            let r1 = block_b_row(b0, n0, rb, kk + 1u);
-            let r2 = block_b_row(b0, n0, rb, kk + 2u);
-            let r3 = block_b_row(b0, n0, rb, kk + 3u);
             var bq: array<vec4<f32>, BB_MAX_COLS>;
-            for (var j = 0u; j < BB_COLS; j++) {
-                bq[j] = vec4<f32>(r0[j], r1[j], r2[j], r3[j]);
+            if (B_TERMS4) {
+                for (var j = 0u; j < BB_COLS; j++) {
+                    bq[j] = load_b4(rb[j] + kk);
+                }
+            } else {
+                let r0 = block_b_row(b0, n0, rb, kk);
+                let r1 = block_b_row(b0, n0, rb, kk + 1u);
+                let r2 = block_b_row(b0, n0, rb, kk + 2u);
+                let r3 = block_b_row(b0, n0, rb, kk + 3u);
+                for (var j = 0u; j < BB_COLS; j++) {
+                    bq[j] = vec4<f32>(r0[j], r1[j], r2[j], r3[j]);
+                }
             }
             for (var i = 0u; i < BB_ROWS; i++) {
                 let x = ga4[(ra[i] + kk) >> 2u];

@@ -279,6 +279,8 @@ struct BlockVariant {
     b_f16: bool,
     b_vec4: bool,
     a_vec4: bool,
+    /// B read 4 terms of a column per load (with `a_vec4`, never with `b_vec4`).
+    b_terms4: bool,
 }
 
 /// Which part of a weight matrix a signed product reads: the LRP z⁺ rule's W⁺ = max(W, 0) or
@@ -338,13 +340,18 @@ impl Products {
         for cols in [BB_COLS_NARROW, BB_COLS, BB_COLS_WIDE] {
             for (b_f16, b_vec4, a_vec4) in flag_combinations(flags) {
                 if block && needed(b_f16) && !(b_f16 && cols == BB_COLS_NARROW) {
-                    let variant = BlockVariant {
-                        cols,
-                        b_f16,
-                        b_vec4,
-                        a_vec4,
-                    };
-                    blocks.insert(variant, std::sync::OnceLock::new());
+                    for b_terms4 in [false, true] {
+                        if !b_terms4 || (a_vec4 && !b_vec4) {
+                            let variant = BlockVariant {
+                                cols,
+                                b_f16,
+                                b_vec4,
+                                a_vec4,
+                                b_terms4,
+                            };
+                            blocks.insert(variant, std::sync::OnceLock::new());
+                        }
+                    }
                 }
             }
         }
@@ -378,6 +385,9 @@ impl Products {
         ];
         if variant.cols != BB_COLS {
             constants.push(("BB_COLS", variant.cols as f64));
+        }
+        if variant.b_terms4 {
+            constants.push(("B_TERMS4", 1.0));
         }
         constants.extend(self.part.map(|p| ("B_SIGN", p as u32 as f64)));
         constants
@@ -446,12 +456,14 @@ impl Products {
         let cols = block_columns(n, b_f16);
         let vec4 = self.block && b_mat.vec4_columns(n);
         let a_vec4 = self.block && a_mat.vec4_columns(k);
+        let b_terms4 = a_vec4 && !vec4 && finish.k_scale.is_none() && b_mat.t().vec4_columns(k);
         let kernel = if self.block {
             let variant = BlockVariant {
                 cols,
                 b_f16,
                 b_vec4: vec4,
                 a_vec4,
+                b_terms4,
             };
             self.block_kernel(gpu, variant)
         } else {
@@ -469,8 +481,9 @@ impl Products {
             bind.storage(6, b, (2 * b_values as u64).next_multiple_of(4))
                 .unused(gpu, 1)
                 .unused(gpu, 7)
-        } else if vec4 {
-            // The vec4 view reads whole groups of 4 columns: the last ends at a multiple of 4.
+        } else if vec4 || b_terms4 {
+            // The vec4 view reads whole groups of 4 columns (or terms): the last ends at a
+            // multiple of 4.
             let b_end = words(b_values.next_multiple_of(4));
             bind.storage(1, b, words(b_values))
                 .storage(7, b, b_end)

@@ -284,11 +284,17 @@ pub fn shader_variants() -> Vec<ShaderVariant> {
                 if cols == Some(4) && b_f16 == 1 {
                     continue;
                 }
-                for (b_vec4, a_vec4) in [(0, 0), (0, 1), (1, 0), (1, 1)] {
+                // B_TERMS4: B read along k, with A_VEC4 only.
+                for (b_vec4, a_vec4, b_terms4) in
+                    [(0, 0, 0), (0, 1, 0), (1, 0, 0), (1, 1, 0), (0, 1, 1)]
+                {
                     let mut constants =
                         vec![("B_F16", b_f16), ("B_VEC4", b_vec4), ("A_VEC4", a_vec4)];
                     if let Some(cols) = cols {
                         constants.push(("BB_COLS", cols));
+                    }
+                    if b_terms4 == 1 {
+                        constants.push(("B_TERMS4", 1));
                     }
                     let constants = signed(constants);
                     out.push(v("backward", "bgemm_block", &constants, Some(Cpu)).not_on_gl());

@@ -14,6 +14,21 @@ fn mat_index(t: &Mat, (i, s, h): (usize, usize, usize), r: usize, c: usize) -> u
         + c * stride(t.col)
 }
 
+/// `len` random weights that f16 holds exactly, and a buffer of them stored as `precision`
+/// says (f16 weights are read as f16 pairs).
+fn weights(gpu: &Gpu, rng: &mut Rng, len: usize, precision: Precision) -> (Vec<f32>, wgpu::Buffer) {
+    let w: Vec<f32> = rng
+        .vec(len, -1.0, 1.0)
+        .into_iter()
+        .map(|v| half::f16::from_f32(v).to_f32())
+        .collect();
+    let buffer = match precision {
+        Precision::F32 => gpu.storage_from("w", &w),
+        Precision::F16 => gpu.storage_from("w", &crate::vit::pack_f16(&w)),
+    };
+    (w, buffer)
+}
+
 /// `bgemm` / `bgemm_block` on both kernel sets against f64: a transposed, batched A over
 /// images × classes × heads with B shared by the classes and the GELU' epilogue reading every
 /// third aux row, then a plain weight product with term scales, with f32 and f16 weights. Odd
@@ -108,17 +123,9 @@ fn backward_product_matches_f64() {
             for n in [45, 44, 773, 772] {
                 // A weight product with term scales: f16 weights are read as f16 pairs.
                 let (m, k) = (70, 33);
-                let w: Vec<f32> = rng
-                    .vec(k * n, -1.0, 1.0)
-                    .into_iter()
-                    .map(|v| half::f16::from_f32(v).to_f32())
-                    .collect();
+                let (w, w_buf) = weights(gpu, &mut rng, k * n, precision);
                 let x = rng.vec(m * k, -1.0, 1.0);
                 let scale = rng.vec(k, 0.1, 1.0);
-                let w_buf = match precision {
-                    Precision::F32 => gpu.storage_from("w", &w),
-                    Precision::F16 => gpu.storage_from("w", &crate::vit::pack_f16(&w)),
-                };
                 let x_buf = gpu.storage_from("x", &x);
                 let s_buf = gpu.storage_from("scale", &scale);
                 let c_buf = gpu.storage_from("c", &vec![0.0f32; m * n]);
@@ -149,6 +156,37 @@ fn backward_product_matches_f64() {
                     .collect();
                 let got: Vec<f32> = download(gpu, &c_buf, m * n);
                 let shape = format!("{m}x{n}x{k}, {precision:?} weights, scaled terms");
+                check(kernel, &shape, gpu, &got, &want, TOL);
+            }
+
+            // A transposed weight (the LRP's Z⁺ reads W so): with k a multiple of 4, the CPU
+            // set reads 4 terms of each column per load; 45 and 772 columns.
+            for n in [45, 772] {
+                let (m, k) = (70, 36);
+                let (w, w_buf) = weights(gpu, &mut rng, n * k, precision);
+                let x = rng.vec(m * k, -1.0, 1.0);
+                let x_buf = gpu.storage_from("x", &x);
+                let c_buf = gpu.storage_from("c", &vec![0.0f32; m * n]);
+                let d = bk.product(
+                    gpu,
+                    (&x_buf, Mat::rows(k)),
+                    Right::Weight(&w_buf, Mat::rows(k).t()),
+                    (&c_buf, Mat::rows(n)),
+                    (m, n, k),
+                    Batch::ONE,
+                    Finish::scaled(1.0),
+                );
+                run(gpu, &[d]);
+                let want: Vec<f64> = (0..m * n)
+                    .map(|e| {
+                        let (r, c) = (e / n, e % n);
+                        (0..k)
+                            .map(|kk| x[r * k + kk] as f64 * w[c * k + kk] as f64)
+                            .sum()
+                    })
+                    .collect();
+                let got: Vec<f32> = download(gpu, &c_buf, m * n);
+                let shape = format!("{m}x{n}x{k}, {precision:?} weights transposed");
                 check(kernel, &shape, gpu, &got, &want, TOL);
             }
         }
