@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use common::cli::{agcam, fixture, s, stderr};
+use common::cli::{agcam, fixture, s, stderr, synth_set};
 
 fn weights() -> PathBuf {
     fixture("odd_ls/model.safetensors")
@@ -264,9 +264,7 @@ fn non_finite_numbers_are_errors() {
 #[test]
 fn evaluation_refuses_non_finite_scores() {
     let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data");
-    let o = agcam(&["synth", "--out", s(&data), "--count", "2", "--seed", "3"]);
-    assert!(o.status.success(), "{}", stderr(&o));
+    let data = synth_set(dir.path(), "data", 2, 3);
     for protocol in ["localization", "perturbation"] {
         let json = dir.path().join(format!("{protocol}.json"));
         let o = agcam(

@@ -5,7 +5,7 @@ mod common;
 use std::path::Path;
 use std::process::Command;
 
-use common::cli::{agcam, fixture, s, stderr};
+use common::cli::{agcam, fixture, s, stderr, synth_set};
 
 #[test]
 fn explain_writes_overlay_map_and_record_and_reports_bad_images() {
@@ -86,9 +86,7 @@ fn saturated_16bit_gray_is_noted() {
 #[test]
 fn eval_reports_saturated_16bit_pictures() {
     let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("voc");
-    let o = agcam(&["synth", "--out", s(&data), "--count", "3", "--seed", "4"]);
-    assert!(o.status.success(), "{}", stderr(&o));
+    let data = synth_set(dir.path(), "voc", 3, 4);
     let run = || {
         let o = agcam(&["eval", "localization", "--data", s(&data)]);
         assert!(o.status.success(), "{}", stderr(&o));
@@ -283,9 +281,7 @@ fn eval_reads_the_imagenet_layout() {
 #[test]
 fn eval_skip_runs_one_shard_of_a_data_set() {
     let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("voc");
-    let o = agcam(&["synth", "--out", s(&data), "--count", "5", "--seed", "6"]);
-    assert!(o.status.success(), "{}", stderr(&o));
+    let data = synth_set(dir.path(), "voc", 5, 6);
     let rows = |extra: &[&str], name: &str| -> Vec<serde_json::Value> {
         let json = dir.path().join(name);
         let mut args = vec![
@@ -427,9 +423,7 @@ fn compared_methods_on_average_pooled_models() {
 #[test]
 fn eval_runs_a_list_of_methods() {
     let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("voc");
-    let o = agcam(&["synth", "--out", s(&data), "--count", "3", "--seed", "9"]);
-    assert!(o.status.success(), "{}", stderr(&o));
+    let data = synth_set(dir.path(), "voc", 3, 9);
     let order: Vec<&str> = std::iter::once("agcam")
         .chain(COMPARED.iter().map(|(m, _)| *m))
         .collect();
@@ -698,9 +692,7 @@ fn eval_exits_with_status_1_when_a_picture_is_unreadable() {
     // As README's "Pictures" says for every command: reported, skipped, status 1; the others
     // are still scored.
     let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("voc");
-    let o = agcam(&["synth", "--out", s(&data), "--count", "3", "--seed", "4"]);
-    assert!(o.status.success(), "{}", stderr(&o));
+    let data = synth_set(dir.path(), "voc", 3, 4);
     std::fs::write(data.join("JPEGImages/synth_000001.png"), b"not a picture").unwrap();
     let o = agcam(&["eval", "localization", "--data", s(&data)]);
     assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));

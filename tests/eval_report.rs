@@ -6,14 +6,7 @@ mod common;
 
 use std::path::Path;
 
-use common::cli::{agcam, s, stderr};
-
-fn synth(dir: &Path, count: &str) -> std::path::PathBuf {
-    let data = dir.join("data");
-    let o = agcam(&["synth", "--out", s(&data), "--count", count, "--seed", "9"]);
-    assert!(o.status.success(), "{}", stderr(&o));
-    data
-}
+use common::cli::{agcam, s, stderr, synth_set};
 
 fn json(path: &Path) -> serde_json::Value {
     serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap()
@@ -22,7 +15,7 @@ fn json(path: &Path) -> serde_json::Value {
 #[test]
 fn perturbation_report_of_two_methods() {
     let dir = tempfile::tempdir().unwrap();
-    let data = synth(dir.path(), "5");
+    let data = synth_set(dir.path(), "data", 5, 9);
     let (report, out) = (dir.path().join("report"), dir.path().join("p.json"));
     let o = agcam(&[
         "eval",
@@ -68,7 +61,7 @@ fn perturbation_report_of_two_methods() {
 #[test]
 fn localization_report_and_single_method_json() {
     let dir = tempfile::tempdir().unwrap();
-    let data = synth(dir.path(), "4");
+    let data = synth_set(dir.path(), "data", 4, 9);
     let (report, out) = (dir.path().join("r"), dir.path().join("l.json"));
     let o = agcam(&[
         "eval",
@@ -91,7 +84,7 @@ fn localization_report_and_single_method_json() {
 #[test]
 fn random_ties_are_reproducible_and_stable_is_the_default() {
     let dir = tempfile::tempdir().unwrap();
-    let data = synth(dir.path(), "2");
+    let data = synth_set(dir.path(), "data", 2, 9);
     let run = |name: &str, extra: &[&str]| {
         let out = dir.path().join(name);
         let mut args = vec![

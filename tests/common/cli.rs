@@ -44,3 +44,22 @@ pub fn stderr(o: &Output) -> String {
 pub fn s(p: &Path) -> &str {
     p.to_str().unwrap()
 }
+
+/// Writes `count` synthetic pictures (seed `seed`, VOC layout) to `dir/name` with `agcam synth`
+/// and returns that folder.
+pub fn synth_set(dir: &Path, name: &str, count: u32, seed: u64) -> PathBuf {
+    let data = dir.join(name);
+    let count = count.to_string();
+    let seed = seed.to_string();
+    let o = agcam(&[
+        "synth",
+        "--out",
+        s(&data),
+        "--count",
+        &count,
+        "--seed",
+        &seed,
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    data
+}
