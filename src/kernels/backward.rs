@@ -294,6 +294,13 @@ pub(crate) enum WeightPart {
     PositiveTerms = 3,
 }
 
+impl WeightPart {
+    /// The override constant that selects this part in backward.wgsl.
+    fn constant(self) -> (&'static str, f64) {
+        ("B_SIGN", self as u32 as f64)
+    }
+}
+
 /// The compiled variants of the batched product for one reading of B.
 pub(crate) struct Products {
     /// `bgemm` (by whether B is f16; the f16 entry with f16 weights only) on the GPU kernel set
@@ -324,14 +331,13 @@ impl Products {
         let weights_f16 = precision == Precision::F16;
         let gl = gpu.info.backend == wgpu::Backend::Gl;
         let block = set.resolve(gpu) == KernelSet::Cpu && !gl;
-        let sign = part.map(|p| ("B_SIGN", p as u32 as f64));
         // A signed product's B is a weight matrix: its format is the engine's.
         let needed =
             |b_f16: bool| (!b_f16 || weights_f16) && (part.is_none() || b_f16 == weights_f16);
         let bgemm = |f16: bool| {
             (!block && needed(f16)).then(|| {
                 let mut constants = vec![("B_F16", f16 as u32 as f64)];
-                constants.extend(sign);
+                constants.extend(part.map(WeightPart::constant));
                 Kernel::new(gpu, &m, "bgemm", BGEMM_BINDINGS, &constants)
             })
         };
@@ -389,7 +395,7 @@ impl Products {
         if variant.b_terms4 {
             constants.push(("B_TERMS4", 1.0));
         }
-        constants.extend(self.part.map(|p| ("B_SIGN", p as u32 as f64)));
+        constants.extend(self.part.map(WeightPart::constant));
         constants
     }
 
